@@ -1,0 +1,13 @@
+"""histodistill: a reproducible companion to InfoDist (Li & Kainz, MICCAI 2024),
+image distillation for safe data sharing in histopathology.
+
+Modules, one stage or concern each:
+    config   each stage's configuration and the smoke/demo/paper presets
+    cache    content-keyed, atomic artifact cache every expensive stage runs through
+    sources  readers for bundled, full PathMNIST (medmnist), npz and folder data
+    data     the data stage: checked, split, resized, cached; a medmnist-style Dataset
+    plots    figures shared by the notebooks
+    runner   runs the numbered notebooks with papermill (what run_all.sh calls)
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,188 @@
+"""Run every numbered notebook in order with papermill (what ``./run_all.sh`` calls).
+
+    python -m histodistill.runner [--profile demo] [-p name value ...] [--only 01 ...]
+    python -m histodistill.runner --profile smoke --export DIR   # parameterised .ipynb, not run
+
+Notebooks are the jupytext sources ``notebooks/NN_*.py``; each is converted to ``.ipynb``
+on the fly, given ``profile`` (and ``run_name``) plus every ``-p`` override that its
+``parameters`` cell declares, executed, and written to ``outputs/<run_name>/``. The run
+stops at the first failing notebook, naming it and the error. Times go to the terminal
+and to ``paper_results/<run_name>/run_times.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import paths
+from .config import PROFILES
+
+KERNEL = "python3"
+
+
+def notebook_sources(folder: Path | None = None) -> list[Path]:
+    """``NN_*.py`` in `folder`, in number order."""
+    folder = folder or paths.notebooks_dir()
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.py"))
+
+
+def to_notebook(source: Path):
+    """The jupytext source as an nbformat notebook with a python3 kernelspec."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    for cell in nb.cells:  # papermill expects every cell to carry a tags list
+        cell.metadata.setdefault("tags", [])
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def declared_parameters(nb) -> dict[str, str]:
+    """Names and default sources of the assignments in the cell tagged ``parameters``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {
+                target.id: ast.get_source_segment(cell.source, node.value)
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
+    raise ValueError("notebook has no cell tagged 'parameters'")
+
+
+def parse_value(text: str):
+    """``-p`` values: Python literals (``64``, ``0.5``, ``None``, ``'x'``), else strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | None = None,
+         folder: Path | None = None):
+    """(source, notebook, parameters) for each notebook to run; checks every override
+    is declared by at least one notebook, so a typo fails before anything runs."""
+    sources = notebook_sources(folder)
+    if only:
+        sources = [s for s in sources if any(s.name.startswith(o) for o in only)]
+    if not sources:
+        raise SystemExit(f"no notebook to run in {folder or paths.notebooks_dir()} (--only {only})")
+    items, used = [], set()
+    for source in sources:
+        nb = to_notebook(source)
+        declared = declared_parameters(nb)
+        params = {"profile": profile, "run_name": run_name or profile}
+        params.update(overrides)
+        params = {k: v for k, v in params.items() if k in declared}
+        used.update(params)
+        items.append((source, nb, params))
+    unused = sorted(set(overrides) - used)
+    if unused:
+        raise SystemExit(f"no notebook declares the parameter(s) {unused}; check the spelling")
+    return items
+
+
+def export(items, out_dir: Path) -> list[Path]:
+    """Write each notebook, parameters injected, without running it (for nbval)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source, nb, params in items:
+        path = out_dir / f"{source.stem}.ipynb"
+        nbformat.write(nb, path)
+        nb = parameterize_notebook(load_notebook_node(str(path)), params, kernel_name=KERNEL)
+        nbformat.write(nb, path)
+        written.append(path)
+    return written
+
+
+def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
+    """Run each notebook in order; stop at the first failure with its name and error."""
+    import nbformat
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not sys.stderr.isatty():  # no progress bar: stream each cell's output instead
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    times = []
+    for source, nb, params in items:
+        input_path = out_dir / f".{source.stem}.input.ipynb"
+        output_path = out_dir / f"{source.stem}.ipynb"
+        nbformat.write(nb, input_path)
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        print(f"\n=== {source.stem}  ({shown})", flush=True)
+        started = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(input_path),
+                str(output_path),
+                parameters=params,
+                kernel_name=KERNEL,
+                cwd=str(paths.project_root()),
+                progress_bar=sys.stderr.isatty(),
+                log_output=not sys.stderr.isatty(),
+            )
+        except pm.PapermillExecutionError as err:
+            elapsed = time.perf_counter() - started
+            print(
+                f"\nFAILED {source.name} after {elapsed:.1f} s, in cell {err.exec_count}:\n"
+                f"  {err.ename}: {err.evalue}\n"
+                f"The executed notebook with the full traceback: {output_path}",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+        finally:
+            input_path.unlink(missing_ok=True)
+        elapsed = time.perf_counter() - started
+        times.append((source.stem, elapsed))
+        print(f"=== {source.stem} done in {elapsed:.1f} s", flush=True)
+    return times
+
+
+def write_times(times: list[tuple[str, float]], profile: str, run_name: str) -> Path:
+    import pandas as pd
+
+    table = pd.DataFrame(times, columns=["notebook", "seconds"])
+    table.loc[len(table)] = ["total", table["seconds"].sum()]
+    table["seconds"] = table["seconds"].round(1)
+    table.insert(0, "profile", profile)
+    path = paths.results_dir(run_name) / "run_times.csv"
+    table.to_csv(path, index=False)
+    print("\n" + table.to_string(index=False))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="demo", choices=PROFILES)
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a notebook parameter (repeatable)")
+    parser.add_argument("--run-name", help="output folder name under figures/ and paper_results/ (default: the profile)")
+    parser.add_argument("--only", nargs="+", help="run only notebooks whose names start with these")
+    parser.add_argument("--notebooks", type=Path, help="folder of NN_*.py notebooks (default: notebooks/)")
+    parser.add_argument("--export", type=Path, metavar="DIR", help="write parameterised .ipynb to DIR and stop")
+    args = parser.parse_args(argv)
+
+    overrides = {name: parse_value(value) for name, value in args.parameter}
+    run_name = args.run_name or overrides.pop("run_name", None) or args.profile
+    items = plan(args.profile, overrides, run_name, args.only, args.notebooks)
+    if args.export:
+        for path in export(items, args.export):
+            print(path)
+        return
+    times = execute(items, paths.executed_notebooks_dir(run_name), run_name)
+    write_times(times, args.profile, run_name)
+
+
+if __name__ == "__main__":
+    main()

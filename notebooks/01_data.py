@@ -1,0 +1,98 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The real data
+#
+# InfoDist starts from a real, labelled set of histology patches. Every later stage
+# (the latent diffusion model, the embedding network, the downstream classifiers) is
+# trained on this notebook's **train** split, chooses models on its **val** split, and
+# touches its **test** split once, for the final numbers.
+#
+# Sources (`data_source`):
+# - `bundled` (smoke and demo profiles): the first 1000 official PathMNIST train images,
+#   shipped with the package. They have no val or test split, so both are carved out,
+#   stratified by class and seeded: 600 train / 150 val / 250 test by default.
+# - `pathmnist` (paper profile): full PathMNIST through `medmnist`, official splits
+#   (89,996 / 10,004 / 7,180); the test split comes from another clinical centre.
+# - `npz` / `folder`: your own images (see the README).
+#
+# The result is cached: running this notebook again with the same parameters loads it.
+
+# %% tags=["parameters"]
+profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+run_name = None  # output folder under figures/ and paper_results/; None: the profile name
+data_source = None  # "bundled" | "pathmnist" | "npz" | "folder"
+data_path = None  # your .npz file or class-folder root; for pathmnist, the folder holding its .npz
+image_size = None  # side in pixels every image is resized to (PathMNIST serves 28, 64, 128, 224)
+val_fraction = None  # share of all images carved out for validation where the source has none
+test_fraction = None  # share of all images carved out for testing where the source has none
+seed = None  # seed of the carved splits
+
+# %%
+from IPython.display import display
+
+from histodistill import config, data, plots
+
+run_name = run_name or profile
+cfg = config.stage_config(
+    "data",
+    profile,
+    source=data_source,
+    path=data_path,
+    size=image_size,
+    val_fraction=val_fraction,
+    test_fraction=test_fraction,
+    seed=seed,
+)
+cfg
+
+# %% [markdown]
+# ## Load, check, split, resize
+
+# %%
+bundle = data.prepare_data(cfg)
+print(bundle.meta["source"])
+summary = data.summary_table(bundle)
+plots.save_table(summary, "data_splits", run_name)
+summary
+
+# %% [markdown]
+# ## Classes per split
+# A stratified split keeps each class's share the same in every split (right panel).
+
+# %%
+counts = data.class_counts(bundle)
+plots.save_table(counts, "data_class_counts", run_name)
+display(counts)
+fig = plots.class_distribution(counts)
+plots.save(fig, "01_class_distribution", run_name)
+
+# %% [markdown]
+# ## What the classes look like
+# Ten random training images per class (seeded).
+
+# %%
+train = bundle.splits["train"]
+fig = plots.class_montage(train.images, train.labels, bundle.class_names, per_class=10, seed=0,
+                          title=f"Training images per class ({train.images.shape[1]} px)")
+plots.save(fig, "01_examples_per_class", run_name)
+
+# %% [markdown]
+# ## Stain colour per class
+# Mean image of each class and how each image's mean red, green and blue vary. Colour
+# separates several tissue classes; a synthetic pool should keep these profiles.
+
+# %%
+fig = plots.colour_profile(train.images, train.labels, bundle.class_names)
+plots.save(fig, "01_colour_profile", run_name)

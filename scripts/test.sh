@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit tests, a smoke run of the pipeline, and nbval over every
+# notebook in the smoke profile. The first run creates .venv (scripts/setup.sh).
+# Everything the tests write goes to a temporary folder, never to figures/ or paper_results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/histodistill-tests.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+export HISTODISTILL_OUTPUT_ROOT="$work/out"
+
+# Notebooks for nbval: the jupytext sources as .ipynb, parameters set to the smoke profile.
+python -m histodistill.runner --profile smoke --export "$work/nbval" >/dev/null
+
+# Unit and smoke tests first, then the notebooks in number order.
+python -m pytest tests "$work/nbval" --nbval-lax -p no:cacheprovider "$@"

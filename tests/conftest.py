@@ -1,0 +1,31 @@
+"""Shared fixtures. Every test writes under its own temporary output root."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def output_root(tmp_path, monkeypatch) -> Path:
+    """Send figures, tables and the cache of every test to a fresh folder."""
+    root = tmp_path / "out"
+    monkeypatch.setenv("HISTODISTILL_OUTPUT_ROOT", str(root))
+    monkeypatch.delenv("HISTODISTILL_CACHE", raising=False)
+    return root
+
+
+def make_images(n: int, size: int = 28, seed: int = 0) -> np.ndarray:
+    """Distinct random uint8 RGB images (N, size, size, 3)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def balanced_labels(n: int, n_classes: int) -> np.ndarray:
+    return np.arange(n) % n_classes
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()

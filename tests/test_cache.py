@@ -1,0 +1,105 @@
+import json
+import os
+
+import pytest
+
+from histodistill import cache, config
+
+
+def counting_build(calls, payload="x"):
+    def build(folder):
+        calls.append(folder)
+        (folder / "result.txt").write_text(payload)
+        (folder / "sub").mkdir()
+        (folder / "sub" / "more.bin").write_bytes(b"\x00" * 10)
+
+    return build
+
+
+def test_same_config_and_inputs_load_instead_of_recompute(tmp_path):
+    calls = []
+    cfg = config.stage_config("data", "demo")
+    a = cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, cache_root=tmp_path)
+    b = cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, cache_root=tmp_path)
+    assert len(calls) == 1
+    assert a == b
+    assert a.file("result.txt").read_text() == "x"
+
+
+def test_changed_field_input_or_version_recomputes(tmp_path):
+    calls = []
+    cfg = config.stage_config("data", "demo")
+    base = cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, cache_root=tmp_path)
+    other = [
+        cache.cached("stage", config.stage_config("data", "demo", seed=1), counting_build(calls), {"in": "abc"}, cache_root=tmp_path),
+        cache.cached("stage", cfg, counting_build(calls), {"in": "abd"}, cache_root=tmp_path),
+        cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, version=2, cache_root=tmp_path),
+    ]
+    assert len(calls) == 4
+    assert len({base.path, *(o.path for o in other)}) == 4
+
+
+def test_artifact_holds_resolved_config_as_json(tmp_path):
+    cfg = config.stage_config("data", "demo", size=64)
+    art = cache.cached("stage", cfg, counting_build([]), {"in": "abc"}, cache_root=tmp_path)
+    record = json.loads((art.path / cache.CONFIG_FILE).read_text())
+    assert record["config"] == config.to_dict(cfg)
+    assert record["inputs"] == {"in": "abc"}
+    assert record["key"] == art.key
+    assert art.config["size"] == 64
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    def failing(folder):
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        cache.cached("stage", {"a": 1}, failing, cache_root=tmp_path)
+    assert list((tmp_path / "stage").iterdir()) == []
+
+
+def test_result_without_marker_is_never_read(tmp_path):
+    calls = []
+    art = cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
+    (art.path / cache.MARKER).unlink()  # as if the process died before finishing
+    (art.path / "result.txt").write_text("stale")
+    again = cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
+    assert len(calls) == 2
+    assert again.file("result.txt").read_text() == "good"
+
+
+def test_altered_files_are_detected_and_rebuilt(tmp_path):
+    calls = []
+    art = cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
+    (art.path / "sub" / "more.bin").write_bytes(b"\x00" * 3)  # truncated
+    assert not cache.is_complete(art.path, art.key)
+    cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
+    assert len(calls) == 2
+    (art.path / "sub" / "more.bin").unlink()  # missing
+    cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
+    assert len(calls) == 3
+
+
+def test_orphaned_temporary_folders_are_removed(tmp_path):
+    orphan = tmp_path / "stage" / ".tmp-0123456789abcdef-999999999-deadbeef"
+    orphan.mkdir(parents=True)
+    mine = tmp_path / "stage" / f".tmp-0123456789abcdef-{os.getpid()}-cafecafe"
+    mine.mkdir()
+    cache.cached("stage", {"a": 1}, counting_build([]), cache_root=tmp_path)
+    assert not orphan.exists()
+    assert mine.exists()  # belongs to a live process (this one)
+
+
+def test_file_digest_follows_content(tmp_path):
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"one")
+    first = cache.file_digest(f, tmp_path)
+    assert cache.file_digest(f, tmp_path) == first
+    f.write_bytes(b"two!")
+    assert cache.file_digest(f, tmp_path) != first
+
+
+def test_digest_is_order_independent():
+    assert cache.digest({"a": 1, "b": [1, 2]}) == cache.digest({"b": [1, 2], "a": 1})
+    assert cache.digest({"a": 1}) != cache.digest({"a": 2})

@@ -1,0 +1,55 @@
+import dataclasses
+
+import pytest
+
+from histodistill import config
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_every_profile_has_every_stage(profile):
+    for stage, cls in config.STAGES.items():
+        assert isinstance(config.stage_config(stage, profile), cls)
+
+
+def test_profiles_differ_where_they_should():
+    assert config.stage_config("data", "demo").source == "bundled"
+    assert config.stage_config("data", "smoke").source == "bundled"
+    assert config.stage_config("data", "paper").source == "pathmnist"
+    assert config.stage_config("data", "smoke").max_train_per_class is not None
+
+
+def test_overrides_apply_and_none_means_profile_value():
+    cfg = config.stage_config("data", "demo", size=64, seed=None)
+    assert cfg.size == 64
+    assert cfg.seed == config.stage_config("data", "demo").seed
+
+
+def test_configs_are_frozen():
+    cfg = config.stage_config("data", "demo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.size = 64
+
+
+def test_unknown_field_profile_and_stage_are_named():
+    with pytest.raises(ValueError, match="no field.*sise"):
+        config.stage_config("data", "demo", sise=64)
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        config.stage_config("data", "fast")
+    with pytest.raises(ValueError, match="unknown stage"):
+        config.stage_config("nope", "demo")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"source": "zip"}, "not one of"),
+        ({"source": "npz"}, "needs `path`"),
+        ({"size": 4}, "outside"),
+        ({"val_fraction": 0.0}, "strictly between"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave images for training"),
+        ({"max_train_per_class": 0}, "at least 1"),
+    ],
+)
+def test_invalid_data_configs_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        config.stage_config("data", "demo", **changes)

@@ -1,0 +1,77 @@
+"""The notebook runner and the notebooks' shape."""
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from histodistill import runner
+
+
+def test_every_notebook_starts_with_a_commented_parameters_cell():
+    sources = runner.notebook_sources()
+    assert sources and sources[0].name.startswith("01_")
+    for source in sources:
+        nb = runner.to_notebook(source)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), source.name
+        lines = [l for l in code[0].source.splitlines() if l.strip()]
+        assert lines[0].startswith("profile = "), source.name
+        for line in lines:  # plain literals, each with a comment, one '=' (papermill parses it)
+            target, _, rest = line.partition("=")
+            value, _, comment = rest.partition("#")
+            ast.literal_eval(value.strip())
+            assert comment.strip(), f"{source.name}: no comment on {line!r}"
+            assert line.count("=") == 1, f"{source.name}: papermill cannot parse {line!r}"
+
+
+def test_parse_value():
+    assert runner.parse_value("64") == 64
+    assert runner.parse_value("0.5") == 0.5
+    assert runner.parse_value("None") is None
+    assert runner.parse_value("npz") == "npz"
+    assert runner.parse_value("'a b'") == "a b"
+
+
+def test_unknown_override_fails_before_running():
+    with pytest.raises(SystemExit, match="image_sise"):
+        runner.plan("smoke", {"image_sise": 64}, None)
+
+
+def test_plan_passes_only_declared_parameters():
+    items = runner.plan("smoke", {"image_size": 32}, "mine")
+    source, nb, params = items[0]
+    assert params["profile"] == "smoke" and params["run_name"] == "mine" and params["image_size"] == 32
+
+
+def write_notebook(folder, name, body):
+    text = textwrap.dedent(
+        """\
+        # %% tags=["parameters"]
+        profile = "demo"  # profile
+
+        # %%
+        """
+    ) + textwrap.dedent(body)
+    (folder / name).write_text(text)
+
+
+def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    marker = tmp_path / "ran_03"
+    write_notebook(folder, "01_ok.py", "x = 1\n")
+    write_notebook(folder, "02_fails.py", "raise ValueError('boom: the data is missing')\n")
+    write_notebook(folder, "03_never.py", f"open({str(marker)!r}, 'w').write('ran')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "histodistill.runner", "--profile", "smoke", "--notebooks", str(folder)],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+    assert result.returncode == 1
+    assert "FAILED 02_fails.py" in result.stderr
+    assert "ValueError: boom: the data is missing" in result.stderr
+    assert "01_ok done" in result.stdout
+    assert not marker.exists()
