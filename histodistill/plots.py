@@ -57,8 +57,8 @@ def class_distribution(counts: pd.DataFrame) -> plt.Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     totals = counts[list(SPLITS)].sum()
     labels = [f"{s} ({totals[s]})" for s in labels]
-    fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.55, 1.04))
-    fig.suptitle("Class distribution per split", y=1.1, fontweight="bold")
+    fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.55, 1.03))
+    fig.suptitle("Class distribution per split", y=1.08, fontweight="bold")
     fig.tight_layout()
     return fig
 
