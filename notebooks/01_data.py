@@ -38,6 +38,8 @@ image_size = None  # side in pixels every image is resized to (PathMNIST serves 
 val_fraction = None  # share of all images carved out for validation where the source has none
 test_fraction = None  # share of all images carved out for testing where the source has none
 seed = None  # seed of the carved splits
+max_train_per_class = None  # cap on train images per class (the smoke profile uses 20)
+download = None  # pathmnist: fetch the file from medmnist's servers when it is missing
 
 # %%
 from IPython.display import display
@@ -54,6 +56,8 @@ cfg = config.stage_config(
     val_fraction=val_fraction,
     test_fraction=test_fraction,
     seed=seed,
+    max_train_per_class=max_train_per_class,
+    download=download,
 )
 cfg
 

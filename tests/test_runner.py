@@ -75,3 +75,21 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
     assert "ValueError: boom: the data is missing" in result.stderr
     assert "01_ok done" in result.stdout
     assert not marker.exists()
+
+
+def test_notebooks_expose_every_field_of_the_stages_they_configure():
+    """A notebook's parameters may override any field of a stage it configures."""
+    from histodistill.config import STAGES
+
+    checked = 0
+    for source in runner.notebook_sources():
+        code = "\n".join(
+            c.source for c in runner.to_notebook(source).cells if c.cell_type == "code"
+        )
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "stage_config":
+                stage = node.args[0].value
+                fields = set(STAGES[stage].__dataclass_fields__)
+                assert {k.arg for k in node.keywords} == fields, (source.name, stage)
+                checked += 1
+    assert checked >= 1
