@@ -54,12 +54,108 @@ class DataConfig:
             raise ValueError("max_train_per_class must be at least 1 (or None for all)")
 
 
-STAGES: dict[str, type] = {"data": DataConfig}
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The ConvNet trained on real train images: the pool's embedding network and judge.
+
+    The paper's embedding network: width 128, instance norm, ReLU, 2x2 average pooling
+    after every block; its feature is the flattened output of the last block."""
+
+    width: int = 128  # channels of every convolution block
+    depth: int | None = None  # blocks; None: chosen from the image size (3 at 28-32 px)
+    epochs: int = 40  # passes over the real train split
+    batch_size: int = 128  # images per step
+    lr: float = 0.01  # peak SGD learning rate (cosine decay to 0)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay
+    augment: bool = True  # random flips and 90-degree rotations (tissue has no orientation)
+    seed: int = 0  # seed of initialisation, shuffling and augmentation
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("width, epochs and batch_size must be positive")
+        if self.depth is not None and self.depth < 1:
+            raise ValueError("depth must be at least 1 (or None for automatic)")
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """The KL autoencoder whose latents the diffusion model learns.
+
+    Either trained here on the real train split (`pretrained` None) or loaded from a
+    diffusers folder or hub id (e.g. the Stable Diffusion VAE, for 64 px and above)."""
+
+    pretrained: str | None = None  # diffusers folder or hub id; None: train one here
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # one entry per level; each level after the first halves the side
+    latent_channels: int = 4  # channels of the latent map
+    steps: int = 1500  # optimisation steps
+    batch_size: int = 64  # images per step
+    lr: float = 1e-3  # AdamW learning rate (cosine decay after a short warm-up)
+    kl_weight: float = 1e-5  # weight of the KL term next to the L1 reconstruction loss
+    seed: int = 0  # seed of initialisation and batches
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.block_out_channels:
+            raise ValueError("steps, batch_size and block_out_channels must be positive")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The class-conditional U-ViT denoiser and how it is trained."""
+
+    hidden_size: int = 128  # width of every transformer block
+    depth: int = 7  # blocks (odd): shallow half, middle, deep half with long skips
+    num_heads: int = 4  # attention heads
+    patch_size: int = 1  # latent pixels per patch side
+    steps: int = 3000  # optimisation steps
+    batch_size: int = 128  # latents per step
+    lr: float = 3e-4  # AdamW peak learning rate
+    warmup_steps: int = 200  # linear warm-up, then cosine decay
+    weight_decay: float = 0.03  # AdamW weight decay
+    grad_clip: float = 1.0  # gradient-norm clipping
+    label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
+    ema_decay: float = 0.999  # exponential moving average of the weights
+    num_train_timesteps: int = 1000  # diffusion steps of the DDPM noise schedule
+    beta_schedule: str = "squaredcos_cap_v2"  # DDPM noise schedule
+    bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
+    checkpoint_every: int = 500  # steps between checkpoints (resume point)
+    seed: int = 0  # seed of initialisation, noise and batches
+
+    def __post_init__(self) -> None:
+        if self.depth % 2 == 0:
+            raise ValueError("depth must be odd")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError("label_dropout must lie in [0, 1)")
+        if self.steps < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps and checkpoint_every must be positive")
+
+
+STAGES: dict[str, type] = {
+    "data": DataConfig,
+    "classifier": ClassifierConfig,
+    "autoencoder": AutoencoderConfig,
+    "diffusion": DiffusionConfig,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"data": DataConfig(max_train_per_class=20)},
-    "demo": {"data": DataConfig()},
-    "paper": {"data": DataConfig(source="pathmnist", size=28)},
+    "smoke": {
+        "data": DataConfig(max_train_per_class=20),
+        "classifier": ClassifierConfig(width=16, epochs=2),
+        "autoencoder": AutoencoderConfig(block_out_channels=(8, 16, 16), steps=20, batch_size=32),
+        "diffusion": DiffusionConfig(hidden_size=32, depth=3, steps=20, batch_size=32, warmup_steps=5, checkpoint_every=10),
+    },
+    "demo": {
+        "data": DataConfig(),
+        "classifier": ClassifierConfig(),
+        "autoencoder": AutoencoderConfig(),
+        "diffusion": DiffusionConfig(),
+    },
+    "paper": {
+        "data": DataConfig(source="pathmnist", size=28),
+        "classifier": ClassifierConfig(epochs=50),
+        "autoencoder": AutoencoderConfig(steps=20000, batch_size=256),
+        "diffusion": DiffusionConfig(hidden_size=512, depth=13, num_heads=8, steps=200000, batch_size=256, lr=2e-4, warmup_steps=5000, ema_decay=0.9999, checkpoint_every=5000),
+    },
 }
 
 

@@ -1,0 +1,147 @@
+"""The KL autoencoder of the latent diffusion model (diffusers' `AutoencoderKL`).
+
+Small images (28 px) get a small autoencoder trained here on the real train split
+(L1 reconstruction + a weak KL term); larger ones may instead load a pretrained diffusers
+autoencoder (e.g. Stable Diffusion's VAE) from a folder or a hub id. Either way the
+latents are scaled by ``config.scaling_factor`` so the diffusion model sees unit variance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+from .config import AutoencoderConfig
+
+
+class ModelLoadError(Exception):
+    """A pretrained model could not be loaded; the message says what to do."""
+
+
+def to_model_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
+    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def build_autoencoder(cfg: AutoencoderConfig, image_size: int) -> AutoencoderKL:
+    """A fresh AutoencoderKL; its latent side is image_size / 2**(levels - 1)."""
+    levels = len(cfg.block_out_channels)
+    if image_size % 2 ** (levels - 1):
+        raise ValueError(f"image size {image_size} is not divisible by 2**{levels - 1}")
+    groups = min(32, *cfg.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=1,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=groups,
+        sample_size=image_size,
+        mid_block_add_attention=False,  # attention buys little at these sizes and is slow on CPU
+        scaling_factor=1.0,
+    )
+
+
+def load_pretrained_autoencoder(name_or_path: str, subfolder: str | None = None) -> AutoencoderKL:
+    """Load a diffusers AutoencoderKL from a local folder or a hub id, with one clear error
+    when that is impossible (offline, a wrong name, not an autoencoder)."""
+    local = Path(name_or_path).expanduser()
+    try:
+        if local.exists():
+            return AutoencoderKL.from_pretrained(local, subfolder=subfolder)
+        return AutoencoderKL.from_pretrained(name_or_path, subfolder=subfolder)
+    except (OSError, ValueError, EnvironmentError) as err:
+        where = "folder" if local.exists() else "hub id"
+        raise ModelLoadError(
+            f"cannot load an AutoencoderKL from {where} {name_or_path!r}: {str(err).splitlines()[0]}\n"
+            f"A hub id needs internet on first use. Offline, download the model elsewhere "
+            f"(AutoencoderKL.from_pretrained(...).save_pretrained(folder)), copy the folder "
+            f"here and set autoencoder_pretrained to its path; or leave it None to train a "
+            f"small autoencoder here."
+        ) from None
+
+
+def train_autoencoder(
+    images: np.ndarray, cfg: AutoencoderConfig, progress: bool = True
+) -> tuple[AutoencoderKL, pd.DataFrame]:
+    """Train on uint8 images (N, S, S, 3); returns the model (eval mode, scaling factor set
+    from the latents' standard deviation) and the loss per step."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build_autoencoder(cfg, images.shape[1])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    warmup = min(100, cfg.steps // 10)
+    schedule = get_cosine_schedule_with_warmup(optimiser, warmup, cfg.steps)
+    data = to_model_range(images)
+    rows = []
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="autoencoder", disable=not progress)
+    for step in bar:
+        batch = data[rng.choice(len(data), size=min(cfg.batch_size, len(data)), replace=False)]
+        batch = _flip_rotate(batch, rng)
+        posterior = model.encode(batch).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        l1 = (recon - batch).abs().mean()
+        kl = posterior.kl().mean() / batch[0].numel()
+        loss = l1 + cfg.kl_weight * kl
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        rows.append({"step": step + 1, "l1": l1.item(), "kl": kl.item()})
+        bar.set_postfix(l1=f"{l1.item():.4f}")
+    model.eval()
+    latents = encode(model, images[: min(len(images), 2048)], scaled=False)
+    model.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return model, pd.DataFrame(rows)
+
+
+def _flip_rotate(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The same random flip and 90-degree turn for the whole batch (tissue has no up)."""
+    if rng.random() < 0.5:
+        batch = batch.flip(-1)
+    return torch.rot90(batch, int(rng.integers(4)), dims=(-2, -1))
+
+
+@torch.no_grad()
+def encode(model: AutoencoderKL, images: np.ndarray, batch_size: int = 256, scaled: bool = True) -> torch.Tensor:
+    """uint8 images -> latents (posterior means), times the scaling factor when `scaled`."""
+    model.eval()
+    scale = model.config.scaling_factor if scaled else 1.0
+    out = [
+        model.encode(to_model_range(images[i : i + batch_size])).latent_dist.mode() * scale
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode(model: AutoencoderKL, latents: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Scaled latents -> uint8 images (N, S, S, 3)."""
+    model.eval()
+    scale = model.config.scaling_factor
+    out = [to_uint8(model.decode(latents[i : i + batch_size] / scale).sample) for i in range(0, len(latents), batch_size)]
+    return np.concatenate(out)
+
+
+def reconstruction_error(model: AutoencoderKL, images: np.ndarray) -> dict[str, float]:
+    """Mean absolute error (0-255 scale) and PSNR (dB) of encode -> decode on `images`."""
+    recon = decode(model, encode(model, images)).astype(np.float64)
+    diff = recon - images.astype(np.float64)
+    mse = float((diff**2).mean())
+    return {"mae": float(np.abs(diff).mean()), "psnr_db": float(10 * np.log10(255.0**2 / max(mse, 1e-12)))}

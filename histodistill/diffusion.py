@@ -1,0 +1,195 @@
+"""Training the class-conditional latent diffusion model, resumable at any moment.
+
+diffusers supplies the noise schedule and training targets (`DDPMScheduler`), the
+learning-rate schedule and the weight EMA (`EMAModel`); the denoiser is our `UViT`.
+Classifier-free guidance is learnt by replacing a share of the labels with the null class.
+
+Checkpoints: every `checkpoint_every` steps the whole training state (weights as
+safetensors; optimiser, learning-rate schedule, EMA and random-generator state; step;
+loss history; the configuration's hash) goes to a new ``step-NNNNNNN/`` folder, and only
+then does the ``LATEST`` file (replaced atomically) point at it. A run killed at any
+moment resumes from the last complete checkpoint with the right step, schedule and
+random stream; a checkpoint written under another configuration is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import DiffusionConfig
+from .uvit import UViT
+
+LATEST = "LATEST"
+
+
+class CheckpointMismatch(Exception):
+    """A checkpoint exists for a different configuration."""
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def build_denoiser(cfg: DiffusionConfig, latent_shape: tuple[int, int, int], n_classes: int) -> UViT:
+    channels, side, _ = latent_shape
+    return UViT(
+        sample_size=side,
+        in_channels=channels,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.hidden_size,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        num_classes=n_classes,
+    )
+
+
+def build_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type="epsilon"
+    )
+
+
+class Trainer:
+    """Owns the model, optimiser, schedules, EMA and random stream of one training run."""
+
+    def __init__(self, latents: torch.Tensor, labels: np.ndarray, n_classes: int, cfg: DiffusionConfig,
+                 work_dir: Path, config_hash: str):
+        self.cfg, self.work_dir, self.config_hash = cfg, Path(work_dir), config_hash
+        self.latents = latents.float()
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.n_classes = n_classes
+        torch.manual_seed(cfg.seed)
+        self.model = build_denoiser(cfg, tuple(latents.shape[1:]), n_classes)
+        self.ema = EMAModel(self.model.parameters(), decay=cfg.ema_decay)
+        self.optimiser = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
+        )
+        self.lr_schedule = get_cosine_schedule_with_warmup(self.optimiser, cfg.warmup_steps, cfg.steps)
+        self.noise = build_noise_scheduler(cfg)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.history: list[dict] = []
+        self._resume()
+
+    # --- one step -------------------------------------------------------------------------
+
+    def train_step(self) -> float:
+        cfg, g = self.cfg, self.generator
+        idx = torch.randint(len(self.latents), (min(cfg.batch_size, len(self.latents)),), generator=g)
+        x0, y = self.latents[idx], self.labels[idx].clone()
+        drop = torch.rand(len(y), generator=g) < cfg.label_dropout
+        y[drop] = self.n_classes  # the null class
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(cfg.num_train_timesteps, (len(y),), generator=g)
+        noisy = self.noise.add_noise(x0, noise, t)
+        self.model.train()
+        with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            pred = self.model(noisy, t, y)
+        loss = F.mse_loss(pred.float(), noise)
+        if not torch.isfinite(loss):
+            last = self.latest_checkpoint()
+            raise TrainingDiverged(
+                f"diffusion loss is {loss.item()} at step {self.step + 1}; stopped. The last good "
+                f"checkpoint ({last.name if last else 'none'}) is kept. Lower lr or check the latents."
+            )
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimiser.step()
+        self.lr_schedule.step()
+        self.ema.step(self.model.parameters())
+        self.step += 1
+        self.history.append({"step": self.step, "loss": loss.item(), "lr": self.lr_schedule.get_last_lr()[0]})
+        return loss.item()
+
+    def run(self, progress: bool = True, max_steps: int | None = None) -> None:
+        """Train until cfg.steps (or `max_steps` more steps), checkpointing on the way."""
+        end = self.cfg.steps if max_steps is None else min(self.cfg.steps, self.step + max_steps)
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="diffusion", disable=not progress)
+        while self.step < end:
+            loss = self.train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+
+    def ema_model(self) -> UViT:
+        """A copy of the denoiser carrying the EMA weights (the one to sample from)."""
+        model = build_denoiser(self.cfg, tuple(self.latents.shape[1:]), self.n_classes)
+        model.load_state_dict(self.model.state_dict())
+        self.ema.copy_to(model.parameters())
+        return model.eval()
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> Path | None:
+        try:
+            name = (self.work_dir / LATEST).read_text().strip()
+        except OSError:
+            return None
+        folder = self.work_dir / name
+        return folder if (folder / "state.json").is_file() else None
+
+    def save_checkpoint(self) -> Path:
+        folder = self.work_dir / f"step-{self.step:07d}"
+        tmp = self.work_dir / f".{folder.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self.model.state_dict(), tmp / "model.safetensors")
+        torch.save(
+            {
+                "optimiser": self.optimiser.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(),
+                "ema": self.ema.state_dict(),
+                "generator": self.generator.get_state(),
+            },
+            tmp / "training_state.pt",
+        )
+        state = {"step": self.step, "config_hash": self.config_hash, "history": self.history}
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(tmp, folder)
+        previous = self.latest_checkpoint()
+        pointer = self.work_dir / f".{LATEST}.tmp"
+        pointer.write_text(folder.name)
+        os.replace(pointer, self.work_dir / LATEST)  # the switch to the new checkpoint
+        if previous is not None and previous != folder:
+            shutil.rmtree(previous, ignore_errors=True)
+        return folder
+
+    def _resume(self) -> None:
+        folder = self.latest_checkpoint()
+        if folder is None:
+            return
+        state = json.loads((folder / "state.json").read_text())
+        if state["config_hash"] != self.config_hash:
+            raise CheckpointMismatch(
+                f"the checkpoint in {folder} was written for another configuration "
+                f"({state['config_hash'][:12]}, this run is {self.config_hash[:12]}); delete "
+                f"{self.work_dir} to start afresh"
+            )
+        self.model.load_state_dict(load_file(folder / "model.safetensors"))
+        training = torch.load(folder / "training_state.pt", weights_only=True)
+        self.optimiser.load_state_dict(training["optimiser"])
+        self.lr_schedule.load_state_dict(training["lr_schedule"])
+        self.ema.load_state_dict(training["ema"])
+        self.generator.set_state(training["generator"])
+        self.step, self.history = state["step"], state["history"]
+        print(f"[diffusion] resumed from {folder.name} (step {self.step} of {self.cfg.steps})")
+
+    def history_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history, columns=["step", "loss", "lr"])

@@ -1,0 +1,270 @@
+"""How good, and how safe, is a synthetic pool? Judged offline in a feature space.
+
+    >>> from histodistill import quality
+    >>> table = quality.quality_table(train_f, train_y, val_f, val_y, pool_f, pool_y, class_names)
+    >>> mem = quality.memorisation(pool_f, train_f, val_f, pool_px, train_px, val_px)
+    >>> quality.closest_pairs(mem, "pixels", n=8)   # [(pool index, train index, distance), ...]
+
+Features are (N, D) float arrays from a ConvNet trained on real data; nothing here trains
+or runs a network. Fidelity is the Fréchet distance (the FID formula) and the k-NN
+precision/recall of Kynkäänniemi et al. (NeurIPS 2019), always shown next to what two
+real samples (train vs val) score, since the absolute numbers mean little on their own.
+Safety is a nearest-neighbour copying check: a pool image closer to some train image
+than (almost) any unseen val image is to the train set is a likely copy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from sklearn.metrics.pairwise import euclidean_distances
+from sklearn.neighbors import NearestNeighbors
+
+TABLE_COLUMNS = ["class", "n_pool", "fd_pool_vs_val", "precision_pool", "recall_pool",
+                 "fd_train_vs_val", "precision_train", "recall_train"]
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets `a` (N_a, D) and `b` (N_b, D):
+    ``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrt(S_a S_b))``.
+
+    When ``S_a S_b`` is singular (always so when a set has no more samples than dimensions,
+    and often with dead ReLU units), ``sqrtm`` is inaccurate or complex; then
+    ``eps * scale * I`` is added to both covariances, where ``scale`` is the larger mean
+    variance, so the offset is small whatever the features' units. This is the usual
+    pytorch-fid remedy and moves the result by a relative ~sqrt(eps). A negligible imaginary
+    part left by round-off is dropped; tiny negative results are clipped to 0.
+    """
+    a, b = _pair(a, b, "a", "b")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 samples per set for a covariance, got {len(a)} and {len(b)}")
+    dim = a.shape[1]
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    s_a = np.atleast_2d(np.cov(a, rowvar=False))
+    s_b = np.atleast_2d(np.cov(b, rowvar=False))
+
+    # A covariance from n samples has rank <= n - 1, so n <= D is singular for sure;
+    # otherwise trust scipy's own singularity warning or a non-finite / complex result.
+    covmean = None
+    if min(len(a), len(b)) > dim:
+        covmean = _sqrtm_if_regular(s_a @ s_b)
+    if covmean is None:
+        scale = max(np.trace(s_a), np.trace(s_b)) / dim or 1.0  # all-constant features: scale 1
+        offset = eps * scale * np.eye(dim)
+        covmean = scipy.linalg.sqrtm((s_a + offset) @ (s_b + offset))
+        if not _negligible_imag(covmean):
+            raise ValueError("sqrtm of the covariance product has a large imaginary part")
+        covmean = np.real(covmean)
+    diff = mu_a - mu_b
+    fd = diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean)
+    return float(max(fd, 0.0))
+
+
+def _sqrtm_if_regular(product: np.ndarray) -> np.ndarray | None:
+    """Real sqrtm of `product`, or None when scipy finds it singular or the result is unusable."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(product)
+    singular = any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught)
+    if singular or not np.all(np.isfinite(root)) or not _negligible_imag(root):
+        return None
+    return np.real(root)
+
+
+def _negligible_imag(m: np.ndarray) -> bool:
+    if not np.iscomplexobj(m):
+        return True
+    return bool(np.abs(m.imag).max() <= 1e-3 * max(np.abs(m.real).max(), 1e-12))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk_size: int = 2048) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019) by k-NN manifolds.
+
+    Each sample's manifold ball has the radius of its k-th nearest neighbour in its own set
+    (itself excluded). Precision is the share of `fake` inside at least one `real` ball,
+    recall the share of `real` inside at least one `fake` ball. With a set of n <= k samples
+    k is clamped to n - 1 for that set (its farthest other sample), so tiny per-class sets
+    still give a number; a set needs at least 2 samples. Memory is O(N k) for the radii plus
+    one ``chunk_size x chunk_size`` distance block at a time.
+    """
+    real, fake = _pair(real, fake, "real", "fake")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    real_radii, fake_radii = _knn_radii(real, k), _knn_radii(fake, k)
+    precision = _inside_share(fake, real, real_radii, chunk_size).mean()
+    recall = _inside_share(real, fake, fake_radii, chunk_size).mean()
+    return float(precision), float(recall)
+
+
+def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+    if len(x) < 2:
+        raise ValueError(f"a k-NN manifold needs at least 2 samples, got {len(x)}")
+    k = min(k, len(x) - 1)
+    # kneighbors() without a query leaves each point out of its own neighbour list.
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
+    return dist[:, -1]
+
+
+def _inside_share(query: np.ndarray, ref: np.ndarray, radii: np.ndarray, chunk_size: int) -> np.ndarray:
+    """Boolean per query row: within ``radii[j]`` of some ``ref[j]``. Blocks of both sets
+    keep memory bounded; a row stops being checked once it is inside."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    ref_sq, radii_sq = np.einsum("ij,ij->i", ref, ref), radii**2
+    query_sq = np.einsum("ij,ij->i", query, query)
+    inside = np.zeros(len(query), dtype=bool)
+    for q0 in range(0, len(query), chunk_size):
+        q = slice(q0, q0 + chunk_size)
+        for r0 in range(0, len(ref), chunk_size):
+            todo = np.flatnonzero(~inside[q]) + q0
+            if len(todo) == 0:
+                break
+            r = slice(r0, r0 + chunk_size)
+            d2 = euclidean_distances(
+                query[todo], ref[r], X_norm_squared=query_sq[todo, None],
+                Y_norm_squared=ref_sq[None, r], squared=True,
+            )
+            inside[todo] = (d2 <= radii_sq[None, r]).any(axis=1)
+    return inside
+
+
+def nearest_neighbours(query: np.ndarray, reference: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance (N,) float64 and index (N,) int64 of each query row's nearest
+    reference row. The distance is recomputed directly from the pair found, so exact
+    copies come out at exactly 0 (sklearn's fast ``|x|^2 + |y|^2 - 2xy`` form does not)."""
+    query, reference = _pair(query, reference, "query", "reference", float_ok=True)
+    if len(reference) == 0:
+        raise ValueError("the reference set is empty")
+    index = NearestNeighbors(n_neighbors=1).fit(reference)
+    distances = np.empty(len(query), dtype=np.float64)
+    nearest = np.empty(len(query), dtype=np.int64)
+    for start in range(0, len(query), batch_size):
+        batch = query[start : start + batch_size]
+        idx = index.kneighbors(batch, return_distance=False)[:, 0]
+        diff = batch.astype(np.float64) - reference[idx]
+        nearest[start : start + len(batch)] = idx
+        distances[start : start + len(batch)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return distances, nearest
+
+
+def quality_table(
+    real_train_feats: np.ndarray,
+    real_train_labels: np.ndarray,
+    real_val_feats: np.ndarray,
+    real_val_labels: np.ndarray,
+    pool_feats: np.ndarray,
+    pool_labels: np.ndarray,
+    class_names: list[str],
+    k: int = 3,
+) -> pd.DataFrame:
+    """One row per class plus "all": the pool against real val, and real train against real
+    val as the floor (what two real samples score). Val is the reference in both, so the
+    two columns are comparable. A comparison with fewer than 2 samples on either side is NaN.
+    Note FD is biased upwards for small sets, so compare rows of similar size."""
+    sets = {
+        "train": (_features(real_train_feats, "real_train_feats"), np.asarray(real_train_labels).ravel()),
+        "val": (_features(real_val_feats, "real_val_feats"), np.asarray(real_val_labels).ravel()),
+        "pool": (_features(pool_feats, "pool_feats"), np.asarray(pool_labels).ravel()),
+    }
+    for name, (x, y) in sets.items():
+        if len(x) != len(y):
+            raise ValueError(f"{name}: {len(x)} feature rows but {len(y)} labels")
+    rows = []
+    for name, c in [*((name, c) for c, name in enumerate(class_names)), ("all", None)]:
+        part = {s: x if c is None else x[y == c] for s, (x, y) in sets.items()}
+        row = {"class": name, "n_pool": len(part["pool"])}
+        for s in ("pool", "train"):
+            enough = len(part[s]) >= 2 and len(part["val"]) >= 2
+            row[f"fd_{s}_vs_val"] = frechet_distance(part[s], part["val"]) if enough else np.nan
+            p, r = precision_recall(part["val"], part[s], k=k) if enough else (np.nan, np.nan)
+            row[f"precision_{s}"], row[f"recall_{s}"] = p, r
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def memorisation(
+    pool_feats: np.ndarray,
+    train_feats: np.ndarray,
+    val_feats: np.ndarray,
+    pool_pixels: np.ndarray | None = None,
+    train_pixels: np.ndarray | None = None,
+    val_pixels: np.ndarray | None = None,
+    percentile: float = 1.0,
+) -> dict:
+    """Copying check: each pool image's distance to its nearest train image, against the
+    same distance for real val images (never trained on: "close but not copied").
+
+    Returns ``{space: {...}}`` for "features" and, when all three pixel arrays are given
+    (uint8 (N, H, W, 3), compared as float32 / 255), "pixels". Each holds
+    ``pool_distances``, ``pool_nearest`` (indices into train), ``val_distances``,
+    ``threshold`` (the `percentile`-th percentile of ``val_distances``), ``n_below`` and
+    ``share_below``: pool images at or below the threshold ("at" so exact copies count even
+    when the real data holds train/val duplicates and the threshold is 0), and ``percentile``.
+    """
+    spaces = {"features": (pool_feats, train_feats, val_feats)}
+    given = [p is not None for p in (pool_pixels, train_pixels, val_pixels)]
+    if any(given) and not all(given):
+        raise ValueError("give pool_pixels, train_pixels and val_pixels together, or none")
+    if all(given):
+        spaces["pixels"] = tuple(_flat_pixels(p) for p in (pool_pixels, train_pixels, val_pixels))
+        for which, feats, pixels in zip(("pool", "train", "val"), spaces["features"], spaces["pixels"]):
+            if len(feats) != len(pixels):
+                raise ValueError(f"{which}: {len(feats)} feature rows but {len(pixels)} images")
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    result = {}
+    for space, (pool, train, val) in spaces.items():
+        pool_d, pool_idx = nearest_neighbours(pool, train)
+        val_d, _ = nearest_neighbours(val, train)
+        if len(val_d) == 0:
+            raise ValueError("val set is empty: no reference distribution for the threshold")
+        threshold = float(np.percentile(val_d, percentile))
+        n_below = int(np.count_nonzero(pool_d <= threshold))
+        result[space] = {
+            "pool_distances": pool_d,
+            "pool_nearest": pool_idx,
+            "val_distances": val_d,
+            "threshold": threshold,
+            "n_below": n_below,
+            "share_below": n_below / len(pool_d) if len(pool_d) else float("nan"),
+            "percentile": float(percentile),
+        }
+    return result
+
+
+def closest_pairs(result: dict, space: str = "features", n: int = 8) -> list[tuple[int, int, float]]:
+    """The `n` closest (pool index, train index, distance) pairs of a `memorisation` result,
+    smallest distance first (ties by pool index), for a side-by-side figure."""
+    if space not in result:
+        raise KeyError(f"no {space!r} space in this result; it has {sorted(result)}")
+    dist, nearest = result[space]["pool_distances"], result[space]["pool_nearest"]
+    order = np.argsort(dist, kind="stable")[:n]
+    return [(int(i), int(nearest[i]), float(dist[i])) for i in order]
+
+
+def _pair(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, float_ok: bool = False):
+    a, b = _features(a, name_a, float_ok), _features(b, name_b, float_ok)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{name_a} and {name_b} differ in dimension: {a.shape[1]} vs {b.shape[1]}")
+    return a, b
+
+
+def _features(x: np.ndarray, name: str, float_ok: bool = False) -> np.ndarray:
+    """`x` as a 2-D float array: float64, or (with `float_ok`) any float dtype kept as is,
+    so large pixel arrays are not doubled in memory."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {x.shape}")
+    if float_ok and np.issubdtype(x.dtype, np.floating):
+        return x
+    return x.astype(np.float64, copy=False)
+
+
+def _flat_pixels(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"pixel arrays must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)

@@ -1,0 +1,193 @@
+"""The ConvNet: shapes and automatic depth, training on trivially separable images,
+determinism, best-val model selection, normalisation, and the safetensors round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from histodistill import convnet
+from histodistill.config import ClassifierConfig
+
+COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=np.uint8)
+
+
+def colour_images(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`n` noisy solid-colour images of 3 classes (red, green, blue): trivially separable."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 3
+    noise = rng.integers(-30, 31, (n, size, size, 3))
+    images = np.clip(COLOURS[labels][:, None, None, :].astype(int) + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One small trained model, shared by the tests that only read it."""
+    xtr, ytr = colour_images(60, seed=1)
+    xval, yval = colour_images(30, seed=2)
+    cfg = ClassifierConfig(width=8, epochs=3, batch_size=16, lr=0.05)
+    model, history = convnet.train_classifier(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    return model, history, (xtr, ytr, xval, yval), cfg
+
+
+# --- architecture ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, depth", [(28, 3), (32, 3), (64, 4), (128, 5), (224, 5), (8, 1)])
+def test_depth_for(size, depth):
+    assert convnet.depth_for(size) == depth
+
+
+@pytest.mark.parametrize("size, depth, side", [(28, 3, 3), (64, 4, 4)])
+def test_feature_and_logit_shapes(size, depth, side):
+    model = convnet.ConvNet(n_classes=5, image_size=size, width=8)
+    assert model.depth == depth
+    x = torch.randn(2, 3, size, size)
+    assert model.features(x).shape == (2, 8 * side * side)
+    assert model(x).shape == (2, 5)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == depth and all(m.num_groups == m.num_channels == 8 for m in norms)
+
+
+def test_too_small_image_is_refused():
+    with pytest.raises(ValueError, match="too small"):
+        convnet.ConvNet(3, image_size=16, width=8, depth=5)
+    with pytest.raises(ValueError, match="too small"):
+        convnet.depth_for(4)
+
+
+def test_augment_gives_the_eight_symmetries():
+    x = torch.arange(2 * 16, dtype=torch.float32).view(1, 2, 4, 4).repeat(64, 1, 1, 1)
+    out = convnet.augment(x, torch.Generator().manual_seed(0))
+    base = x[0]
+    symmetries = [torch.rot90(v, k, dims=(1, 2)) for v in (base, base.flip(2)) for k in range(4)]
+    seen = {next(i for i, s in enumerate(symmetries) if torch.equal(img, s)) for img in out}
+    assert seen == set(range(8))  # every image is a symmetry of the original; all 8 occur
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_training_separates_trivial_classes(trained):
+    model, history, (_, _, xval, yval), cfg = trained
+    assert list(history.columns) == ["epoch", "train_loss", "train_acc", "val_acc", "lr"]
+    assert history.epoch.tolist() == list(range(1, cfg.epochs + 1))
+    assert history.val_acc.max() >= 0.9
+    assert not model.training
+    assert (history.lr.diff().dropna() < 0).all()  # cosine decay
+    probs = convnet.predict(model, xval)
+    assert probs.shape == (len(xval), 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_returned_model_is_the_best_val_epoch(trained):
+    model, history, (_, _, xval, yval), _ = trained
+    assert convnet.accuracy(model, xval, yval) == history.val_acc.max()
+
+
+def test_selection_keeps_best_val_weights_not_last(monkeypatch):
+    """Script the val accuracies (0.2, 0.9, 0.5): the epoch-2 weights must come back."""
+    scripted, snapshots = iter([0.2, 0.9, 0.5]), []
+
+    def fake_accuracy(model, images, labels, batch_size=512):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(convnet, "accuracy", fake_accuracy)
+    xtr, ytr = colour_images(24, seed=3)
+    cfg = ClassifierConfig(width=8, epochs=3, batch_size=8, lr=0.05)
+    model, history = convnet.train_classifier(xtr, ytr, xtr, ytr, 3, cfg, progress=False)
+    assert history.val_acc.tolist() == [0.2, 0.9, 0.5]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
+    assert not all(torch.equal(state[k], snapshots[2][k]) for k in state)
+
+
+def test_same_config_gives_identical_weights():
+    xtr, ytr = colour_images(24, seed=4)
+    xval, yval = colour_images(12, seed=5)
+    cfg = ClassifierConfig(width=8, epochs=2, batch_size=8, seed=7)
+    a, ha = convnet.train_classifier(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    b, hb = convnet.train_classifier(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ha.equals(hb)
+    other = ClassifierConfig(width=8, epochs=2, batch_size=8, seed=8)
+    c, _ = convnet.train_classifier(xtr, ytr, xval, yval, 3, other, progress=False)
+    assert not torch.equal(c.classifier.weight, a.classifier.weight)
+
+
+def test_training_leaves_global_rng_and_threads_alone():
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    xtr, ytr = colour_images(12, seed=6)
+    convnet.train_classifier(xtr, ytr, xtr, ytr, 3, ClassifierConfig(width=4, epochs=1), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
+
+
+def test_bad_inputs_are_refused():
+    xtr, ytr = colour_images(6)
+    cfg = ClassifierConfig(width=4, epochs=1)
+    with pytest.raises(ValueError, match="uint8"):
+        convnet.train_classifier(xtr.astype(np.float32), ytr, xtr, ytr, 3, cfg, progress=False)
+    with pytest.raises(ValueError, match="labels must lie"):
+        convnet.train_classifier(xtr, ytr + 1, xtr, ytr, 3, cfg, progress=False)
+
+
+# --- normalisation --------------------------------------------------------------------------
+
+
+def test_channel_stats_and_to_tensor():
+    images = np.random.default_rng(0).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
+    mean, std = convnet.channel_stats(images, chunk=3)  # chunking must not change the result
+    as_float = images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, as_float.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, as_float.std(0), rtol=1e-5)
+    x = convnet.to_tensor(images, mean, std)
+    assert x.shape == (10, 3, 6, 6) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.mean((0, 2, 3)).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std((0, 2, 3), unbiased=False).numpy(), 1, atol=1e-4)
+
+
+def test_model_carries_train_statistics(trained):
+    model, _, (xtr, _, xval, _), _ = trained
+    mean, std = convnet.channel_stats(xtr)
+    assert torch.equal(model.mean, torch.from_numpy(mean))
+    assert torch.equal(model.std, torch.from_numpy(std))
+    # predict/embed normalise with the stored (train) statistics, not the input's own
+    with torch.no_grad():
+        by_hand = model.features(convnet.to_tensor(xval, mean, std)).numpy()
+        own_stats = model.features(convnet.to_tensor(xval, *convnet.channel_stats(xval))).numpy()
+    feats = convnet.embed(model, xval, batch_size=7)
+    assert feats.dtype == np.float32 and feats.shape == (len(xval), model.feature_dim)
+    np.testing.assert_allclose(feats, by_hand, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(feats, own_stats, atol=1e-3)
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, _, (_, _, xval, _), _ = trained
+    convnet.save_classifier(model, tmp_path / "clf")
+    args = json.loads((tmp_path / "clf" / convnet.ARGS_FILE).read_text())
+    assert args == {"n_classes": 3, "image_size": 28, "width": 8, "depth": 3, "in_channels": 3}
+    loaded = convnet.load_classifier(tmp_path / "clf")
+    assert not loaded.training
+    assert torch.equal(loaded.mean, model.mean) and torch.equal(loaded.std, model.std)
+    np.testing.assert_array_equal(convnet.predict(loaded, xval), convnet.predict(model, xval))
+    np.testing.assert_array_equal(convnet.embed(loaded, xval), convnet.embed(model, xval))
+
+
+def test_no_torchvision_import():
+    """In a fresh interpreter: other tests' imports (medmnist) may load it in this one."""
+    code = "import sys, histodistill.convnet; assert 'torchvision' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

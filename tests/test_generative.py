@@ -1,0 +1,166 @@
+"""The latent diffusion model's parts: U-ViT, the autoencoder, and resumable training."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import balanced_labels, make_images
+from histodistill import autoencoder, config
+from histodistill.diffusion import CheckpointMismatch, Trainer, TrainingDiverged
+from histodistill.uvit import UViT
+
+
+def tiny_uvit(**kw):
+    torch.manual_seed(0)
+    return UViT(**{"sample_size": 7, "in_channels": 4, "hidden_size": 32, "depth": 3, "num_heads": 2, "num_classes": 3, **kw})
+
+
+def test_uvit_shapes_and_patching():
+    x = torch.randn(5, 4, 7, 7)
+    t = torch.randint(0, 1000, (5,))
+    y = torch.tensor([0, 1, 2, 3, 0])  # 3 is the null class
+    assert tiny_uvit()(x, t, y).shape == x.shape
+    x8 = torch.randn(2, 4, 8, 8)
+    assert tiny_uvit(sample_size=8, patch_size=2)(x8, t[:2], y[:2]).shape == x8.shape
+    with pytest.raises(ValueError, match="multiple"):
+        tiny_uvit(sample_size=7, patch_size=2)
+    with pytest.raises(ValueError, match="odd"):
+        tiny_uvit(depth=4)
+
+
+def test_uvit_is_conditioned_on_class_and_time():
+    model = tiny_uvit().eval()
+    x = torch.randn(1, 4, 7, 7).repeat(4, 1, 1, 1)
+    t = torch.full((4,), 500)
+    out = model(x, t, torch.tensor([0, 1, 2, model.null_class]))
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not torch.allclose(out[i], out[j]), (i, j)
+    other_time = model(x[:1], torch.tensor([10]), torch.tensor([0]))
+    assert not torch.allclose(out[0], other_time[0])
+
+
+def test_uvit_save_pretrained_round_trip(tmp_path):
+    model = tiny_uvit().eval()
+    model.save_pretrained(tmp_path / "uvit")
+    assert (tmp_path / "uvit" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = UViT.from_pretrained(tmp_path / "uvit").eval()
+    x, t, y = torch.randn(2, 4, 7, 7), torch.tensor([3, 900]), torch.tensor([1, 2])
+    torch.testing.assert_close(model(x, t, y), loaded(x, t, y))
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
+    model = tiny_uvit()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, t, y = torch.randn(16, 4, 7, 7), torch.randint(0, 1000, (16,)), torch.randint(0, 3, (16,))
+    target = torch.randn(16, 4, 7, 7)
+
+    def loss():
+        return torch.nn.functional.mse_loss(model(x, t, y), target)
+
+    before = loss()
+    before.backward()
+    optimiser.step()
+    assert loss().item() < before.item()
+
+
+# --- the autoencoder -----------------------------------------------------------------------
+
+
+def test_autoencoder_trains_encodes_and_decodes():
+    cfg = config.stage_config("autoencoder", "smoke", steps=15)
+    images = make_images(24)
+    model, history = autoencoder.train_autoencoder(images, cfg, progress=False)
+    assert list(history.columns) == ["step", "l1", "kl"] and len(history) == 15
+    latents = autoencoder.encode(model, images)
+    assert latents.shape == (24, cfg.latent_channels, 7, 7)
+    assert abs(latents.std().item() - 1.0) < 0.05  # the scaling factor normalises them
+    recon = autoencoder.decode(model, latents)
+    assert recon.shape == images.shape and recon.dtype == np.uint8
+    assert set(autoencoder.reconstruction_error(model, images)) == {"mae", "psnr_db"}
+
+
+def test_autoencoder_loads_a_local_pretrained_folder(tmp_path):
+    cfg = config.stage_config("autoencoder", "smoke")
+    model = autoencoder.build_autoencoder(cfg, 28)
+    model.save_pretrained(tmp_path / "vae")
+    loaded = autoencoder.load_pretrained_autoencoder(str(tmp_path / "vae"))
+    x = autoencoder.to_model_range(make_images(2))
+    torch.testing.assert_close(model.encode(x).latent_dist.mean, loaded.encode(x).latent_dist.mean)
+
+
+def test_autoencoder_hub_id_offline_gives_a_clear_error():
+    code = (
+        "from histodistill.autoencoder import load_pretrained_autoencoder, ModelLoadError\n"
+        "try:\n    load_pretrained_autoencoder('some-org/some-vae')\n"
+        "except ModelLoadError as e:\n    print('ERROR', e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "ERROR cannot load an AutoencoderKL from hub id 'some-org/some-vae'" in out
+    assert "internet" in out and "save_pretrained" in out
+
+
+def test_image_range_round_trip():
+    images = make_images(3)
+    np.testing.assert_array_equal(autoencoder.to_uint8(autoencoder.to_model_range(images)), images)
+
+
+# --- resumable diffusion training ------------------------------------------------------------
+
+
+def trainer(tmp_path, latents=None, **overrides):
+    cfg = config.stage_config("diffusion", "smoke", **overrides)
+    latents = torch.randn(30, 4, 7, 7, generator=torch.Generator().manual_seed(1)) if latents is None else latents
+    return Trainer(latents, balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-a")
+
+
+def test_interrupted_training_resumes_to_the_same_state(tmp_path):
+    straight = trainer(tmp_path / "a")
+    straight.run(progress=False)
+
+    first = trainer(tmp_path / "b")
+    first.run(progress=False, max_steps=13)  # "killed" after step 13; last checkpoint: step 10
+    resumed = trainer(tmp_path / "b")
+    assert resumed.step == 10
+    assert resumed.lr_schedule.last_epoch == 10
+    resumed.run(progress=False)
+
+    assert resumed.step == straight.step == 20
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    for a, b in zip(straight.ema.shadow_params, resumed.ema.shadow_params):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+    assert sorted(p.name for p in (tmp_path / "b" / "work").iterdir()) == ["LATEST", "step-0000020"]
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    trainer(tmp_path).run(progress=False, max_steps=10)
+    cfg = config.stage_config("diffusion", "smoke")
+    with pytest.raises(CheckpointMismatch, match="another configuration"):
+        Trainer(torch.randn(30, 4, 7, 7), balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-b")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    good = trainer(tmp_path)
+    good.run(progress=False, max_steps=10)
+    bad_latents = torch.full((30, 4, 7, 7), float("nan"))
+    bad = trainer(tmp_path, latents=bad_latents)
+    assert bad.step == 10
+    with pytest.raises(TrainingDiverged, match="at step 11"):
+        bad.run(progress=False)
+    assert (tmp_path / "work" / "LATEST").read_text() == "step-0000010"
+
+
+def test_ema_model_carries_the_average(tmp_path):
+    run = trainer(tmp_path)
+    run.run(progress=False)
+    ema = run.ema_model()
+    for p, shadow in zip(ema.parameters(), run.ema.shadow_params):
+        assert torch.equal(p.data, shadow)
+    assert any(not torch.equal(p, q) for p, q in zip(ema.parameters(), run.model.parameters()))
