@@ -7,6 +7,11 @@ Modules, one stage or concern each:
     sources  readers for bundled, full PathMNIST (medmnist), npz and folder data
     data     the data stage: checked, split, resized, cached; a medmnist-style Dataset
     plots    figures shared by the notebooks
+    convnet  the ConvNet trained on real data: the pool's embedding network and judge
+    autoencoder  the KL autoencoder of the latent diffusion model (diffusers AutoencoderKL)
+    uvit     U-ViT, the class-conditional denoiser
+    diffusion    resumable training of the latent diffusion model
+    quality  Frechet distance, precision/recall and a memorisation check for a pool
     runner   runs the numbered notebooks with papermill (what run_all.sh calls)
 """
 
