@@ -11,6 +11,7 @@ Modules, one stage or concern each:
     autoencoder  the KL autoencoder of the latent diffusion model (diffusers AutoencoderKL)
     uvit     U-ViT, the class-conditional denoiser
     diffusion    resumable training of the latent diffusion model
+    sampling DPM-Solver++ sampling with classifier-free guidance
     quality  Frechet distance, precision/recall and a memorisation check for a pool
     runner   runs the numbered notebooks with papermill (what run_all.sh calls)
 """

@@ -130,11 +130,29 @@ class DiffusionConfig:
             raise ValueError("steps and checkpoint_every must be positive")
 
 
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the synthetic pool is drawn from the trained model (DPM-Solver++)."""
+
+    per_class: int = 200  # pool images per class
+    steps: int = 25  # DPM-Solver steps
+    guidance_scale: float = 2.0  # classifier-free guidance; 1.0 means none
+    batch_size: int = 256  # latents denoised at once
+    seed: int = 0  # seed of the initial noise: same seed, same pool
+
+    def __post_init__(self) -> None:
+        if self.per_class < 1 or self.steps < 1 or self.batch_size < 1:
+            raise ValueError("per_class, steps and batch_size must be positive")
+        if self.guidance_scale < 0:
+            raise ValueError("guidance_scale must be >= 0")
+
+
 STAGES: dict[str, type] = {
     "data": DataConfig,
     "classifier": ClassifierConfig,
     "autoencoder": AutoencoderConfig,
     "diffusion": DiffusionConfig,
+    "sampling": SamplingConfig,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -143,18 +161,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "classifier": ClassifierConfig(width=16, epochs=2),
         "autoencoder": AutoencoderConfig(block_out_channels=(8, 16, 16), steps=20, batch_size=32),
         "diffusion": DiffusionConfig(hidden_size=32, depth=3, steps=20, batch_size=32, warmup_steps=5, checkpoint_every=10),
+        "sampling": SamplingConfig(per_class=4, steps=5, batch_size=64),
     },
     "demo": {
         "data": DataConfig(),
         "classifier": ClassifierConfig(),
         "autoencoder": AutoencoderConfig(),
         "diffusion": DiffusionConfig(),
+        "sampling": SamplingConfig(),
     },
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
         "classifier": ClassifierConfig(epochs=50),
         "autoencoder": AutoencoderConfig(steps=20000, batch_size=256),
         "diffusion": DiffusionConfig(hidden_size=512, depth=13, num_heads=8, steps=200000, batch_size=256, lr=2e-4, warmup_steps=5000, ema_decay=0.9999, checkpoint_every=5000),
+        "sampling": SamplingConfig(per_class=1000, steps=50),
     },
 }
 
