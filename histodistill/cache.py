@@ -78,8 +78,7 @@ class Artifact:
 
 
 def stage_key(stage: str, cfg: Any, inputs: dict[str, str], version: int) -> str:
-    config = config_mod.to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg
-    return digest({"stage": stage, "version": version, "config": config, "inputs": inputs})
+    return digest({"stage": stage, "version": version, "config": config_mod.to_dict(cfg), "inputs": inputs})
 
 
 def cached(
@@ -117,7 +116,7 @@ def cached(
             "stage": stage,
             "version": version,
             "key": key,
-            "config": config_mod.to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg,
+            "config": config_mod.to_dict(cfg),
             "inputs": inputs,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.time() - started, 3),

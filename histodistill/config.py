@@ -202,5 +202,6 @@ def stage_config(stage: str, profile: str, **overrides: Any):
 
 
 def to_dict(cfg) -> dict[str, Any]:
-    """A configuration as plain JSON-ready data (what gets hashed and saved)."""
-    return dataclasses.asdict(cfg)
+    """A configuration (dataclass, or already a dict) as plain JSON-ready data: what gets
+    hashed and saved."""
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
