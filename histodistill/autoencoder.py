@@ -76,13 +76,15 @@ def load_pretrained_autoencoder(name_or_path: str, subfolder: str | None = None)
 
 
 def train_autoencoder(
-    images: np.ndarray, cfg: AutoencoderConfig, progress: bool = True
+    images: np.ndarray, cfg: AutoencoderConfig, progress: bool = True, device: str | torch.device | None = None
 ) -> tuple[AutoencoderKL, pd.DataFrame]:
     """Train on uint8 images (N, S, S, 3); returns the model (eval mode, scaling factor set
-    from the latents' standard deviation) and the loss per step."""
+    from the latents' standard deviation) and the loss per step. `device` defaults to CUDA
+    when present."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build_autoencoder(cfg, images.shape[1])
+    model = build_autoencoder(cfg, images.shape[1]).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     warmup = min(100, cfg.steps // 10)
     schedule = get_cosine_schedule_with_warmup(optimiser, warmup, cfg.steps)
@@ -92,7 +94,7 @@ def train_autoencoder(
     bar = tqdm(range(cfg.steps), desc="autoencoder", disable=not progress)
     for step in bar:
         batch = data[rng.choice(len(data), size=min(cfg.batch_size, len(data)), replace=False)]
-        batch = _flip_rotate(batch, rng)
+        batch = _flip_rotate(batch, rng).to(device)
         posterior = model.encode(batch).latent_dist
         recon = model.decode(posterior.sample()).sample
         l1 = (recon - batch).abs().mean()
@@ -124,7 +126,7 @@ def encode(model: AutoencoderKL, images: np.ndarray, batch_size: int = 256, scal
     model.eval()
     scale = model.config.scaling_factor if scaled else 1.0
     out = [
-        model.encode(to_model_range(images[i : i + batch_size])).latent_dist.mode() * scale
+        model.encode(to_model_range(images[i : i + batch_size]).to(model.device)).latent_dist.mode().cpu() * scale
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(out)
@@ -135,7 +137,10 @@ def decode(model: AutoencoderKL, latents: torch.Tensor, batch_size: int = 256) -
     """Scaled latents -> uint8 images (N, S, S, 3)."""
     model.eval()
     scale = model.config.scaling_factor
-    out = [to_uint8(model.decode(latents[i : i + batch_size] / scale).sample) for i in range(0, len(latents), batch_size)]
+    out = [
+        to_uint8(model.decode(latents[i : i + batch_size].to(model.device) / scale).sample)
+        for i in range(0, len(latents), batch_size)
+    ]
     return np.concatenate(out)
 
 

@@ -13,7 +13,9 @@ A result is built in a temporary folder and renamed into place only after its re
 configuration (``config.json``) and a manifest of its files (``COMPLETE.json``, written
 last) are on disk. A folder without a valid manifest, or whose files no longer match it,
 is never read: it is discarded and rebuilt. An interrupted build leaves only a
-``.tmp-*`` folder behind, removed by the next run of that stage.
+``.tmp-*`` folder behind, removed by the next run of that stage. A stage that trains for
+long keeps its checkpoints in a ``.work-<key>`` folder (`work_dir`) instead, which an
+interruption does not remove: the next run with the same key resumes from it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def file_digest(path: str | Path, cache_root: Path | None = None) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             sha.update(block)
     memo[memo_key] = sha.hexdigest()
-    _write_json_atomic(memo_file, memo)
+    write_json_atomic(memo_file, memo)
     return memo[memo_key]
 
 
@@ -79,6 +81,15 @@ class Artifact:
 
 def stage_key(stage: str, cfg: Any, inputs: dict[str, str], version: int) -> str:
     return digest({"stage": stage, "version": version, "config": config_mod.to_dict(cfg), "inputs": inputs})
+
+
+def work_dir(stage: str, cfg: Any, inputs: dict[str, str] | None = None, version: int = 1,
+             cache_root: Path | None = None) -> tuple[Path, str]:
+    """A persistent scratch folder for a stage that checkpoints while it builds, and the
+    stage's key. Unlike the build folder it survives an interrupted run, so the next run
+    with the same key resumes from it; the stage removes it once its result is complete."""
+    key = stage_key(stage, cfg, dict(inputs or {}), version)
+    return (cache_root or paths.cache_dir()) / stage / f".work-{key[:KEY_CHARS]}", key
 
 
 def cached(
@@ -121,8 +132,8 @@ def cached(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.time() - started, 3),
         }
-        _write_json_atomic(tmp / CONFIG_FILE, record)
-        _write_json_atomic(tmp / MARKER, {"key": key, "files": _manifest(tmp, fsync=True)})
+        write_json_atomic(tmp / CONFIG_FILE, record)
+        write_json_atomic(tmp / MARKER, {"key": key, "files": _manifest(tmp, fsync=True)})
         try:
             os.rename(tmp, final)
         except OSError:
@@ -195,7 +206,7 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")

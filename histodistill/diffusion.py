@@ -66,13 +66,14 @@ class Trainer:
     """Owns the model, optimiser, schedules, EMA and random stream of one training run."""
 
     def __init__(self, latents: torch.Tensor, labels: np.ndarray, n_classes: int, cfg: DiffusionConfig,
-                 work_dir: Path, config_hash: str):
+                 work_dir: Path, config_hash: str, device: str | torch.device | None = None):
         self.cfg, self.work_dir, self.config_hash = cfg, Path(work_dir), config_hash
-        self.latents = latents.float()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.latents = latents.float().cpu()  # batches move to the device one at a time
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.n_classes = n_classes
         torch.manual_seed(cfg.seed)
-        self.model = build_denoiser(cfg, tuple(latents.shape[1:]), n_classes)
+        self.model = build_denoiser(cfg, tuple(latents.shape[1:]), n_classes).to(self.device)
         self.ema = EMAModel(self.model.parameters(), decay=cfg.ema_decay)
         self.optimiser = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
@@ -94,6 +95,8 @@ class Trainer:
         y[drop] = self.n_classes  # the null class
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(cfg.num_train_timesteps, (len(y),), generator=g)
+        # Every random draw comes from the CPU generator above, so a run repeats on any device.
+        x0, y, noise, t = (v.to(self.device) for v in (x0, y, noise, t))
         noisy = self.noise.add_noise(x0, noise, t)
         self.model.train()
         with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -132,7 +135,7 @@ class Trainer:
         model = build_denoiser(self.cfg, tuple(self.latents.shape[1:]), self.n_classes)
         model.load_state_dict(self.model.state_dict())
         self.ema.copy_to(model.parameters())
-        return model.eval()
+        return model.to(self.device).eval()
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -149,7 +152,7 @@ class Trainer:
         tmp = self.work_dir / f".{folder.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(self.model.state_dict(), tmp / "model.safetensors")
+        save_file({k: v.cpu().contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
         torch.save(
             {
                 "optimiser": self.optimiser.state_dict(),
@@ -183,11 +186,12 @@ class Trainer:
                 f"{self.work_dir} to start afresh"
             )
         self.model.load_state_dict(load_file(folder / "model.safetensors"))
-        training = torch.load(folder / "training_state.pt", weights_only=True)
+        training = torch.load(folder / "training_state.pt", weights_only=True, map_location=self.device)
         self.optimiser.load_state_dict(training["optimiser"])
         self.lr_schedule.load_state_dict(training["lr_schedule"])
         self.ema.load_state_dict(training["ema"])
-        self.generator.set_state(training["generator"])
+        self.ema.to(self.device)
+        self.generator.set_state(training["generator"].cpu())
         self.step, self.history = state["step"], state["history"]
         print(f"[diffusion] resumed from {folder.name} (step {self.step} of {self.cfg.steps})")
 

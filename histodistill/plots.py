@@ -63,6 +63,53 @@ def class_distribution(counts: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def tile(rows: list[list[np.ndarray]], size: int, columns: int, gap: int | None = None,
+         split_after: int | None = None) -> np.ndarray:
+    """One white-separated uint8 grid from rows of (size, size, 3) images; a wider gap
+    after column `split_after` separates two groups (e.g. real | synthetic)."""
+    gap = max(1, size // 14) if gap is None else gap
+    wide = 3 * gap if split_after else 0
+    width = columns * (size + gap) - gap + wide
+    grid = np.full((len(rows) * (size + gap) - gap, width, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row[:columns]):
+            y = r * (size + gap)
+            x = c * (size + gap) + (wide if split_after and c >= split_after else 0)
+            grid[y : y + size, x : x + size] = image
+    return grid
+
+
+def show_grid(grid: np.ndarray, row_names: list[str], size: int, gap: int | None = None,
+              title: str = "", cell_inches: float = 0.62) -> plt.Figure:
+    """A tiled grid with one label per row and no axes clutter."""
+    style()
+    gap = max(1, size // 14) if gap is None else gap
+    rows = len(row_names)
+    columns = grid.shape[1] / (size + gap)
+    fig, ax = plt.subplots(figsize=(cell_inches * columns + 2.6, cell_inches * rows + 0.6))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_yticks([r * (size + gap) + size / 2 for r in range(rows)], row_names)
+    ax.set_xticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontweight="bold", pad=22)
+    fig.tight_layout()
+    return fig
+
+
+def pick_per_class(labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> list[np.ndarray]:
+    """Seeded random indices, up to `per_class` of each class (fewer when it has fewer)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        out.append(np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False)) if len(idx) else idx)
+    return out
+
+
 def class_montage(
     images: np.ndarray,
     labels: np.ndarray,
@@ -72,30 +119,10 @@ def class_montage(
     title: str = "",
 ) -> plt.Figure:
     """A grid with one row of randomly drawn (seeded) examples per class."""
-    style()
-    rng = np.random.default_rng(seed)
     size = images.shape[1]
-    gap = max(1, size // 14)
-    rows = len(class_names)
-    grid = np.full((rows * (size + gap) - gap, per_class * (size + gap) - gap, 3), 255, np.uint8)
-    for row in range(rows):
-        idx = np.flatnonzero(labels == row)
-        chosen = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
-        for col, i in enumerate(chosen):
-            y, x = row * (size + gap), col * (size + gap)
-            grid[y : y + size, x : x + size] = images[i]
-    fig, ax = plt.subplots(figsize=(0.62 * per_class + 2.6, 0.62 * rows + 0.6))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_yticks([r * (size + gap) + size / 2 for r in range(rows)], class_names)
-    ax.set_xticks([])
-    ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.tick_params(length=0)
-    if title:
-        ax.set_title(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
+    picks = pick_per_class(labels, len(class_names), per_class, seed)
+    grid = tile([[images[i] for i in idx] for idx in picks], size, per_class)
+    return show_grid(grid, class_names, size, title=title)
 
 
 def colour_profile(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> plt.Figure:

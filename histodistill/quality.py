@@ -20,10 +20,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.linalg
+from sklearn.metrics import confusion_matrix
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 
-TABLE_COLUMNS = ["class", "n_pool", "fd_pool_vs_val", "precision_pool", "recall_pool",
+TABLE_COLUMNS = ["class", "n_pool", "n_train", "fd_pool_vs_val", "precision_pool", "recall_pool",
                  "fd_train_vs_val", "precision_train", "recall_train"]
 
 
@@ -159,11 +160,16 @@ def quality_table(
     pool_labels: np.ndarray,
     class_names: list[str],
     k: int = 3,
+    match_sizes: bool = True,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """One row per class plus "all": the pool against real val, and real train against real
-    val as the floor (what two real samples score). Val is the reference in both, so the
-    two columns are comparable. A comparison with fewer than 2 samples on either side is NaN.
-    Note FD is biased upwards for small sets, so compare rows of similar size."""
+    val as the floor (what two real samples score). Val is the reference in both.
+
+    FD and k-NN precision/recall depend on the sample size, so with `match_sizes` the larger
+    of pool and train is subsampled (seeded) per class to the smaller's size (at least 2),
+    and both are measured at the same n; ``n_pool``/``n_train`` say how many were used. A
+    comparison with fewer than 2 samples on either side is NaN."""
     sets = {
         "train": (_features(real_train_feats, "real_train_feats"), np.asarray(real_train_labels).ravel()),
         "val": (_features(real_val_feats, "real_val_feats"), np.asarray(real_val_labels).ravel()),
@@ -172,10 +178,12 @@ def quality_table(
     for name, (x, y) in sets.items():
         if len(x) != len(y):
             raise ValueError(f"{name}: {len(x)} feature rows but {len(y)} labels")
+    if match_sizes:
+        sets = _size_matched(sets, len(class_names), seed)
     rows = []
     for name, c in [*((name, c) for c, name in enumerate(class_names)), ("all", None)]:
         part = {s: x if c is None else x[y == c] for s, (x, y) in sets.items()}
-        row = {"class": name, "n_pool": len(part["pool"])}
+        row = {"class": name, "n_pool": len(part["pool"]), "n_train": len(part["train"])}
         for s in ("pool", "train"):
             enough = len(part[s]) >= 2 and len(part["val"]) >= 2
             row[f"fd_{s}_vs_val"] = frechet_distance(part[s], part["val"]) if enough else np.nan
@@ -183,6 +191,66 @@ def quality_table(
             row[f"precision_{s}"], row[f"recall_{s}"] = p, r
         rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _size_matched(sets: dict, n_classes: int, seed: int) -> dict:
+    """Pool and train cut per class to n = max(2, min(pool count, train count))."""
+    rng = np.random.default_rng(seed)
+    keep = {"pool": [], "train": []}
+    for c in range(n_classes):
+        members = {s: np.flatnonzero(sets[s][1] == c) for s in keep}
+        n = max(2, min(len(m) for m in members.values()))
+        for s, idx in members.items():
+            keep[s].append(np.sort(rng.choice(idx, n, replace=False)) if len(idx) > n else idx)
+    out = dict(sets)
+    for s, parts in keep.items():
+        idx = np.concatenate(parts).astype(np.int64)
+        out[s] = (sets[s][0][idx], sets[s][1][idx])
+    return out
+
+
+def class_consistency(
+    pool_predictions: np.ndarray,
+    pool_labels: np.ndarray,
+    val_predictions: np.ndarray,
+    val_labels: np.ndarray,
+    class_names: list[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How often a classifier trained on real data recognises each class's pool images,
+    next to its accuracy on real val images of that class (the ceiling a pool can hope
+    for). Returns the table (one row per class and a "mean over classes" row, the
+    unweighted mean) and the pool's confusion matrix (intended class x predicted class)."""
+    ids = np.arange(len(class_names))
+    rows = []
+    for c, name in enumerate(class_names):
+        in_pool, in_val = np.asarray(pool_labels) == c, np.asarray(val_labels) == c
+        rows.append({
+            "class": name,
+            "n_pool": int(in_pool.sum()),
+            "pool_accuracy": float((pool_predictions[in_pool] == c).mean()) if in_pool.any() else np.nan,
+            "n_val": int(in_val.sum()),
+            "val_accuracy": float((val_predictions[in_val] == c).mean()) if in_val.any() else np.nan,
+        })
+    table = pd.DataFrame(rows)
+    mean = {"class": "mean over classes", "n_pool": int(table["n_pool"].sum()), "n_val": int(table["n_val"].sum()),
+            "pool_accuracy": table["pool_accuracy"].mean(), "val_accuracy": table["val_accuracy"].mean()}
+    table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+    confusion = pd.DataFrame(confusion_matrix(pool_labels, pool_predictions, labels=ids),
+                             index=pd.Index(class_names, name="intended"),
+                             columns=pd.Index(class_names, name="predicted"))
+    return table, confusion
+
+
+def memorisation_summary(result: dict) -> pd.DataFrame:
+    """One row per space of a `memorisation` result: threshold, count and share below it,
+    and the median nearest-train distance of pool and val images."""
+    return pd.DataFrame([
+        {"space": space, "percentile": r["percentile"], "threshold": r["threshold"],
+         "n_pool": len(r["pool_distances"]), "n_below": r["n_below"], "share_below": r["share_below"],
+         "median_pool_distance": float(np.median(r["pool_distances"])),
+         "median_val_distance": float(np.median(r["val_distances"]))}
+        for space, r in result.items()
+    ])
 
 
 def memorisation(

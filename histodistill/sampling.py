@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
 from tqdm.auto import tqdm
 
 from .config import SamplingConfig
@@ -26,28 +26,45 @@ def guided_noise(model: UViT, x: torch.Tensor, t: torch.Tensor, labels: torch.Te
 
 
 @torch.no_grad()
+def denoise(
+    model: UViT,
+    scheduler: SchedulerMixin,
+    labels: np.ndarray,
+    steps: int,
+    guidance_scale: float,
+    generator: torch.Generator,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Latents for `labels` by DPM-Solver++ under `scheduler`'s noise schedule. All the
+    initial noise is drawn first, in label order, so batching does not change the result."""
+    model.eval()
+    shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
+    noise = torch.randn((len(labels), *shape), generator=generator)
+    out = []
+    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
+        x = noise[start : start + batch_size].to(model.device)
+        y = torch.as_tensor(labels[start : start + batch_size], dtype=torch.long, device=model.device)
+        # A fresh solver per batch: its multistep history must not leak between batches.
+        solver = DPMSolverMultistepScheduler.from_config(scheduler.config, algorithm_type="dpmsolver++")
+        solver.set_timesteps(steps)
+        for t in solver.timesteps:
+            eps = guided_noise(model, x, t.expand(len(x)), y, guidance_scale)
+            x = solver.step(eps, t, x).prev_sample
+        out.append(x.cpu())
+    return torch.cat(out) if out else torch.zeros((0, *shape))
+
+
 def sample_latents(
     model: UViT,
-    noise_scheduler: DDPMScheduler,
+    noise_scheduler: SchedulerMixin,
     n_classes: int,
     cfg: SamplingConfig,
     progress: bool = True,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """`cfg.per_class` latents for every class; returns (latents, labels), class-ordered."""
-    model.eval()
-    solver = DPMSolverMultistepScheduler.from_config(noise_scheduler.config, algorithm_type="dpmsolver++")
-    shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     labels = np.repeat(np.arange(n_classes), cfg.per_class)
     generator = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.randn((len(labels), *shape), generator=generator)
-    out = []
-    batches = range(0, len(labels), cfg.batch_size)
-    for start in tqdm(batches, desc="sampling", disable=not progress):
-        x = noise[start : start + cfg.batch_size].clone()
-        y = torch.as_tensor(labels[start : start + cfg.batch_size])
-        solver.set_timesteps(cfg.steps)  # fresh solver state for every batch
-        for t in solver.timesteps:
-            eps = guided_noise(model, x, t.expand(len(x)), y, cfg.guidance_scale)
-            x = solver.step(eps, t, x).prev_sample
-        out.append(x)
-    return torch.cat(out), labels
+    latents = denoise(model, noise_scheduler, labels, cfg.steps, cfg.guidance_scale, generator,
+                      cfg.batch_size, progress)
+    return latents, labels

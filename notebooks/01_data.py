@@ -44,7 +44,7 @@ download = None  # pathmnist: fetch the file from medmnist's servers when it is 
 # %%
 from IPython.display import display
 
-from histodistill import config, data, plots
+from histodistill import config, data, plots, runs
 
 run_name = run_name or profile
 cfg = config.stage_config(
@@ -59,6 +59,7 @@ cfg = config.stage_config(
     max_train_per_class=max_train_per_class,
     download=download,
 )
+runs.record(run_name, profile, data=cfg)  # later notebooks read the data configuration from here
 cfg
 
 # %% [markdown]

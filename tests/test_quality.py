@@ -116,11 +116,13 @@ def test_quality_table_rows_columns_and_nan_for_single_sample():
     pool = gaussian(len(pool_y), 5, seed=3) + pool_y[:, None]
     table = quality.quality_table(train, train_y, val, val_y, pool, pool_y, names)
     assert list(table.columns) == [
-        "class", "n_pool", "fd_pool_vs_val", "precision_pool", "recall_pool",
+        "class", "n_pool", "n_train", "fd_pool_vs_val", "precision_pool", "recall_pool",
         "fd_train_vs_val", "precision_train", "recall_train",
     ]
     assert table["class"].tolist() == names + ["all"]
+    # Sizes matched per class: 30 of train's 40 against the pool's 30; tumour's floor uses 2.
     assert table["n_pool"].tolist() == [30, 30, 1, 61]
+    assert table["n_train"].tolist() == [30, 30, 2, 62]
     tumour = table.set_index("class").loc["tumour"]
     assert np.isnan(tumour["fd_pool_vs_val"]) and np.isnan(tumour["precision_pool"])
     assert np.isfinite(tumour["fd_train_vs_val"])  # the real-vs-real floor is still there
@@ -170,3 +172,38 @@ def test_memorisation_features_only_and_pixel_arguments_together():
         quality.memorisation(pool, train, val, pool_pixels=make_images(10, size=4))
     with pytest.raises(KeyError):
         quality.closest_pairs(result, "pixels")
+
+
+def test_quality_table_measures_pool_and_floor_at_the_same_size():
+    names = ["a", "b"]
+    train_y, val_y, pool_y = np.repeat([0, 1], [20, 35]), np.repeat([0, 1], 15), np.repeat([0, 1], 100)
+    feats = lambda y, seed: gaussian(len(y), 4, seed=seed) + 3 * y[:, None]  # noqa: E731
+    table = quality.quality_table(feats(train_y, 1), train_y, feats(val_y, 2), val_y, feats(pool_y, 3), pool_y, names)
+    assert table["n_pool"].tolist() == table["n_train"].tolist() == [20, 35, 55]
+    unmatched = quality.quality_table(feats(train_y, 1), train_y, feats(val_y, 2), val_y, feats(pool_y, 3), pool_y,
+                                      names, match_sizes=False)
+    assert unmatched["n_pool"].tolist() == [100, 100, 200] and unmatched["n_train"].tolist() == [20, 35, 55]
+
+
+def test_class_consistency_on_a_hand_made_case():
+    names = ["a", "b", "c"]
+    pool_y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    pool_pred = np.array([0, 0, 0, 1, 1, 1, 0, 0])  # a: 3/4, b: 2/2, c: 0/2
+    val_y, val_pred = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1])  # a: 1, b: 1, c: 1/2
+    table, confusion = quality.class_consistency(pool_pred, pool_y, val_pred, val_y, names)
+    assert table["class"].tolist() == names + ["mean over classes"]
+    np.testing.assert_allclose(table["pool_accuracy"], [0.75, 1.0, 0.0, 1.75 / 3])
+    np.testing.assert_allclose(table["val_accuracy"], [1.0, 1.0, 0.5, 2.5 / 3])
+    assert table["n_pool"].tolist() == [4, 2, 2, 8]
+    assert confusion.loc["a"].tolist() == [3, 1, 0] and confusion.loc["c"].tolist() == [2, 0, 0]
+    assert confusion.values.sum() == len(pool_y)
+
+
+def test_memorisation_summary_has_one_row_per_space():
+    train_px, val_px = make_images(40, size=6, seed=1), make_images(20, size=6, seed=2)
+    pool_px = train_px[:5].copy()  # five exact copies
+    feats = lambda px: px.reshape(len(px), -1).astype(float)  # noqa: E731
+    result = quality.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px)
+    summary = quality.memorisation_summary(result)
+    assert summary["space"].tolist() == ["features", "pixels"]
+    assert summary["n_below"].tolist() == [5, 5] and summary["median_pool_distance"].tolist() == [0.0, 0.0]

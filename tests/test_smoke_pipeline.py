@@ -13,14 +13,30 @@ EXPECTED = {
         "01_class_distribution.png",
         "01_examples_per_class.png",
         "01_colour_profile.png",
+        "02_reconstructions.png",
+        "02_loss_curves.png",
+        "03_real_vs_synthetic.png",
+        "03_pool_montage.png",
+        "03_class_consistency.png",
+        "03_pool_quality.png",
+        "03_memorisation.png",
+        "03_closest_pairs.png",
     },
     "paper_results/smoke": {
         "data_splits.csv",
         "data_class_counts.csv",
+        "autoencoder_reconstruction.csv",
+        "ldm_training.csv",
+        "pool_class_consistency.csv",
+        "pool_quality.csv",
+        "pool_memorisation.csv",
         "run_times.csv",
     },
     "outputs/smoke": {
         "01_data.ipynb",
+        "02_latent_diffusion.ipynb",
+        "03_synthetic_pool.ipynb",
+        "run.json",
     },
 }
 
@@ -43,11 +59,22 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
 
     splits = pd.read_csv(output_root / "paper_results/smoke/data_splits.csv", index_col="split")
     assert splits.loc["train", "images"] == 9 * 20  # the smoke cap: 20 per class
-    assert list(pd.read_csv(output_root / "paper_results/smoke/run_times.csv")["notebook"]) == ["01_data", "total"]
+    notebooks = ["01_data", "02_latent_diffusion", "03_synthetic_pool"]
+    assert list(pd.read_csv(output_root / "paper_results/smoke/run_times.csv")["notebook"]) == notebooks + ["total"]
+    consistency = pd.read_csv(output_root / "paper_results/smoke/pool_class_consistency.csv", index_col="class")
+    assert consistency.loc["mean over classes", "n_pool"] == 9 * 4  # the smoke pool: 4 per class
+    assert consistency["pool_accuracy"].between(0, 1).all()
 
-    executed = output_root / "outputs/smoke/01_data.ipynb"
-    assert "[data] built" in executed.read_text()
+    # A second run reads every stage from the cache and builds nothing.
+    stages = {"01_data": ["data"], "02_latent_diffusion": ["autoencoder", "diffusion"],
+              "03_synthetic_pool": ["data", "autoencoder", "diffusion", "pool", "classifier"]}
+    for notebook, names in stages.items():
+        text = (output_root / f"outputs/smoke/{notebook}.ipynb").read_text()
+        assert f"[{names[-1]}] built" in text
     second = run_pipeline()
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "[data] cached result" in executed.read_text()
-    assert "[data] built" not in executed.read_text()
+    for notebook, names in stages.items():
+        text = (output_root / f"outputs/smoke/{notebook}.ipynb").read_text()
+        assert " built in " not in text, notebook
+        for name in names:
+            assert f"[{name}] cached result" in text, (notebook, name)

@@ -1,0 +1,73 @@
+"""The trained latent diffusion model as one shareable diffusers pipeline.
+
+``save_pretrained(folder)`` writes diffusers' own layout, so the model can be copied to
+another machine and used without the rest of this project's cache:
+
+    folder/
+      model_index.json          # component classes, and the class names
+      vae/                      # AutoencoderKL: config.json + safetensors
+      transformer/              # UViT: config.json + safetensors
+      scheduler/                # DPMSolverMultistepScheduler config (the training schedule)
+
+    >>> from histodistill.pipeline import ClassConditionalLDMPipeline
+    >>> pipe = ClassConditionalLDMPipeline.from_pretrained(folder)
+    >>> images = pipe(["tumor epithelium"] * 8, guidance_scale=2.0, seed=0)  # uint8 (8, S, S, 3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerMixin
+
+from . import autoencoder as ae
+from .sampling import denoise
+from .uvit import UViT
+
+
+class ClassConditionalLDMPipeline(DiffusionPipeline):
+    """Autoencoder + class-conditional U-ViT + DPM-Solver++ with classifier-free guidance."""
+
+    model_cpu_offload_seq = "transformer->vae"
+
+    def __init__(self, vae: AutoencoderKL, transformer: UViT, scheduler: SchedulerMixin,
+                 class_names: list[str] | None = None):
+        super().__init__()
+        self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler)
+        names = list(class_names) if class_names else [f"class {i}" for i in range(transformer.config.num_classes)]
+        if len(names) != transformer.config.num_classes:
+            raise ValueError(f"{len(names)} class names for a denoiser of {transformer.config.num_classes} classes")
+        self.register_to_config(class_names=names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    def class_ids(self, classes) -> np.ndarray:
+        """Class names or ids -> ids, with a clear error for an unknown name."""
+        ids = []
+        for c in classes:
+            if isinstance(c, str):
+                if c not in self.class_names:
+                    raise ValueError(f"unknown class {c!r}; this model knows {self.class_names}")
+                ids.append(self.class_names.index(c))
+            else:
+                if not 0 <= int(c) < len(self.class_names):
+                    raise ValueError(f"class id {c} outside 0..{len(self.class_names) - 1}")
+                ids.append(int(c))
+        return np.asarray(ids, dtype=np.int64)
+
+    @torch.no_grad()
+    def __call__(self, classes, num_inference_steps: int = 25, guidance_scale: float = 2.0,
+                 seed: int = 0, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+        """uint8 images (N, S, S, 3), one per entry of `classes` (names or ids)."""
+        labels = self.class_ids(classes)
+        generator = torch.Generator().manual_seed(seed)
+        latents = denoise(self.transformer, self.scheduler, labels, num_inference_steps,
+                          guidance_scale, generator, batch_size, progress)
+        return ae.decode(self.vae, latents)
+
+
+def dpm_solver(train_scheduler: SchedulerMixin) -> DPMSolverMultistepScheduler:
+    """The sampler for a model trained under `train_scheduler`'s noise schedule."""
+    return DPMSolverMultistepScheduler.from_config(train_scheduler.config, algorithm_type="dpmsolver++")

@@ -1,0 +1,223 @@
+"""The expensive stages after the data, each a cached function of its configuration and of
+its upstream results (see `cache.py`): change a field and only that stage and what depends
+on it recompute.
+
+    data ─┬─ autoencoder ── diffusion ── pool
+          └─ classifier  (the real-trained ConvNet: judge of the pool, and its embedding)
+
+    >>> vae = stages.fit_autoencoder(ae_cfg, bundle)         # Artifact: vae/, latents, history
+    >>> ldm = stages.fit_diffusion(dm_cfg, vae, bundle)      # Artifact: pipeline/ (diffusers)
+    >>> pool = stages.sample_pool(sampling_cfg, ldm)         # Artifact: pool.npz (MedMNIST layout)
+    >>> clf = stages.fit_classifier(clf_cfg, bundle)         # Artifact: ConvNet weights, history
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL
+
+from . import autoencoder as ae
+from . import cache, convnet
+from .config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
+from .data import DataBundle
+from .diffusion import Trainer
+from .pipeline import ClassConditionalLDMPipeline, dpm_solver
+
+# Bump a version when the stage's code changes what it writes.
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "classifier": 1}
+POOL_FILE = "pool.npz"
+
+
+# --- autoencoder ------------------------------------------------------------------------
+
+
+def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool = True,
+                    cache_root: Path | None = None) -> cache.Artifact:
+    """Train (or load) the autoencoder and encode the real train split once.
+
+    Writes ``vae/`` (diffusers layout), ``train_latents.npy`` (scaled latents, float32),
+    ``train_labels.npy``, ``history.csv`` (per-step L1 and KL; empty for a pretrained
+    model) and ``reconstruction.json`` (MAE and PSNR on the val split)."""
+    inputs = {"data": bundle.artifact.key}
+    if cfg.pretrained:
+        inputs["pretrained"] = _pretrained_identity(cfg.pretrained)
+
+    def build(folder: Path) -> None:
+        train, val = bundle.splits["train"], bundle.splits["val"]
+        if cfg.pretrained:
+            model = ae.load_pretrained_autoencoder(cfg.pretrained)
+            history = pd.DataFrame(columns=["step", "l1", "kl"])
+        else:
+            model, history = ae.train_autoencoder(train.images, cfg, progress)
+        model.save_pretrained(folder / "vae")
+        np.save(folder / "train_latents.npy", ae.encode(model, train.images).numpy().astype(np.float32))
+        np.save(folder / "train_labels.npy", train.labels)
+        history.to_csv(folder / "history.csv", index=False)
+        (folder / "reconstruction.json").write_text(json.dumps(ae.reconstruction_error(model, val.images)))
+
+    return cache.cached("autoencoder", cfg, build, inputs, VERSIONS["autoencoder"], cache_root)
+
+
+def _pretrained_identity(name_or_path: str) -> str:
+    """A local folder is identified by its files (a changed model changes the key); a hub
+    id by its name."""
+    local = Path(name_or_path).expanduser()
+    if not local.exists():
+        return f"hub:{name_or_path}"
+    listing = [(f.relative_to(local).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+               for f in sorted(local.rglob("*")) if f.is_file()]
+    return "folder:" + cache.digest(listing)
+
+
+def load_autoencoder(artifact: cache.Artifact) -> AutoencoderKL:
+    return AutoencoderKL.from_pretrained(artifact.file("vae"), low_cpu_mem_usage=False).eval()
+
+
+def load_latents(artifact: cache.Artifact) -> torch.Tensor:
+    """The scaled latents of the real train split, (N, C, h, w) float32."""
+    return torch.from_numpy(np.load(artifact.file("train_latents.npy"), allow_pickle=False))
+
+
+def reconstruction_table(artifact: cache.Artifact, cfg: AutoencoderConfig) -> pd.DataFrame:
+    """One row: which autoencoder, its latent shape, and its val reconstruction error
+    (mean absolute error on the 0-255 scale, PSNR in dB)."""
+    error = json.loads(artifact.file("reconstruction.json").read_text())
+    latent = np.load(artifact.file("train_latents.npy"), mmap_mode="r").shape[1:]
+    return pd.DataFrame([{
+        "autoencoder": cfg.pretrained or "trained here",
+        "latent shape": "x".join(map(str, latent)),
+        "mae": round(error["mae"], 3),
+        "psnr_db": round(error["psnr_db"], 3),
+    }])
+
+
+# --- diffusion ------------------------------------------------------------------------------
+
+
+def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle,
+                  progress: bool = True, max_steps: int | None = None,
+                  cache_root: Path | None = None) -> cache.Artifact | None:
+    """Train the class-conditional U-ViT on the cached latents; save the whole model as a
+    diffusers pipeline (``pipeline/``) plus ``history.csv`` (loss and lr per step).
+
+    Training checkpoints into a persistent work folder: interrupt it (or pass `max_steps`
+    to stop early) and the next call resumes where it stopped. With `max_steps`, returns
+    None until training is complete."""
+    inputs = {"autoencoder": autoencoder.key}
+    work, key = cache.work_dir("diffusion", cfg, inputs, VERSIONS["diffusion"], cache_root)
+
+    def build(folder: Path) -> None:
+        latents = np.load(autoencoder.file("train_latents.npy"), allow_pickle=False)
+        labels = np.load(autoencoder.file("train_labels.npy"), allow_pickle=False)
+        trainer = Trainer(torch.from_numpy(latents), labels, bundle.n_classes, cfg, work, key)
+        trainer.run(progress, max_steps)
+        if trainer.step < cfg.steps:
+            raise _StoppedEarly
+        trainer.history_frame().to_csv(folder / "history.csv", index=False)
+        pipe = ClassConditionalLDMPipeline(
+            vae=load_autoencoder(autoencoder), transformer=trainer.ema_model().cpu(),
+            scheduler=dpm_solver(trainer.noise), class_names=bundle.class_names,
+        )
+        pipe.save_pretrained(folder / "pipeline")
+
+    try:
+        artifact = cache.cached("diffusion", cfg, build, inputs, VERSIONS["diffusion"], cache_root)
+    except _StoppedEarly:
+        print(f"[diffusion] stopped early; checkpoints kept in {work}, the next run resumes")
+        return None
+    shutil.rmtree(work, ignore_errors=True)  # the result is complete: the checkpoints served
+    return artifact
+
+
+class _StoppedEarly(Exception):
+    pass
+
+
+def load_pipeline(artifact: cache.Artifact) -> ClassConditionalLDMPipeline:
+    pipe = ClassConditionalLDMPipeline.from_pretrained(artifact.file("pipeline"), low_cpu_mem_usage=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --- the synthetic pool -----------------------------------------------------------------------
+
+
+def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool = True,
+                cache_root: Path | None = None) -> cache.Artifact:
+    """`cfg.per_class` images per class from the trained pipeline, written as ``pool.npz``
+    in MedMNIST layout: ``train_images`` uint8 (N, S, S, 3), ``train_labels`` (N, 1), plus
+    ``class_names``, so the project's own npz reader loads it like any data set."""
+
+    def build(folder: Path) -> None:
+        pipe = load_pipeline(diffusion)
+        labels = np.repeat(np.arange(len(pipe.class_names)), cfg.per_class)
+        images = pipe(labels, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size, progress)
+        write_medmnist_npz(folder / POOL_FILE, images, labels, pipe.class_names)
+
+    return cache.cached("pool", cfg, build, {"diffusion": diffusion.key}, VERSIONS["pool"], cache_root)
+
+
+def write_medmnist_npz(path: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+    """MedMNIST's layout: labels as an (N, 1) column, uint8 when the classes fit."""
+    dtype = np.uint8 if len(class_names) <= 256 else np.int64
+    np.savez_compressed(
+        path, train_images=np.asarray(images, np.uint8),
+        train_labels=np.asarray(labels).reshape(-1, 1).astype(dtype), class_names=np.asarray(class_names),
+    )
+
+
+def load_pool(artifact: cache.Artifact) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels (N,), class names) of a pool artifact."""
+    with np.load(artifact.file(POOL_FILE), allow_pickle=False) as z:
+        return z["train_images"], z["train_labels"].ravel().astype(np.int64), z["class_names"].tolist()
+
+
+# --- the real-trained ConvNet -----------------------------------------------------------------
+
+
+def fit_classifier(cfg: ClassifierConfig, bundle: DataBundle, progress: bool = True,
+                   cache_root: Path | None = None) -> cache.Artifact:
+    """The ConvNet trained on the real train split, selected on val: ``classifier/``
+    (safetensors) and ``history.csv`` (one row per epoch)."""
+
+    def build(folder: Path) -> None:
+        train, val = bundle.splits["train"], bundle.splits["val"]
+        model, history = convnet.train_classifier(
+            train.images, train.labels, val.images, val.labels, bundle.n_classes, cfg, progress
+        )
+        convnet.save_classifier(model.cpu(), folder / "classifier")
+        history.to_csv(folder / "history.csv", index=False)
+
+    return cache.cached("classifier", cfg, build, {"data": bundle.artifact.key}, VERSIONS["classifier"], cache_root)
+
+
+def load_classifier(artifact: cache.Artifact) -> convnet.ConvNet:
+    return convnet.load_classifier(artifact.file("classifier"))
+
+
+def history(artifact: cache.Artifact) -> pd.DataFrame:
+    return pd.read_csv(artifact.file("history.csv"))
+
+
+def training_summary(*artifacts: cache.Artifact) -> pd.DataFrame:
+    """Per trained stage: steps, the mean loss over its last tenth of steps, and how long
+    it took to build (measured when it was built, not when it was read from the cache)."""
+    rows = []
+    for artifact in artifacts:
+        frame = history(artifact)
+        losses = frame.drop(columns=[c for c in ("step", "lr", "kl") if c in frame.columns])
+        tail = losses.tail(max(1, len(frame) // 10)).mean()
+        record = json.loads(artifact.file(cache.CONFIG_FILE).read_text())
+        rows.append({
+            "stage": artifact.stage,
+            "steps": len(frame),
+            "final loss (mean of last 10%)": float(tail.iloc[0]) if len(frame) else np.nan,
+            "build seconds": record["build_seconds"],
+        })
+    return pd.DataFrame(rows).set_index("stage")

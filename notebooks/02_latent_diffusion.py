@@ -1,0 +1,167 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Train the class-conditional latent diffusion model
+#
+# InfoDist never shares a real image. It learns the real train split with a **latent
+# diffusion model** and later shares only images sampled from it. Two parts:
+#
+# 1. A **KL autoencoder** (diffusers `AutoencoderKL`) compresses each image to a small
+#    latent map (28 px → 7×7×4 by default). It is trained here on the real train split,
+#    or loaded from a pretrained diffusers folder or hub id (`ae_pretrained`; e.g. the
+#    Stable Diffusion VAE for 64 px and above, on a machine with internet).
+# 2. A class-conditional **U-ViT** (the paper's denoiser) learns to remove noise from
+#    those latents. Time and class are two extra tokens; shallow blocks feed deep ones
+#    through long skips. A share of the labels is replaced by a *null class*
+#    (`ldm_label_dropout`), which is what classifier-free guidance needs at sampling time.
+#
+# Training checkpoints every `ldm_checkpoint_every` steps. Interrupt the kernel at any
+# moment and run the cell again: it resumes from the last checkpoint. Both stages are
+# cached, so re-running with the same parameters loads the results instantly.
+
+# %% tags=["parameters"]
+profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+run_name = None  # output folder under figures/ and paper_results/; None: the profile name
+ae_pretrained = None  # diffusers folder or hub id of a pretrained AutoencoderKL; None trains one here
+ae_block_out_channels = None  # autoencoder channels per level, e.g. (16, 32, 32); each level after the first halves the side
+ae_latent_channels = None  # channels of the latent map
+ae_steps = None  # autoencoder optimisation steps
+ae_batch_size = None  # images per autoencoder step
+ae_lr = None  # autoencoder learning rate
+ae_kl_weight = None  # weight of the KL term next to the L1 reconstruction loss
+ae_seed = None  # seed of the autoencoder's initialisation and batches
+ldm_hidden_size = None  # U-ViT width
+ldm_depth = None  # U-ViT blocks (odd)
+ldm_num_heads = None  # attention heads
+ldm_patch_size = None  # latent pixels per patch side
+ldm_steps = None  # denoiser optimisation steps
+ldm_batch_size = None  # latents per step
+ldm_lr = None  # AdamW peak learning rate
+ldm_warmup_steps = None  # linear warm-up steps before the cosine decay
+ldm_weight_decay = None  # AdamW weight decay
+ldm_grad_clip = None  # gradient-norm clipping
+ldm_label_dropout = None  # share of labels replaced by the null class (for guidance)
+ldm_ema_decay = None  # decay of the weights' moving average (the model that samples)
+ldm_num_train_timesteps = None  # steps of the DDPM noise schedule
+ldm_beta_schedule = None  # DDPM noise schedule name
+ldm_bf16 = None  # bfloat16 autocast (measured slower on a 2-core CPU; try it on a GPU)
+ldm_checkpoint_every = None  # steps between checkpoints (the resume points)
+ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from histodistill import autoencoder, config, data, plots, plots_ldm, runs, stages
+
+run_name = run_name or profile
+bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
+ae_cfg = config.stage_config(
+    "autoencoder",
+    profile,
+    pretrained=ae_pretrained,
+    block_out_channels=ae_block_out_channels,
+    latent_channels=ae_latent_channels,
+    steps=ae_steps,
+    batch_size=ae_batch_size,
+    lr=ae_lr,
+    kl_weight=ae_kl_weight,
+    seed=ae_seed,
+)
+ldm_cfg = config.stage_config(
+    "diffusion",
+    profile,
+    hidden_size=ldm_hidden_size,
+    depth=ldm_depth,
+    num_heads=ldm_num_heads,
+    patch_size=ldm_patch_size,
+    steps=ldm_steps,
+    batch_size=ldm_batch_size,
+    lr=ldm_lr,
+    warmup_steps=ldm_warmup_steps,
+    weight_decay=ldm_weight_decay,
+    grad_clip=ldm_grad_clip,
+    label_dropout=ldm_label_dropout,
+    ema_decay=ldm_ema_decay,
+    num_train_timesteps=ldm_num_train_timesteps,
+    beta_schedule=ldm_beta_schedule,
+    bf16=ldm_bf16,
+    checkpoint_every=ldm_checkpoint_every,
+    seed=ldm_seed,
+)
+runs.record(run_name, profile, autoencoder=ae_cfg, diffusion=ldm_cfg)
+display(ae_cfg, ldm_cfg)
+
+# %% [markdown]
+# ## The autoencoder
+# Trained on the real train split (L1 reconstruction plus a weak KL term); the real train
+# latents are encoded once and cached with it.
+
+# %%
+vae_artifact = stages.fit_autoencoder(ae_cfg, bundle)
+vae = stages.load_autoencoder(vae_artifact)
+latents = stages.load_latents(vae_artifact)
+print(f"latents: {tuple(latents.shape)} (std {latents.std():.2f} after scaling)")
+
+# %% [markdown]
+# ### How much does the autoencoder lose?
+# Real **val** images (never trained on) beside their reconstructions, and the error over
+# the whole val split. The diffusion model can only be as sharp as this.
+
+# %%
+val = bundle.splits["val"]
+recon = autoencoder.decode(vae, autoencoder.encode(vae, val.images))
+error = stages.reconstruction_table(vae_artifact, ae_cfg)
+plots.save_table(error, "autoencoder_reconstruction", run_name)
+display(error)
+fig = plots_ldm.reconstructions(val.images, recon, val.labels, bundle.class_names,
+                                title=f"Autoencoder: real val vs reconstruction (MAE {error['mae'].iloc[0]:.1f} / 255)")
+plots.save(fig, "02_reconstructions", run_name)
+
+# %% [markdown]
+# ## The denoiser
+# The U-ViT learns to predict the noise added to a latent at a random diffusion time.
+# A progress bar shows the loss; the weights' moving average (EMA) is what gets saved.
+
+# %%
+ldm_artifact = stages.fit_diffusion(ldm_cfg, vae_artifact, bundle)
+
+# %% [markdown]
+# ## Training curves
+# The autoencoder's reconstruction loss and the denoiser's noise-prediction loss per
+# step (faint) with a running mean. The denoiser's loss stays well above 0 by nature:
+# at high noise levels the noise cannot be predicted.
+
+# %%
+curves = {"autoencoder (L1, KL)": stages.history(vae_artifact), "U-ViT denoiser (noise MSE)": stages.history(ldm_artifact)}
+fig = plots_ldm.loss_curves(curves)
+plots.save(fig, "02_loss_curves", run_name)
+training = stages.training_summary(vae_artifact, ldm_artifact)
+plots.save_table(training, "ldm_training", run_name)
+training
+
+# %% [markdown]
+# ## The trained model, ready to share
+# The whole model is saved as one diffusers pipeline (autoencoder, U-ViT, scheduler and
+# class names, all in safetensors and JSON). It loads on its own, without this project's
+# cache:
+#
+# ```python
+# from histodistill.pipeline import ClassConditionalLDMPipeline
+# pipe = ClassConditionalLDMPipeline.from_pretrained(folder)
+# images = pipe(["adipose"] * 8, guidance_scale=2.0, seed=0)   # uint8 (8, 28, 28, 3)
+# ```
+
+# %%
+print("pipeline folder:", ldm_artifact.file("pipeline"))

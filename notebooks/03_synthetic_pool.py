@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Sample the synthetic pool and judge it
+#
+# The model from notebook 02 draws a large **pool** of synthetic images per class
+# (DPM-Solver++, classifier-free guidance). InfoDist later picks its small distilled set
+# from this pool, so before going on we ask three questions, all offline:
+#
+# 1. **Does each image show its class?** A ConvNet trained on the *real* train split
+#    (the paper's embedding network, also used by notebook 04) classifies the pool. Its
+#    accuracy on real val is the ceiling.
+# 2. **Does the pool look like real data?** Fréchet distance and k-NN precision/recall
+#    in that ConvNet's feature space, against real val, next to what real train scores
+#    against real val (the floor two real samples reach).
+# 3. **Does it copy training images?** Each pool image's distance to its nearest real
+#    train image, against the same distance for real val images, which the model never
+#    saw.
+#
+# The pool is written as an `.npz` in MedMNIST layout (`train_images`, `train_labels`).
+
+# %% tags=["parameters"]
+profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+run_name = None  # output folder under figures/ and paper_results/; None: the profile name
+pool_per_class = None  # synthetic images per class
+sampling_steps = None  # DPM-Solver++ steps
+guidance_scale = None  # classifier-free guidance; 1.0 means none, higher is more class-typical
+sampling_batch_size = None  # latents denoised at once
+sampling_seed = None  # seed of the initial noise: same seed, same pool
+clf_width = None  # ConvNet channels per block (the paper: 128)
+clf_depth = None  # ConvNet blocks; None picks one from the image size
+clf_epochs = None  # passes over the real train split
+clf_batch_size = None  # images per step
+clf_lr = None  # peak SGD learning rate
+clf_momentum = None  # SGD momentum
+clf_weight_decay = None  # SGD weight decay
+clf_augment = None  # random flips and 90-degree turns while training
+clf_seed = None  # seed of the ConvNet's initialisation and batches
+
+# %%
+from IPython.display import display
+
+from histodistill import config, convnet, data, plots, plots_ldm, quality, runs, stages
+
+run_name = run_name or profile
+bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
+vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)
+ldm_artifact = stages.fit_diffusion(runs.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
+sampling_cfg = config.stage_config(
+    "sampling",
+    profile,
+    per_class=pool_per_class,
+    steps=sampling_steps,
+    guidance_scale=guidance_scale,
+    batch_size=sampling_batch_size,
+    seed=sampling_seed,
+)
+clf_cfg = config.stage_config(
+    "classifier",
+    profile,
+    width=clf_width,
+    depth=clf_depth,
+    epochs=clf_epochs,
+    batch_size=clf_batch_size,
+    lr=clf_lr,
+    momentum=clf_momentum,
+    weight_decay=clf_weight_decay,
+    augment=clf_augment,
+    seed=clf_seed,
+)
+runs.record(run_name, profile, sampling=sampling_cfg, classifier=clf_cfg)
+display(sampling_cfg, clf_cfg)
+
+# %% [markdown]
+# ## Sample the pool
+
+# %%
+pool_artifact = stages.sample_pool(sampling_cfg, ldm_artifact)
+pool_images, pool_labels, class_names = stages.load_pool(pool_artifact)
+print(f"pool: {pool_images.shape[0]} images ({sampling_cfg.per_class} per class) in {pool_artifact.file(stages.POOL_FILE)}")
+
+# %% [markdown]
+# Real training images (left) beside synthetic ones (right), drawn at random per class.
+
+# %%
+train, val = bundle.splits["train"], bundle.splits["val"]
+fig = plots_ldm.real_vs_synthetic(train.images, train.labels, pool_images, pool_labels, class_names,
+                                  title=f"Real vs synthetic (guidance {sampling_cfg.guidance_scale:g}, {sampling_cfg.steps} steps)")
+plots.save(fig, "03_real_vs_synthetic", run_name)
+
+# %% [markdown]
+# A larger look at the pool, one row per class.
+
+# %%
+fig = plots.class_montage(pool_images, pool_labels, class_names, per_class=16, seed=1,
+                          title="The synthetic pool: 16 random images per class")
+plots.save(fig, "03_pool_montage", run_name)
+
+# %% [markdown]
+# ## The judge: a ConvNet trained on real images
+# Width 128, instance norm, ReLU, average pooling; the epoch kept is the one with the best
+# real **val** accuracy. Notebook 04 embeds the pool with this same network.
+
+# %%
+clf_artifact = stages.fit_classifier(clf_cfg, bundle)
+classifier = stages.load_classifier(clf_artifact)
+clf_history = stages.history(clf_artifact)
+print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(clf_history['val_acc'].idxmax()) + 1} of {len(clf_history)})")
+
+# %% [markdown]
+# ## 1 · Class consistency
+# The share of each class's pool images that the real-trained ConvNet assigns to that
+# class, next to its accuracy on real val images of the class.
+
+# %%
+pool_pred = convnet.predict(classifier, pool_images).argmax(1)
+val_pred = convnet.predict(classifier, val.images).argmax(1)
+consistency, confusion = quality.class_consistency(pool_pred, pool_labels, val_pred, val.labels, class_names)
+plots.save_table(consistency.set_index("class"), "pool_class_consistency", run_name)
+display(consistency.round(3))
+fig = plots_ldm.class_consistency(consistency, confusion)
+plots.save(fig, "03_class_consistency", run_name)
+
+# %% [markdown]
+# ## 2 · Fidelity: Fréchet distance and precision/recall
+# In the ConvNet's feature space, against real val. Pool and train are cut to the same
+# size per class before measuring, since both metrics depend on the sample size. The
+# per-class numbers rest on few val images in the small profiles: read them as rough.
+
+# %%
+train_feats, val_feats = convnet.embed(classifier, train.images), convnet.embed(classifier, val.images)
+pool_feats = convnet.embed(classifier, pool_images)
+fidelity = quality.quality_table(train_feats, train.labels, val_feats, val.labels, pool_feats, pool_labels, class_names)
+plots.save_table(fidelity.set_index("class"), "pool_quality", run_name)
+display(fidelity.round(3))
+fig = plots_ldm.pool_quality(fidelity)
+plots.save(fig, "03_pool_quality", run_name)
+
+# %% [markdown]
+# ## 3 · Memorisation: does the pool copy training images?
+# For every pool image, the distance to its nearest real train image, in feature space
+# and in pixels; the same for real val images gives the distribution of "similar but not
+# copied". Pool images below val's 1st percentile deserve a look before anything is shared.
+
+# %%
+mem = quality.memorisation(pool_feats, train_feats, val_feats, pool_images, train.images, val.images)
+summary = quality.memorisation_summary(mem)
+plots.save_table(summary.set_index("space"), "pool_memorisation", run_name)
+display(summary.round(4))
+fig = plots_ldm.memorisation(mem)
+plots.save(fig, "03_memorisation", run_name)
+
+# %% [markdown]
+# The eight closest synthetic/real pairs in pixel space: a copy would look identical.
+
+# %%
+pairs = quality.closest_pairs(mem, "pixels", n=8)
+fig = plots_ldm.closest_pairs(pairs, pool_images, train.images, title="Closest synthetic / real train pairs (pixels)")
+plots.save(fig, "03_closest_pairs", run_name)

@@ -1,0 +1,168 @@
+"""The cached stages after the data: the shareable pipeline, resumable diffusion training,
+the pool file's exact layout, and the run record that ties the notebooks together."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from histodistill import autoencoder, cache, config, data, runs, sources, stages
+from histodistill.pipeline import ClassConditionalLDMPipeline, dpm_solver
+from histodistill.diffusion import build_noise_scheduler
+from histodistill.uvit import UViT
+
+NAMES = ["adipose", "mucus", "tumour"]
+
+
+def tiny_pipeline() -> ClassConditionalLDMPipeline:
+    torch.manual_seed(0)
+    vae = autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16, 16)), 28).eval()
+    uvit = UViT(sample_size=7, in_channels=4, hidden_size=32, depth=3, num_heads=2, num_classes=3).eval()
+    scheduler = dpm_solver(build_noise_scheduler(config.DiffusionConfig()))
+    return ClassConditionalLDMPipeline(vae=vae, transformer=uvit, scheduler=scheduler, class_names=NAMES)
+
+
+def test_pipeline_saves_in_diffusers_layout_and_loads_on_its_own(tmp_path):
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "ldm")
+    index = json.loads((tmp_path / "ldm" / "model_index.json").read_text())
+    assert index["class_names"] == NAMES
+    assert index["transformer"] == ["histodistill.uvit", "UViT"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    for part in ("vae", "transformer"):
+        assert (tmp_path / "ldm" / part / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "ldm" / "scheduler" / "scheduler_config.json").is_file()
+
+    loaded = ClassConditionalLDMPipeline.from_pretrained(tmp_path / "ldm", low_cpu_mem_usage=False)
+    assert loaded.class_names == NAMES
+    kw = dict(num_inference_steps=4, guidance_scale=2.0, seed=3, progress=False)
+    images = loaded(["tumour", 0, "mucus"], **kw)
+    assert images.shape == (3, 28, 28, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, pipe(["tumour", 0, "mucus"], **kw))  # same model, same seed
+    np.testing.assert_array_equal(images, loaded([2, 0, 1], **kw))  # names and ids agree
+    assert not np.array_equal(images, loaded([2, 0, 1], **{**kw, "seed": 4}))
+
+
+def test_pipeline_batching_does_not_change_the_images():
+    pipe = tiny_pipeline()
+    kw = dict(num_inference_steps=3, guidance_scale=1.5, seed=0, progress=False)
+    np.testing.assert_array_equal(pipe([0, 1, 2, 1, 0], batch_size=2, **kw), pipe([0, 1, 2, 1, 0], batch_size=5, **kw))
+
+
+def test_pipeline_rejects_unknown_classes_and_wrong_names():
+    pipe = tiny_pipeline()
+    with pytest.raises(ValueError, match="unknown class 'tumor'.*knows"):
+        pipe(["tumor"])
+    with pytest.raises(ValueError, match="outside 0..2"):
+        pipe([3])
+    with pytest.raises(ValueError, match="2 class names for a denoiser of 3"):
+        ClassConditionalLDMPipeline(vae=pipe.vae, transformer=pipe.transformer, scheduler=pipe.scheduler,
+                                    class_names=NAMES[:2])
+
+
+@pytest.fixture(scope="module")
+def smoke_chain(tmp_path_factory):
+    """The smoke profile's stages, once for this module, in their own cache."""
+    root = tmp_path_factory.mktemp("chain")
+    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    return root, bundle
+
+
+def test_diffusion_stops_resumes_completes_and_cleans_up(smoke_chain, capsys):
+    root, bundle = smoke_chain
+    ae_cfg = config.stage_config("autoencoder", "smoke")
+    dm_cfg = config.stage_config("diffusion", "smoke")  # 20 steps, a checkpoint every 10
+    vae = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=root)
+    latents = stages.load_latents(vae)
+    assert latents.shape == (len(bundle.splits["train"]), 4, 7, 7) and latents.dtype == torch.float32
+    assert abs(float(latents.std()) - 1.0) < 0.05  # the scaling factor gives unit variance
+
+    work, _ = cache.work_dir("diffusion", dm_cfg, {"autoencoder": vae.key}, stages.VERSIONS["diffusion"], root)
+    assert stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, max_steps=13, cache_root=root) is None
+    assert (work / "LATEST").read_text() == "step-0000010"  # the last checkpoint before the stop
+    assert [p.name for p in (root / "diffusion").iterdir()] == [work.name]  # no result yet
+    capsys.readouterr()
+
+    ldm = stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, cache_root=root)
+    assert "resumed from step-0000010 (step 10 of 20)" in capsys.readouterr().out
+    assert not work.exists()  # checkpoints go once the result is complete
+    history = stages.history(ldm)
+    assert history["step"].tolist() == list(range(1, 21))
+    assert (ldm.path / "pipeline" / "model_index.json").is_file()
+
+    again = stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, cache_root=root)
+    assert again.key == ldm.key and "[diffusion] cached result" in capsys.readouterr().out
+
+
+def test_pool_file_has_the_medmnist_layout_and_loads_as_own_data(smoke_chain):
+    root, bundle = smoke_chain
+    vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
+    ldm = stages.fit_diffusion(config.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
+    cfg = config.stage_config("sampling", "smoke")  # 4 per class
+    pool = stages.sample_pool(cfg, ldm, progress=False, cache_root=root)
+
+    with np.load(pool.file(stages.POOL_FILE), allow_pickle=False) as z:
+        assert sorted(z.files) == ["class_names", "train_images", "train_labels"]
+        assert z["train_images"].shape == (36, 28, 28, 3) and z["train_images"].dtype == np.uint8
+        assert z["train_labels"].shape == (36, 1) and z["train_labels"].dtype == np.uint8
+        assert z["train_labels"].ravel().tolist() == np.repeat(np.arange(9), 4).tolist()
+        assert z["class_names"].tolist() == bundle.class_names
+    raw = sources.read_npz(pool.file(stages.POOL_FILE))  # the reader of "your own data"
+    assert raw.class_names == bundle.class_names and len(raw.splits["train"][1]) == 36
+
+    # Same configuration: the same pool, from the cache. Another guidance: a new pool,
+    # while the trained model is reused.
+    assert stages.sample_pool(cfg, ldm, progress=False, cache_root=root).key == pool.key
+    other = stages.sample_pool(config.stage_config("sampling", "smoke", guidance_scale=1.0), ldm,
+                               progress=False, cache_root=root)
+    assert other.key != pool.key
+    assert not np.array_equal(stages.load_pool(other)[0], stages.load_pool(pool)[0])
+
+
+def test_pretrained_autoencoder_folder_is_used_and_keyed_by_its_files(tmp_path, smoke_chain):
+    root, bundle = smoke_chain
+    torch.manual_seed(1)
+    folder = tmp_path / "my-vae"
+    autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16)), 28).save_pretrained(folder)
+    cfg = config.AutoencoderConfig(pretrained=str(folder))
+    vae = stages.fit_autoencoder(cfg, bundle, progress=False, cache_root=root)
+    assert stages.history(vae).empty  # nothing trained here
+    assert stages.load_latents(vae).shape[1:] == (4, 14, 14)  # two levels: 28 -> 14
+    assert stages.reconstruction_table(vae, cfg)["autoencoder"].item() == str(folder)
+
+    autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 8)), 28).save_pretrained(folder)
+    assert stages.fit_autoencoder(cfg, bundle, progress=False, cache_root=root).key != vae.key
+
+
+def test_classifier_stage_is_cached_and_loads(smoke_chain):
+    root, bundle = smoke_chain
+    cfg = config.stage_config("classifier", "smoke")
+    first = stages.fit_classifier(cfg, bundle, progress=False, cache_root=root)
+    model = stages.load_classifier(first)
+    assert len(stages.history(first)) == cfg.epochs
+    assert stages.fit_classifier(cfg, bundle, progress=False, cache_root=root).key == first.key
+    val = bundle.splits["val"]
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 9) and len(val.labels) > 0
+
+
+# --- the run record -----------------------------------------------------------------------
+
+
+def test_run_record_round_trips_configurations():
+    ae_cfg = config.stage_config("autoencoder", "smoke", block_out_channels=(4, 8))
+    runs.record("r1", "smoke", data=config.stage_config("data", "smoke"), autoencoder=ae_cfg)
+    assert runs.upstream("r1", "smoke", "autoencoder") == ae_cfg  # tuples survive JSON
+    assert runs.upstream("r1", "smoke", "data") == config.stage_config("data", "smoke")
+
+
+def test_run_record_says_which_notebook_to_run():
+    with pytest.raises(runs.RunError, match="run 02_latent_diffusion first with run_name='r2'"):
+        runs.upstream("r2", "demo", "diffusion")
+    runs.record("r2", "smoke", data=config.stage_config("data", "smoke"))
+    with pytest.raises(runs.RunError, match="recorded with profile 'smoke', not 'demo'"):
+        runs.upstream("r2", "demo", "data")
+    runs.record("r2", "demo", data=config.stage_config("data", "demo"))  # a new profile starts afresh
+    assert runs.upstream("r2", "demo", "data") == config.stage_config("data", "demo")
+    with pytest.raises(ValueError, match="unknown stage"):
+        runs.record("r2", "demo", pool=config.stage_config("sampling", "demo"))
