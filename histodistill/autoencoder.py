@@ -18,6 +18,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
 from .config import AutoencoderConfig
+from .convnet import augment
 
 
 class ModelLoadError(Exception):
@@ -84,6 +85,7 @@ def train_autoencoder(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # augmentation draws
     model = build_autoencoder(cfg, images.shape[1]).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     warmup = min(100, cfg.steps // 10)
@@ -94,7 +96,7 @@ def train_autoencoder(
     bar = tqdm(range(cfg.steps), desc="autoencoder", disable=not progress)
     for step in bar:
         batch = data[rng.choice(len(data), size=min(cfg.batch_size, len(data)), replace=False)]
-        batch = _flip_rotate(batch, rng).to(device)
+        batch = augment(batch, generator).to(device)  # the same flips and turns as the ConvNet's
         posterior = model.encode(batch).latent_dist
         recon = model.decode(posterior.sample()).sample
         l1 = (recon - batch).abs().mean()
@@ -113,11 +115,10 @@ def train_autoencoder(
     return model, pd.DataFrame(rows)
 
 
-def _flip_rotate(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """The same random flip and 90-degree turn for the whole batch (tissue has no up)."""
-    if rng.random() < 0.5:
-        batch = batch.flip(-1)
-    return torch.rot90(batch, int(rng.integers(4)), dims=(-2, -1))
+def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and 90-degree turns of uint8 (N, S, S, C) images, the identity first."""
+    turns = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
+    return [np.ascontiguousarray(v) for v in turns + [t[:, :, ::-1] for t in turns]]
 
 
 @torch.no_grad()

@@ -86,10 +86,13 @@ class AutoencoderConfig:
     diffusers folder or hub id (e.g. the Stable Diffusion VAE, for 64 px and above)."""
 
     pretrained: str | None = None  # diffusers folder or hub id; None: train one here
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # one entry per level; each level after the first halves the side
+    # One entry per level; each level after the first halves the side. Two levels give
+    # 14x14x4 latents at 28 px: three (7x7x4) lost the fine texture that tells lymphocytes
+    # from debris, and no denoiser can put back what the autoencoder drops.
+    block_out_channels: tuple[int, ...] = (16, 32)
     latent_channels: int = 4  # channels of the latent map
     steps: int = 1500  # optimisation steps
-    batch_size: int = 64  # images per step
+    batch_size: int = 32  # images per step
     lr: float = 1e-3  # AdamW learning rate (cosine decay after a short warm-up)
     kl_weight: float = 1e-5  # weight of the KL term next to the L1 reconstruction loss
     seed: int = 0  # seed of initialisation and batches
@@ -103,20 +106,25 @@ class AutoencoderConfig:
 class DiffusionConfig:
     """The class-conditional U-ViT denoiser and how it is trained."""
 
-    hidden_size: int = 128  # width of every transformer block
-    depth: int = 7  # blocks (odd): shallow half, middle, deep half with long skips
+    hidden_size: int = 96  # width of every transformer block
+    depth: int = 5  # blocks (odd): shallow half, middle, deep half with long skips
     num_heads: int = 4  # attention heads
-    patch_size: int = 1  # latent pixels per patch side
+    patch_size: int = 2  # latent pixels per patch side (14x14 latents -> 49 tokens)
     steps: int = 3000  # optimisation steps
-    batch_size: int = 128  # latents per step
-    lr: float = 3e-4  # AdamW peak learning rate
-    warmup_steps: int = 200  # linear warm-up, then cosine decay
+    batch_size: int = 64  # latents per step
+    lr: float = 5e-4  # AdamW peak learning rate
+    warmup_steps: int = 100  # linear warm-up, then cosine decay
     weight_decay: float = 0.03  # AdamW weight decay
     grad_clip: float = 1.0  # gradient-norm clipping
     label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
+    augment: bool = True  # also learn the 7 flipped/turned copies of every image (tissue has no orientation)
     ema_decay: float = 0.999  # exponential moving average of the weights
     num_train_timesteps: int = 1000  # diffusion steps of the DDPM noise schedule
-    beta_schedule: str = "squaredcos_cap_v2"  # DDPM noise schedule
+    # Stable Diffusion's (and U-ViT's latent) schedule. A cosine schedule ends at alpha ~ 5e-5,
+    # where DPM-Solver++'s data prediction amplifies the noise error ~20000x: samples blow up.
+    beta_schedule: str = "scaled_linear"  # DDPM noise schedule: scaled_linear | linear | squaredcos_cap_v2
+    beta_start: float = 0.00085  # first beta (linear schedules)
+    beta_end: float = 0.012  # last beta (linear schedules)
     bf16: bool = False  # bfloat16 autocast; on the 2-core CPU it made U-ViT steps slower (0.63 vs 0.58 s)
     checkpoint_every: int = 500  # steps between checkpoints (resume point)
     seed: int = 0  # seed of initialisation, noise and batches
@@ -159,7 +167,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "data": DataConfig(max_train_per_class=20),
         "classifier": ClassifierConfig(width=16, epochs=2),
-        "autoencoder": AutoencoderConfig(block_out_channels=(8, 16, 16), steps=20, batch_size=32),
+        "autoencoder": AutoencoderConfig(block_out_channels=(8, 16), steps=20),
         "diffusion": DiffusionConfig(hidden_size=32, depth=3, steps=20, batch_size=32, warmup_steps=5, checkpoint_every=10),
         "sampling": SamplingConfig(per_class=4, steps=5, batch_size=64),
     },
@@ -173,8 +181,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
         "classifier": ClassifierConfig(epochs=50),
-        "autoencoder": AutoencoderConfig(steps=20000, batch_size=256),
-        "diffusion": DiffusionConfig(hidden_size=512, depth=13, num_heads=8, steps=200000, batch_size=256, lr=2e-4, warmup_steps=5000, ema_decay=0.9999, checkpoint_every=5000),
+        "autoencoder": AutoencoderConfig(block_out_channels=(64, 128), steps=20000, batch_size=256),
+        "diffusion": DiffusionConfig(hidden_size=512, depth=13, num_heads=8, steps=200000, batch_size=256, lr=2e-4, warmup_steps=5000, ema_decay=0.9999, checkpoint_every=5000, augment=False),
         "sampling": SamplingConfig(per_class=1000, steps=50),
     },
 }

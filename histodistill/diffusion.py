@@ -58,7 +58,8 @@ def build_denoiser(cfg: DiffusionConfig, latent_shape: tuple[int, int, int], n_c
 
 def build_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     return DDPMScheduler(
-        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type="epsilon"
+        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+        beta_start=cfg.beta_start, beta_end=cfg.beta_end, prediction_type="epsilon",
     )
 
 

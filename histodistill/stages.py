@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
+from diffusers.utils import logging as diffusers_logging
 
 from . import autoencoder as ae
 from . import cache, convnet
@@ -113,9 +114,8 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
     work, key = cache.work_dir("diffusion", cfg, inputs, VERSIONS["diffusion"], cache_root)
 
     def build(folder: Path) -> None:
-        latents = np.load(autoencoder.file("train_latents.npy"), allow_pickle=False)
-        labels = np.load(autoencoder.file("train_labels.npy"), allow_pickle=False)
-        trainer = Trainer(torch.from_numpy(latents), labels, bundle.n_classes, cfg, work, key)
+        latents, labels = training_latents(autoencoder, bundle, cfg.augment)
+        trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
         trainer.run(progress, max_steps)
         if trainer.step < cfg.steps:
             raise _StoppedEarly
@@ -139,9 +139,26 @@ class _StoppedEarly(Exception):
     pass
 
 
+def training_latents(autoencoder: cache.Artifact, bundle: DataBundle, augment: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """The denoiser's training set: the cached train latents, or with `augment` the latents
+    of all 8 flips and turns of every train image (encoded here, once per training run;
+    the encoder is not equivariant, so flipping latents would not do)."""
+    latents = load_latents(autoencoder)
+    labels = np.load(autoencoder.file("train_labels.npy"), allow_pickle=False)
+    if not augment:
+        return latents, labels
+    vae = load_autoencoder(autoencoder)
+    views = ae.dihedral_views(bundle.splits["train"].images)
+    latents = torch.cat([latents] + [ae.encode(vae, view) for view in views[1:]])
+    return latents, np.tile(labels, len(views))
+
+
 def load_pipeline(artifact: cache.Artifact) -> ClassConditionalLDMPipeline:
-    pipe = ClassConditionalLDMPipeline.from_pretrained(artifact.file("pipeline"), low_cpu_mem_usage=False)
-    pipe.set_progress_bar_config(disable=True)
+    diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bar in the notebooks
+    try:
+        pipe = ClassConditionalLDMPipeline.from_pretrained(artifact.file("pipeline"), low_cpu_mem_usage=False)
+    finally:
+        diffusers_logging.enable_progress_bar()
     return pipe
 
 

@@ -77,7 +77,7 @@ def test_autoencoder_trains_encodes_and_decodes():
     model, history = autoencoder.train_autoencoder(images, cfg, progress=False)
     assert list(history.columns) == ["step", "l1", "kl"] and len(history) == 15
     latents = autoencoder.encode(model, images)
-    assert latents.shape == (24, cfg.latent_channels, 7, 7)
+    assert latents.shape == (24, cfg.latent_channels, 14, 14)  # two levels: 28 -> 14
     assert abs(latents.std().item() - 1.0) < 0.05  # the scaling factor normalises them
     recon = autoencoder.decode(model, latents)
     assert recon.shape == images.shape and recon.dtype == np.uint8
@@ -115,7 +115,7 @@ def test_image_range_round_trip():
 
 def trainer(tmp_path, latents=None, **overrides):
     cfg = config.stage_config("diffusion", "smoke", **overrides)
-    latents = torch.randn(30, 4, 7, 7, generator=torch.Generator().manual_seed(1)) if latents is None else latents
+    latents = torch.randn(30, 4, 8, 8, generator=torch.Generator().manual_seed(1)) if latents is None else latents
     return Trainer(latents, balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-a")
 
 
@@ -143,13 +143,13 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     trainer(tmp_path).run(progress=False, max_steps=10)
     cfg = config.stage_config("diffusion", "smoke")
     with pytest.raises(CheckpointMismatch, match="another configuration"):
-        Trainer(torch.randn(30, 4, 7, 7), balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-b")
+        Trainer(torch.randn(30, 4, 8, 8), balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-b")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     good = trainer(tmp_path)
     good.run(progress=False, max_steps=10)
-    bad_latents = torch.full((30, 4, 7, 7), float("nan"))
+    bad_latents = torch.full((30, 4, 8, 8), float("nan"))
     bad = trainer(tmp_path, latents=bad_latents)
     assert bad.step == 10
     with pytest.raises(TrainingDiverged, match="at step 11"):
@@ -194,3 +194,51 @@ def test_guidance_scale_one_is_the_conditional_model():
         torch.testing.assert_close(guided_noise(model, x, t, y, 1.0), model(x, t, y))
         uncond = model(x, t, torch.full_like(y, model.null_class))
         torch.testing.assert_close(guided_noise(model, x, t, y, 0.0), uncond, rtol=1e-5, atol=1e-6)
+
+
+class GaussianOracle(torch.nn.Module):
+    """The exact noise predictor for data x0 ~ N(0, s^2 I), plus a fixed relative error:
+    E[eps | x_t] = sigma_t x_t / (alpha_t^2 s^2 + sigma_t^2). Stands in for a trained U-ViT."""
+
+    def __init__(self, alphas_cumprod, s=1.0, error=0.0):
+        super().__init__()
+        self.alphas_cumprod, self.s, self.error = alphas_cumprod, s, error
+        self.config = type("Config", (), {"in_channels": 4, "sample_size": 7})()
+        self.null_class = 3
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def forward(self, x, t, labels):
+        a2 = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+        eps = (1 - a2).sqrt() * x / (a2 * self.s**2 + 1 - a2)
+        return eps * (1 + self.error)
+
+
+@pytest.mark.parametrize("error", [0.0, 0.02])
+def test_default_schedule_samples_the_right_scale_even_with_a_slightly_wrong_denoiser(error):
+    """DPM-Solver++ predicts x0 = (x_t - sigma eps) / alpha, so where alpha_T is tiny (the
+    cosine schedule: ~5e-5) a 2 % error in eps becomes a blow-up. The default schedule must
+    give samples of the data's scale from the exact denoiser and from a slightly wrong one."""
+    from histodistill.diffusion import build_noise_scheduler
+    from histodistill.sampling import denoise
+
+    noise_scheduler = build_noise_scheduler(config.DiffusionConfig())
+    oracle = GaussianOracle(noise_scheduler.alphas_cumprod, s=0.7, error=error)
+    labels = np.zeros(512, dtype=np.int64)
+    x = denoise(oracle, noise_scheduler, labels, 25, 1.0, torch.Generator().manual_seed(0), progress=False)
+    assert abs(float(x.std()) - 0.7) < 0.07
+    assert float(x.abs().max()) < 6 * 0.7
+
+
+def test_dihedral_views_are_the_eight_distinct_symmetries():
+    image = make_images(1, size=6, seed=4)
+    views = autoencoder.dihedral_views(image)
+    assert len(views) == 8
+    np.testing.assert_array_equal(views[0], image)
+    assert len({v.tobytes() for v in views}) == 8  # a random image has no symmetry of its own
+    for view in views:  # every view is a rearrangement of the same pixels
+        np.testing.assert_array_equal(np.sort(view.ravel()), np.sort(image.ravel()))
+    np.testing.assert_array_equal(views[1][0], np.rot90(image[0]))
+    np.testing.assert_array_equal(views[4][0], image[0][:, ::-1])

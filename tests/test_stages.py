@@ -75,7 +75,7 @@ def test_diffusion_stops_resumes_completes_and_cleans_up(smoke_chain, capsys):
     dm_cfg = config.stage_config("diffusion", "smoke")  # 20 steps, a checkpoint every 10
     vae = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=root)
     latents = stages.load_latents(vae)
-    assert latents.shape == (len(bundle.splits["train"]), 4, 7, 7) and latents.dtype == torch.float32
+    assert latents.shape == (len(bundle.splits["train"]), 4, 14, 14) and latents.dtype == torch.float32
     assert abs(float(latents.std()) - 1.0) < 0.05  # the scaling factor gives unit variance
 
     work, _ = cache.work_dir("diffusion", dm_cfg, {"autoencoder": vae.key}, stages.VERSIONS["diffusion"], root)
