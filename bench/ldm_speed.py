@@ -1,7 +1,7 @@
 """Speed of the generative stages for a profile's configuration.
 
-Measures, on this machine, autoencoder training steps/s, U-ViT training steps/s and
-sampled images/s (DPM-Solver++ with the profile's steps and guidance, decoding included).
+Measures, on this machine, autoencoder training steps/s, U-ViT training steps/s (fp32 and
+with bf16 autocast) and sampled images/s (DPM-Solver++ with the profile's steps and guidance, decoding included).
 Fixed costs (model construction, the first steps) are excluded: each figure is the time
 of `--steps` further steps after a short warm-up. Speed does not depend on the weights, so
 fresh, untrained models are timed.
@@ -103,9 +103,13 @@ def main() -> None:
     rows = [
         ("autoencoder training", "steps/s", autoencoder_steps_per_s(images, ae_cfg, args.steps, args.device),
          f"batch {ae_cfg.batch_size}, channels {ae_cfg.block_out_channels}"),
-        ("U-ViT training", "steps/s",
-         diffusion_steps_per_s((ae_cfg.latent_channels, side, side), n_classes, dm_cfg, args.steps, args.device),
-         f"batch {dm_cfg.batch_size}, hidden {dm_cfg.hidden_size}, depth {dm_cfg.depth}, bf16 {dm_cfg.bf16}"),
+        *[
+            (f"U-ViT training{' (bf16 autocast)' if bf16 else ''}", "steps/s",
+             diffusion_steps_per_s((ae_cfg.latent_channels, side, side), n_classes, _replace(dm_cfg, bf16=bf16),
+                                   args.steps, args.device),
+             f"batch {dm_cfg.batch_size}, hidden {dm_cfg.hidden_size}, depth {dm_cfg.depth}, patch {dm_cfg.patch_size}")
+            for bf16 in (False, True)  # the profile's setting is in config.py; both are timed
+        ],
         ("sampling", "images/s",
          sampling_images_per_s(data_cfg.size, ae_cfg, dm_cfg, s_cfg, n_classes, args.batches, args.device),
          f"batch {s_cfg.batch_size}, {s_cfg.steps} DPM-Solver++ steps, guidance {s_cfg.guidance_scale}"),

@@ -174,9 +174,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "data": DataConfig(),
         "classifier": ClassifierConfig(),
-        "autoencoder": AutoencoderConfig(),
-        "diffusion": DiffusionConfig(),
-        "sampling": SamplingConfig(),
+        # Sized so notebooks 02 + 03 fit in about 15 minutes on 2 CPU cores.
+        "autoencoder": AutoencoderConfig(steps=1200),
+        "diffusion": DiffusionConfig(hidden_size=128, steps=2200, lr=1e-3),
+        "sampling": SamplingConfig(steps=20, guidance_scale=4.0),
     },
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
