@@ -129,7 +129,7 @@ print(f"latents: {tuple(latents.shape)} (std {latents.std():.2f} after scaling)"
 val = bundle.splits["val"]
 recon = autoencoder.decode(vae, autoencoder.encode(vae, val.images))
 error = stages.reconstruction_table(vae_artifact, ae_cfg)
-plots.save_table(error, "autoencoder_reconstruction", run_name)
+plots.save_table(error.set_index("autoencoder"), "autoencoder_reconstruction", run_name)
 display(error)
 fig = plots_ldm.reconstructions(val.images, recon, val.labels, bundle.class_names,
                                 title=f"Autoencoder: real val vs reconstruction (MAE {error['mae'].iloc[0]:.1f} / 255)")
