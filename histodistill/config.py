@@ -155,12 +155,45 @@ class SamplingConfig:
             raise ValueError("guidance_scale must be >= 0")
 
 
+SELECTION_METHODS = ("infodist", "random", "kmeans", "umap_kmeans", "herding")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How the distilled set is picked from the pool (notebook 04)."""
+
+    method: str = "infodist"  # infodist | random | kmeans | umap_kmeans | herding
+    ipc: int = 10  # images kept per class
+    embedding: str = "convnet"  # convnet: the real-trained ConvNet's features; umap: UMAP of raw pixels
+    graph: str = "knn"  # infodist: knn (sparse, scales) | paper (the released code's) | umap
+    rank: str = "centrality"  # infodist: order inside a module, modular centrality or flow
+    k: int = 10  # knn graph: neighbours per image
+    # The released code's scale is 1.0; on ConvNet features it leaves the graph nearly empty
+    # (detected and refused). "auto" sets the scale so each row has ~10 effective neighbours.
+    distance_scale: float | str = "auto"  # paper graph: "auto" or a number
+    trials: int = 5  # Infomap trials (the best is kept)
+    seed: int = 0  # seed of Infomap, k-means, UMAP and random selection
+
+    def __post_init__(self) -> None:
+        if self.method not in SELECTION_METHODS:
+            raise ValueError(f"selection method {self.method!r} is not one of {SELECTION_METHODS}")
+        if self.embedding not in ("convnet", "umap"):
+            raise ValueError("embedding must be 'convnet' or 'umap'")
+        if self.graph not in ("knn", "paper", "umap"):
+            raise ValueError("graph must be 'knn', 'paper' or 'umap'")
+        if self.rank not in ("centrality", "flow"):
+            raise ValueError("rank must be 'centrality' or 'flow'")
+        if self.ipc < 1 or self.k < 1 or self.trials < 1:
+            raise ValueError("ipc, k and trials must be positive")
+
+
 STAGES: dict[str, type] = {
     "data": DataConfig,
     "classifier": ClassifierConfig,
     "autoencoder": AutoencoderConfig,
     "diffusion": DiffusionConfig,
     "sampling": SamplingConfig,
+    "selection": SelectionConfig,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -170,6 +203,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "autoencoder": AutoencoderConfig(block_out_channels=(8, 16), steps=20),
         "diffusion": DiffusionConfig(hidden_size=32, depth=3, steps=20, batch_size=32, warmup_steps=5, checkpoint_every=10),
         "sampling": SamplingConfig(per_class=4, steps=5, batch_size=64),
+        "selection": SelectionConfig(ipc=2, k=3),
     },
     "demo": {
         "data": DataConfig(),
@@ -178,6 +212,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "autoencoder": AutoencoderConfig(steps=1200),
         "diffusion": DiffusionConfig(hidden_size=128, steps=2200, lr=1e-3),
         "sampling": SamplingConfig(steps=20, guidance_scale=4.0),
+        "selection": SelectionConfig(ipc=10),
     },
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
@@ -185,6 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "autoencoder": AutoencoderConfig(block_out_channels=(64, 128), steps=20000, batch_size=256),
         "diffusion": DiffusionConfig(hidden_size=512, depth=13, num_heads=8, steps=200000, batch_size=256, lr=2e-4, warmup_steps=5000, ema_decay=0.9999, checkpoint_every=5000, augment=False),
         "sampling": SamplingConfig(per_class=1000, steps=50),
+        "selection": SelectionConfig(ipc=100),
     },
 }
 

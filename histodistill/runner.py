@@ -150,13 +150,24 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
 
 
 def write_times(times: list[tuple[str, float]], profile: str, run_name: str) -> Path:
+    """Record each notebook's wall time in ``paper_results/<run>/run_times.csv``.
+
+    Rows of notebooks not run this time (``--only``) are kept with the time and date of
+    their own last run, so re-running one notebook does not erase what the others took;
+    ``total`` is the sum of the rows."""
     import pandas as pd
 
-    table = pd.DataFrame(times, columns=["notebook", "seconds"])
-    table.loc[len(table)] = ["total", table["seconds"].sum()]
-    table["seconds"] = table["seconds"].round(1)
-    table.insert(0, "profile", profile)
     path = paths.results_dir(run_name) / "run_times.csv"
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    new = pd.DataFrame([(name, round(sec, 1), finished) for name, sec in times], columns=["notebook", "seconds", "finished"])
+    old = pd.read_csv(path) if path.is_file() else None
+    if old is not None and set(old.columns) >= {"profile", "notebook", "seconds"} and (old["profile"] == profile).all():
+        old = old.assign(finished=old.get("finished", ""))  # files from before this column: date unknown
+        old = old[(old["notebook"] != "total") & ~old["notebook"].isin(new["notebook"])]
+        new = pd.concat([old[new.columns], new], ignore_index=True)
+    table = new.sort_values("notebook", ignore_index=True)
+    table.loc[len(table)] = ["total", round(table["seconds"].sum(), 1), finished]
+    table.insert(0, "profile", profile)
     table.to_csv(path, index=False)
     print("\n" + table.to_string(index=False))
     return path

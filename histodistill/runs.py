@@ -62,6 +62,7 @@ NOTEBOOK_OF = {
     "diffusion": "02_latent_diffusion",
     "sampling": "03_synthetic_pool",
     "classifier": "03_synthetic_pool",
+    "selection": "04_graph_selection",
 }
 
 

@@ -93,3 +93,18 @@ def test_notebooks_expose_every_field_of_the_stages_they_configure():
                 assert {k.arg for k in node.keywords} == fields, (source.name, stage)
                 checked += 1
     assert checked >= 1
+
+
+def test_run_times_keep_the_notebooks_not_run_again():
+    import pandas as pd
+
+    from histodistill import runner
+
+    path = runner.write_times([("01_data", 8.04), ("02_ldm", 500.0)], "demo", "timing")
+    runner.write_times([("02_ldm", 7.5), ("03_pool", 20.0)], "demo", "timing")  # --only 02 03
+    table = pd.read_csv(path)
+    assert table["notebook"].tolist() == ["01_data", "02_ldm", "03_pool", "total"]
+    assert table["seconds"].tolist() == [8.0, 7.5, 20.0, 35.5]
+    assert table["finished"].notna().all()
+    runner.write_times([("01_data", 3.0)], "smoke", "timing")  # another profile: a fresh table
+    assert pd.read_csv(path)["notebook"].tolist() == ["01_data", "total"]

@@ -166,3 +166,40 @@ def test_run_record_says_which_notebook_to_run():
     assert runs.upstream("r2", "demo", "data") == config.stage_config("data", "demo")
     with pytest.raises(ValueError, match="unknown stage"):
         runs.record("r2", "demo", pool=config.stage_config("sampling", "demo"))
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def test_distill_stage_writes_the_product_and_reuses_the_embedding(smoke_chain, capsys):
+    from histodistill import distill
+
+    root, bundle = smoke_chain
+    vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
+    ldm = stages.fit_diffusion(config.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
+    pool = stages.sample_pool(config.stage_config("sampling", "smoke"), ldm, progress=False, cache_root=root)
+    clf = stages.fit_classifier(config.stage_config("classifier", "smoke"), bundle, progress=False, cache_root=root)
+    cfg = config.stage_config("selection", "smoke")  # infodist, knn, 2 per class from 4
+    chosen = distill.distill(cfg, pool, clf, cache_root=root)
+
+    indices, labels, nodes, graphs = distill.load_selection(chosen)
+    assert np.bincount(labels).tolist() == [2] * 9
+    _, pool_labels, names = stages.load_pool(pool)
+    np.testing.assert_array_equal(pool_labels[indices], labels)
+    assert len(nodes) == len(pool_labels) and nodes["selected"].sum() == 18
+    assert graphs["class_name"].tolist() == names
+
+    product = chosen.file(distill.PRODUCT)
+    raw = sources.read_npz(product / "distilled.npz")  # loads as "your own data"
+    assert raw.class_names == names and len(raw.splits["train"][1]) == 18
+    card = json.loads((product / "data_card.json").read_text())
+    assert card["method"] == "infodist" and card["config_hash"] == chosen.key
+    assert card["source"]["pool_key"] == pool.key
+    assert len(list(product.glob("grid_*.png"))) == 9
+
+    capsys.readouterr()
+    assert distill.distill(cfg, pool, clf, cache_root=root).key == chosen.key
+    other = distill.distill(config.stage_config("selection", "smoke", method="herding", ipc=1), pool, clf, cache_root=root)
+    log = capsys.readouterr().out
+    assert other.key != chosen.key and "[embedding] cached result" in log and "[selection] built" in log
+    assert distill.load_selection(other)[2] is None  # a baseline has no graph
