@@ -1,0 +1,117 @@
+"""Downstream networks: the ConvNet and a CIFAR-style ResNet-18, behind one builder.
+
+    >>> from histodistill.networks import build_network
+    >>> model = build_network("resnet18", n_classes=9, image_size=28)
+    >>> feats = model.features(x)      # (N, 512) pooled feature, for SupCon
+    >>> logits = model(x)              # (N, 9) raw class scores, never softmaxed
+
+Inputs are normalised float (N, C, S, S) tensors (see `convnet.to_tensor`). Both networks
+carry `mean`/`std` buffers, `n_classes` and `feature_dim`, so `convnet.predict` and
+`convnet.embed` work with either. Plain torch: no torchvision.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .convnet import ConvNet
+
+NETWORKS = ("convnet", "resnet18")
+NORMS = ("instance", "batch")
+RESNET18_WIDTHS = (64, 128, 256, 512)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """Instance norm (per-sample statistics, so tiny distilled batches behave like any
+    other, as in the dataset-distillation literature) or batch norm."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (He et al. 2016).
+
+    The shortcut is a 1x1 strided convolution whenever the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = _norm(norm, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.norm2 = _norm(norm, out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                _norm(norm, out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for small images: 3x3 stride-1 stem without max-pool (CIFAR style, so a
+    28 px image is not shrunk to 7 px before the first block), BasicBlocks [2, 2, 2, 2] of
+    widths 64/128/256/512, global average pooling and a linear classifier.
+
+    The three stride-2 stages shrink the side by 8 (rounding up): 28 -> 4, 64 -> 8."""
+
+    def __init__(self, n_classes: int, in_channels: int = 3, norm: str = "instance"):
+        super().__init__()
+        if n_classes < 1 or in_channels < 1:
+            raise ValueError(f"need n_classes >= 1 and in_channels >= 1, not {n_classes}, {in_channels}")
+        _norm(norm, 1)  # fail early, with the helpful message, on an unknown norm
+        self.n_classes, self.in_channels, self.norm = n_classes, in_channels, norm
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, RESNET18_WIDTHS[0], 3, stride=1, padding=1, bias=False),
+            _norm(norm, RESNET18_WIDTHS[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages, channels = [], RESNET18_WIDTHS[0]
+        for i, width in enumerate(RESNET18_WIDTHS):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(channels, width, stride, norm),
+                                        BasicBlock(width, width, 1, norm)))
+            channels = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, n_classes)
+        # Normalisation statistics (0..1 units), as on the ConvNet: the caller fills them.
+        self.register_buffer("mean", torch.zeros(in_channels))
+        self.register_buffer("std", torch.ones(in_channels))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) normalised images -> (N, 512) globally average-pooled features."""
+        return self.pool(self.stages(self.stem(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def build_network(name: str, n_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
+    """A fresh, randomly initialised downstream network by name.
+
+    "convnet": `convnet.ConvNet` (width 128, instance norm, depth chosen from the size);
+    "resnet18": `ResNet18` with instance norm. Both expose `.features(x)` and `forward`.
+    Seed torch before calling for a reproducible initialisation."""
+    key = name.lower()
+    if key == "convnet":
+        return ConvNet(n_classes, image_size, in_channels=in_channels)
+    if key == "resnet18":
+        # Instance norm needs more than one value per channel: the last map is
+        # ceil(S / 8) px wide, so S must be at least 9.
+        if image_size < 9:
+            raise ValueError(f"image size {image_size} px is too small for ResNet18 (needs >= 9)")
+        return ResNet18(n_classes, in_channels=in_channels)
+    raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
