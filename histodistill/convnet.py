@@ -47,7 +47,28 @@ def depth_for(image_size: int) -> int:
     return depth
 
 
-class ConvNet(nn.Module):
+class ImageClassifier(nn.Module):
+    """What every network here shares: normalisation buffers, `features(x)` (the embedding)
+    and a linear classifier on it. Subclasses build their body, then call `_add_head`."""
+
+    def _add_head(self, in_channels: int, feature_dim: int, n_classes: int) -> None:
+        self.classifier = nn.Linear(feature_dim, n_classes)
+        # Normalisation statistics (0..1 units); the trainer sets them to its train split's.
+        self.register_buffer("mean", torch.zeros(in_channels))
+        self.register_buffer("std", torch.ones(in_channels))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class ConvNet(ImageClassifier):
     """`depth` blocks of [conv 3x3 -> instance norm -> ReLU -> 2x2 average pool], then a
     linear classifier on the flattened last block (`features`, the embedding).
 
@@ -75,21 +96,11 @@ class ConvNet(nn.Module):
                 nn.AvgPool2d(2, 2),
             ]
         self.blocks = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(width * side * side, n_classes)
-        # Normalisation statistics (0..1 units); train_classifier sets them to the train split's.
-        self.register_buffer("mean", torch.zeros(in_channels))
-        self.register_buffer("std", torch.ones(in_channels))
-
-    @property
-    def feature_dim(self) -> int:
-        return self.classifier.in_features
+        self._add_head(in_channels, width * side * side, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) normalised images -> (N, D) flattened output of the last block."""
         return self.blocks(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
     def arguments(self) -> dict:
         """The constructor arguments, enough to rebuild this architecture."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .convnet import ConvNet
+from .convnet import ConvNet, ImageClassifier
 
 NETWORKS = ("convnet", "resnet18")
 NORMS = ("instance", "batch")
@@ -56,7 +56,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(ImageClassifier):
     """ResNet-18 for small images: 3x3 stride-1 stem without max-pool (CIFAR style, so a
     28 px image is not shrunk to 7 px before the first block), BasicBlocks [2, 2, 2, 2] of
     widths 64/128/256/512, global average pooling and a linear classifier.
@@ -82,21 +82,11 @@ class ResNet18(nn.Module):
             channels = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, n_classes)
-        # Normalisation statistics (0..1 units), as on the ConvNet: the caller fills them.
-        self.register_buffer("mean", torch.zeros(in_channels))
-        self.register_buffer("std", torch.ones(in_channels))
-
-    @property
-    def feature_dim(self) -> int:
-        return self.classifier.in_features
+        self._add_head(in_channels, channels, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) normalised images -> (N, 512) globally average-pooled features."""
         return self.pool(self.stages(self.stem(x))).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 def build_network(name: str, n_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
