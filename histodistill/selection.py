@@ -33,6 +33,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import euclidean_distances
 
+from .plots import tile
 from .graphs import GraphError, GraphResult, build_graph, umap_embedding
 
 COMMUNITY_COLUMNS = ["node", "module", "flow", "modular_centrality"]
@@ -302,12 +303,8 @@ def image_grid(images: np.ndarray, gap: int = 2) -> np.ndarray:
     """Tile uint8 images (N, S, S, 3) into a near-square grid with a white `gap` between."""
     n, s = len(images), images.shape[1]
     cols = max(1, int(np.ceil(np.sqrt(n))))
-    rows = max(1, int(np.ceil(n / cols)))
-    canvas = np.full((rows * (s + gap) - gap, cols * (s + gap) - gap, 3), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[r * (s + gap): r * (s + gap) + s, c * (s + gap): c * (s + gap) + s] = img
-    return canvas
+    rows = [list(images[r : r + cols]) for r in range(0, max(n, 1), cols)]
+    return tile(rows, s, cols, gap)
 
 
 def _plain(value):
