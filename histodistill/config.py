@@ -187,6 +187,115 @@ class SelectionConfig:
             raise ValueError("ipc, k and trials must be positive")
 
 
+NETWORKS = ("convnet", "resnet18")
+CONTRASTIVE = ("none", "supcon", "push_pull")
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    """How one downstream classifier is trained on a (distilled) training set (METHOD step 7).
+
+    The paper: 1000 epochs, lr 1e-3, warm-up 500, full-width networks. A CPU profile trains
+    narrower networks for fewer epochs at a higher learning rate."""
+
+    network: str = "convnet"  # convnet | resnet18
+    width_scale: float = 1.0  # channels x this; 1 = the paper's widths (ConvNet 128, ResNet-18 64..512)
+    epochs: int = 300  # passes over the training set (a distilled set often fits in one batch)
+    batch_size: int = 256  # images per step
+    lr: float = 0.01  # peak SGD learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay
+    warmup_fraction: float = 0.5  # share of the steps warming up linearly, then cosine decay (paper: 500 of 1000)
+    ema_decay: float = 0.995  # weight EMA (warm-up as diffusers'); the EMA weights are evaluated and kept
+    dsa: bool = True  # differentiable Siamese augmentation, one family per batch
+    contrastive: str = "none"  # none | supcon (on features) | push_pull (the released code's, on class scores)
+    contrastive_weight: float = 0.1  # weight of the contrastive term next to cross-entropy
+    eval_every: int = 10  # epochs between val evaluations (the last epoch is always evaluated)
+    seed: int = 0  # seed of initialisation, batches and augmentation
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"network {self.network!r} is not one of {NETWORKS}")
+        if self.contrastive not in CONTRASTIVE:
+            raise ValueError(f"contrastive {self.contrastive!r} is not one of {CONTRASTIVE}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1 or self.width_scale <= 0:
+            raise ValueError("epochs, batch_size, eval_every and width_scale must be positive")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError("warmup_fraction must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What the main table trains (notebook 05): which networks, how many runs per row."""
+
+    networks: tuple[str, ...] = NETWORKS  # downstream networks, one column group each
+    seeds: int = 5  # training runs per row and network (seeds seed..seed+seeds-1)
+    # The full real train set is many times larger than a distilled one: it gets its own,
+    # smaller number of epochs (medmnist's baseline trains 100).
+    real_epochs: int = 100  # epochs for the "full real train set" row
+    contrastive: str = "supcon"  # the term of the "InfoDist (CE + contrastive)" row: supcon | push_pull
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.networks if n not in NETWORKS]
+        if unknown or not self.networks:
+            raise ValueError(f"networks must be a non-empty tuple of {NETWORKS} (got {self.networks})")
+        if self.seeds < 1 or self.real_epochs < 1:
+            raise ValueError("seeds and real_epochs must be positive")
+        if self.contrastive not in ("supcon", "push_pull"):
+            raise ValueError("contrastive must be 'supcon' or 'push_pull'")
+
+
+@dataclass(frozen=True)
+class DMConfig:
+    """Distribution Matching (Zhao & Bilen, WACV 2023), distilled from the real train set at
+    the selection's IPC: the classic, non-human-readable baseline."""
+
+    iterations: int = 20000  # matching steps, each under a fresh random ConvNet (the DM paper: 20000)
+    lr_img: float = 1.0  # SGD learning rate on the synthetic pixels (momentum 0.5)
+    batch_real: int = 256  # real images per class and step
+    embed_width: int = 128  # width of the random ConvNets that embed
+    init: str = "real"  # real (random real images) | noise
+    dsa: bool = True  # Siamese augmentation of real and synthetic batches alike
+    seed: int = 0  # seed of the initial images, the embedders and the real batches
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.batch_real < 1 or self.embed_width < 1 or self.lr_img <= 0:
+            raise ValueError("need iterations >= 0 and positive batch_real, embed_width and lr_img")
+        if self.init not in ("real", "noise"):
+            raise ValueError("init must be 'real' or 'noise'")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """What notebook 06 varies; every variant not listed reuses the main table's settings
+    (and its cached models where they coincide)."""
+
+    network: str = "convnet"  # the network every ablation trains
+    seeds: int = 3  # training runs per variant
+    contrastive_kinds: tuple[str, ...] = ("supcon", "push_pull")  # contrastive terms compared with CE alone
+    contrastive_weights: tuple[float, ...] = (0.03, 0.1, 0.3)  # weights of each contrastive term
+    methods: tuple[str, ...] = ("random", "kmeans", "herding", "infodist:paper", "infodist:knn", "infodist:umap")  # selections compared
+    ipcs: tuple[int, ...] = (1, 10, 50, 100)  # images per class compared (those the pool and data allow)
+    pool_sizes: tuple[int, ...] = (25, 50, 100, 200)  # pool images per class InfoDist selects from (subsets)
+    guidance_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0)  # sampler guidance compared (fresh pools)
+    guidance_per_class: int = 50  # pool images per class sampled for each guidance scale
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"network {self.network!r} is not one of {NETWORKS}")
+        if self.seeds < 1 or self.guidance_per_class < 1:
+            raise ValueError("seeds and guidance_per_class must be positive")
+        bad = [k for k in self.contrastive_kinds if k not in ("supcon", "push_pull")]
+        if bad:
+            raise ValueError(f"contrastive_kinds {bad} are not supcon or push_pull")
+        for method in self.methods:
+            base, _, graph = method.partition(":")
+            if base not in SELECTION_METHODS or (graph and (base != "infodist" or graph not in ("knn", "paper", "umap"))):
+                raise ValueError(f"method {method!r}: use a selection method, or infodist:knn|paper|umap")
+        if min(self.ipcs, default=1) < 1 or min(self.pool_sizes, default=1) < 1:
+            raise ValueError("ipcs and pool_sizes must be positive")
+
+
 STAGES: dict[str, type] = {
     "data": DataConfig,
     "classifier": ClassifierConfig,
@@ -194,6 +303,10 @@ STAGES: dict[str, type] = {
     "diffusion": DiffusionConfig,
     "sampling": SamplingConfig,
     "selection": SelectionConfig,
+    "downstream": DownstreamConfig,
+    "evaluation": EvaluationConfig,
+    "dm": DMConfig,
+    "ablation": AblationConfig,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -204,6 +317,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diffusion": DiffusionConfig(hidden_size=32, depth=3, steps=20, batch_size=32, warmup_steps=5, checkpoint_every=10),
         "sampling": SamplingConfig(per_class=4, steps=5, batch_size=64),
         "selection": SelectionConfig(ipc=2, k=3),
+        "downstream": DownstreamConfig(width_scale=0.125, epochs=4, lr=0.03, warmup_fraction=0.2, eval_every=2),
+        "evaluation": EvaluationConfig(seeds=2, real_epochs=2),
+        "dm": DMConfig(iterations=3, batch_real=16, embed_width=16),
+        "ablation": AblationConfig(seeds=1, contrastive_weights=(0.1,), ipcs=(1, 2, 4), pool_sizes=(2, 4),
+                                   guidance_scales=(1.0, 4.0), guidance_per_class=4),
     },
     "demo": {
         "data": DataConfig(),
@@ -213,6 +331,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diffusion": DiffusionConfig(hidden_size=128, steps=2200, lr=1e-3),
         "sampling": SamplingConfig(steps=20, guidance_scale=4.0),
         "selection": SelectionConfig(ipc=10),
+        # Sized so notebooks 05 + 06 fit in about 25 minutes on 2 CPU cores: networks at
+        # 1/8 width (ConvNet 16, ResNet-18 8..64), 150 epochs at a higher peak rate.
+        "downstream": DownstreamConfig(width_scale=0.125, epochs=150, lr=0.03, warmup_fraction=0.2),
+        "evaluation": EvaluationConfig(real_epochs=40),
+        "dm": DMConfig(iterations=200, batch_real=64, embed_width=32),
+        "ablation": AblationConfig(),
     },
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
@@ -221,6 +345,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diffusion": DiffusionConfig(hidden_size=512, depth=13, num_heads=8, steps=200000, batch_size=256, lr=2e-4, warmup_steps=5000, ema_decay=0.9999, checkpoint_every=5000, augment=False),
         "sampling": SamplingConfig(per_class=1000, steps=50),
         "selection": SelectionConfig(ipc=100),
+        "downstream": DownstreamConfig(epochs=1000, lr=1e-3, warmup_fraction=0.5),
+        "evaluation": EvaluationConfig(real_epochs=100),
+        "dm": DMConfig(),
+        "ablation": AblationConfig(seeds=5, pool_sizes=(100, 250, 500, 1000), guidance_per_class=500),
     },
 }
 

@@ -18,42 +18,18 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from . import convnet, metrics
+from .config import DownstreamConfig
 from .dsa import DSA
 from .losses import combined_loss
 from .networks import build_network
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How one downstream model is trained (notebook 05 will take these from config)."""
-
-    network: str = "convnet"  # convnet | resnet18
-    epochs: int = 300  # passes over the training set
-    batch_size: int = 256  # images per step (a distilled set often fits in one batch)
-    lr: float = 0.01  # peak SGD learning rate
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # SGD weight decay
-    warmup_fraction: float = 0.5  # share of the steps spent warming up linearly (the paper: 500 of 1000 epochs)
-    ema_decay: float = 0.995  # weight EMA; the EMA weights are the ones evaluated and kept
-    dsa: bool = True  # differentiable Siamese augmentation, one family per batch
-    contrastive: str = "none"  # none | supcon | push_pull
-    contrastive_weight: float = 0.1  # weight of the contrastive term next to cross-entropy
-    eval_every: int = 10  # epochs between val evaluations (and the last epoch)
-    seed: int = 0  # seed of initialisation, batches and augmentation
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("epochs, batch_size and eval_every must be positive")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError("warmup_fraction must lie in [0, 1)")
 
 
 def learning_rate(step: int, total: int, peak: float, warmup_fraction: float) -> float:
@@ -72,7 +48,7 @@ def train_on_set(
     val_images: np.ndarray,
     val_labels: np.ndarray,
     n_classes: int,
-    recipe: TrainRecipe,
+    recipe: DownstreamConfig,
     progress: bool = True,
     device: str | torch.device | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
@@ -87,14 +63,17 @@ def train_on_set(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        model = build_network(recipe.network, n_classes, train_images.shape[1], train_images.shape[3])
+        model = build_network(recipe.network, n_classes, train_images.shape[1], train_images.shape[3],
+                              recipe.width_scale)
     mean, std = convnet.channel_stats(train_images)  # one normalisation for train, val and test
     model.mean.copy_(torch.from_numpy(mean))
     model.std.copy_(torch.from_numpy(std))
     model.to(device)
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
-    )
+    # diffusers' EMA (as for the denoiser): its decay warms up as min(decay, (1+t)/(10+t)),
+    # so a short run's average is not dominated by the random initial weights (a fixed
+    # 0.995 keeps 0.995^100 = 61 % of them after 100 steps).
+    ema = EMAModel(model.parameters(), decay=recipe.ema_decay)
+    ema_model = copy.deepcopy(model)  # carries the EMA weights for evaluation
     optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -123,23 +102,22 @@ def train_on_set(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            ema.update_parameters(model)
+            ema.step(model.parameters())
             step += 1
             loss_sum += loss.item() * len(y)
         if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
-            scores = metrics.evaluate(val_labels, convnet.predict(ema.module, val_images))
+            ema.copy_to(ema_model.parameters())
+            scores = metrics.evaluate(val_labels, convnet.predict(ema_model, val_images))
             rows.append({"epoch": epoch, "loss": loss_sum / len(y_all), "val_acc": scores["acc"],
                          "val_auc": scores["auc"], "val_macro_f1": scores["macro_f1"], "lr": lr})
             # Selection on val only, by AUC (accuracy when a class is missing from val and
             # AUC is undefined); ties keep the earlier epoch.
             score = scores["auc"] if np.isfinite(scores["auc"]) else scores["acc"]
             if score > best_score:
-                best_score, best_state = score, copy.deepcopy(ema.module.state_dict())
+                best_score, best_state = score, copy.deepcopy(ema_model.state_dict())
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", val_acc=f"{scores['acc']:.3f}")
-    best = ema.module
-    if best_state is not None:
-        best.load_state_dict(best_state)
-    return best.eval(), pd.DataFrame(rows)
+    ema_model.load_state_dict(best_state)  # the last epoch is always evaluated, so one exists
+    return ema_model.eval(), pd.DataFrame(rows)
 
 
 def evaluate_on_test(model: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray) -> dict:

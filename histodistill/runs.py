@@ -63,6 +63,10 @@ NOTEBOOK_OF = {
     "sampling": "03_synthetic_pool",
     "classifier": "03_synthetic_pool",
     "selection": "04_graph_selection",
+    "downstream": "05_downstream_evaluation",
+    "evaluation": "05_downstream_evaluation",
+    "dm": "05_downstream_evaluation",
+    "ablation": "06_ablations",
 }
 
 

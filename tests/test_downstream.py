@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from histodistill import downstream
-from histodistill.downstream import TrainRecipe
+from histodistill.config import DownstreamConfig as TrainRecipe
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,184 @@
+"""The ablations of notebook 06: the main table's code with one thing changed at a time.
+
+    >>> result = ablations.run("ipc", up, down_cfg, abl_cfg)   # trains what is not cached
+    >>> result.summary        # one line per variant: its parameters, mean/std of the metrics
+    >>> result.figure         # ACC and AUC against the varied parameter
+
+Each ablation is a list of `evaluation.Job`s (a variant label, a training set, a recipe).
+Unless an ablation varies it, a variant trains like the main table's InfoDist (CE) row:
+notebook 04's selection, cross-entropy, `abl.network`, seeds `seed .. seed + abl.seeds - 1`.
+So the variants that coincide with the main table (InfoDist with the knn graph, k-means,
+random, the contrastive row, random real at the same IPC) are read from its cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import convnet, distill, evaluation, plots_eval, stages
+from .config import AblationConfig, DownstreamConfig
+from .evaluation import Job, from_selection
+
+NAMES = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance")
+
+
+@dataclass
+class Result:
+    name: str
+    runs: pd.DataFrame  # one line per trained model
+    summary: pd.DataFrame  # one line per variant and network, with the variant's parameters
+    figure: plt.Figure
+    notes: list[str] = field(default_factory=list)  # variants skipped, and other remarks
+
+
+def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bool = True) -> Result:
+    """Build, train (or read from the cache) and summarise ablation `name` (see `NAMES`)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown ablation {name!r}; ablations are {NAMES}")
+    base = dataclasses.replace(down, network=abl.network, contrastive="none")
+    seeds = evaluation.seeds(down, abl.seeds)
+    jobs, params, notes = BUILDERS[name](up, base, abl, seeds)
+    runs = evaluation.run_jobs(jobs, up.bundle, desc=f"ablation {name}", progress=progress)
+    summary = evaluation.summarise_runs(runs, by=("variant", "network"))
+    summary = params.merge(summary, on="variant", how="right")
+    return Result(name, runs, summary, _figure(name, summary), notes)
+
+
+def _jobs(row: str, variant: str, train_set, base: DownstreamConfig, seeds: list[int], **changes) -> list[Job]:
+    return [Job(row, train_set, dataclasses.replace(base, seed=s, **changes), variant) for s in seeds]
+
+
+def _contrastive(up, base, abl, seeds):
+    infodist = from_selection(up.select(method="infodist"), up.pool)
+    jobs = _jobs("InfoDist", "CE only", infodist, base, seeds)
+    params = [{"variant": "CE only", "contrastive": "none", "weight": 0.0}]
+    for kind in abl.contrastive_kinds:
+        for weight in abl.contrastive_weights:
+            label = f"{kind}, weight {weight:g}"
+            jobs += _jobs("InfoDist", label, infodist, base, seeds, contrastive=kind, contrastive_weight=weight)
+            params.append({"variant": label, "contrastive": kind, "weight": weight})
+    return jobs, pd.DataFrame(params), []
+
+
+def _selection(up, base, abl, seeds):
+    jobs, params = [], []
+    for method in abl.methods:
+        name, _, graph = method.partition(":")
+        changes = {"method": name, **({"graph": graph} if graph else {})}
+        if name == "random":  # a new random subset per run, as in the main table
+            for s in seeds:
+                jobs += _jobs(method, method, from_selection(up.select(seed=s, **changes), up.pool), base, [s])
+        else:
+            jobs += _jobs(method, method, from_selection(up.select(**changes), up.pool), base, seeds)
+        params.append({"variant": method, "method": name, "graph": graph or ""})
+    return jobs, pd.DataFrame(params), []
+
+
+def _rank(up, base, abl, seeds):
+    jobs, params, picked = [], [], {}
+    for rank in ("centrality", "flow"):
+        artifact = up.select(method="infodist", rank=rank)
+        picked[rank] = set(distill.load_selection(artifact)[0].tolist())
+        jobs += _jobs("InfoDist", rank, from_selection(artifact, up.pool), base, seeds)
+        params.append({"variant": rank, "rank": rank})
+    shared = len(picked["centrality"] & picked["flow"]) / max(1, len(picked["centrality"]))
+    for p in params:
+        p["shared_with_other_rank"] = shared
+    note = f"the two rankings pick {shared:.0%} of the same images"
+    return jobs, pd.DataFrame(params), [note]
+
+
+def _ipc(up, base, abl, seeds):
+    pool_labels = stages.load_pool(up.pool)[1]
+    pool_min = int(np.bincount(pool_labels).min())
+    real_min = int(np.bincount(up.bundle.splits["train"].labels, minlength=up.bundle.n_classes).min())
+    jobs, params, notes = [], [], []
+    for ipc in abl.ipcs:
+        if ipc <= pool_min:
+            label = f"InfoDist, IPC {ipc}"
+            jobs += _jobs("InfoDist", label, from_selection(up.select(method="infodist", ipc=ipc), up.pool), base, seeds)
+            params.append({"variant": label, "method": "InfoDist", "images per class": ipc})
+        else:
+            notes.append(f"InfoDist at IPC {ipc} skipped: the pool holds {pool_min} images in its smallest class")
+        if ipc <= real_min:
+            label = f"Random real, IPC {ipc}"
+            for s in seeds:
+                jobs += _jobs("Random real", label, evaluation.random_real(up.bundle, ipc, s), base, [s])
+            params.append({"variant": label, "method": "Random real", "images per class": ipc})
+        else:
+            notes.append(f"Random real at IPC {ipc} skipped: the smallest real class has {real_min} train images")
+    return jobs, pd.DataFrame(params), notes
+
+
+def _pool_size(up, base, abl, seeds):
+    pool_labels = stages.load_pool(up.pool)[1]
+    full = int(np.bincount(pool_labels).min())
+    ipc = up.selection_cfg.ipc
+    jobs, params, notes = [], [], []
+    for size in abl.pool_sizes:
+        if size < ipc or size > full:
+            notes.append(f"pool size {size} skipped: it must lie between the IPC ({ipc}) and the pool's {full}")
+            continue
+        pool = up.pool if size == full else up.pool_subset(size)  # the whole pool: the main table's models
+        label = f"{size} per class"
+        jobs += _jobs("InfoDist", label, from_selection(up.select(pool=pool), pool), base, seeds)
+        params.append({"variant": label, "pool per class": size})
+    return jobs, pd.DataFrame(params), notes
+
+
+def _guidance(up, base, abl, seeds):
+    judge = stages.load_classifier(up.classifier)
+    jobs, params = [], []
+    for scale in abl.guidance_scales:
+        pool = up.sample(guidance_scale=scale, per_class=abl.guidance_per_class)
+        images, labels, _ = stages.load_pool(pool)
+        recognised = convnet.predict(judge, images).argmax(1) == labels
+        consistency = float(np.mean([recognised[labels == c].mean() for c in np.unique(labels)]))
+        label = f"guidance {scale:g}"
+        jobs += _jobs("InfoDist", label, from_selection(up.select(pool=pool), pool), base, seeds)
+        params.append({"variant": label, "guidance": scale, "pool class consistency": consistency})
+    note = f"each guidance scale samples a fresh pool of {abl.guidance_per_class} images per class"
+    return jobs, pd.DataFrame(params), [note]
+
+
+BUILDERS = {"contrastive": _contrastive, "selection": _selection, "rank": _rank, "ipc": _ipc,
+            "pool_size": _pool_size, "guidance": _guidance}
+
+TITLES = {
+    "contrastive": "Contrastive term: none, SupCon or semi-push-pull, and its weight (InfoDist set)",
+    "selection": "Selection method at the same IPC (cross-entropy)",
+    "rank": "Order inside a module: modular centrality or flow",
+    "ipc": "Images per class: InfoDist against random real images",
+    "pool_size": "Pool images per class InfoDist selects from",
+    "guidance": "Guidance scale of the sampler (fresh pools)",
+}
+
+
+def _figure(name: str, summary: pd.DataFrame) -> plt.Figure:
+    title = TITLES[name]
+    if name == "contrastive":
+        reference = summary[summary["contrastive"] == "none"].iloc[0]
+        terms = summary[summary["contrastive"] != "none"]
+        return plots_eval.ablation(terms, "weight", title + " (dashed: CE only)", hue="contrastive",
+                                   log_x=True, reference=reference)
+    if name == "ipc":
+        return plots_eval.ablation(summary, "images per class", title, hue="method", log_x=True)
+    if name == "pool_size":
+        return plots_eval.ablation(summary, "pool per class", title, log_x=True)
+    if name == "guidance":
+        return plots_eval.ablation(summary, "guidance", title)
+    return plots_eval.ablation(summary, "variant", title)
+
+
+def save(result: Result, run_name: str) -> list:
+    """``paper_results/<run>/ablation_<name>.csv/.md/.tex`` and ``figures/<run>/06_ablation_<name>.png``."""
+    from . import plots
+
+    paths = evaluation.write_tables(result.summary, f"ablation_{result.name}", run_name, index="variant")
+    plots.save(result.figure, f"06_ablation_{result.name}", run_name)
+    return paths

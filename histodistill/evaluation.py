@@ -1,0 +1,289 @@
+"""Downstream evaluation: train classifiers on each training set, test them once, tabulate.
+
+    >>> jobs = evaluation.main_jobs(up, down_cfg, eval_cfg, dm_cfg)   # rows x networks x seeds
+    >>> runs = evaluation.run_jobs(jobs, up.bundle)                     # one row per trained model
+    >>> table = evaluation.summarise_runs(runs)                         # mean and std per row/network
+
+Every trained model is a cached stage (``model``) keyed by its `DownstreamConfig` (network,
+seed, epochs, ...), the identity of its training images and the data splits, so a row
+shared by notebook 05 and an ablation in 06 trains once, and a changed parameter retrains
+only the models it touches. A model's stage keeps its test metrics, its test-set class
+probabilities (for confusion matrices) and its val history; the weights are not kept.
+
+Rows of the main table, each run `seeds` times (training seed `seed + i` for run i):
+
+- the full real train set, and a random real subset at the selection's IPC (a new subset
+  per run, so the spread includes the choice of images);
+- random and k-means selections from the synthetic pool (random: a new subset per run);
+- InfoDist (notebook 04's selection) with cross-entropy only, and with the contrastive term;
+- Distribution Matching distilled from the real train set at the same IPC (one set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import cache, convnet, distill, dm, downstream, metrics, paths, stages
+from .config import DMConfig, DownstreamConfig, EvaluationConfig
+from .data import DataBundle
+from .dsa import DSA
+
+VERSIONS = {"model": 1, "dm": 1}
+MAIN_ROWS = (
+    "Full real train set",
+    "Random real",
+    "Random synthetic",
+    "k-means synthetic",
+    "InfoDist (CE)",
+    "InfoDist (CE + contrastive)",
+    "Distribution Matching",
+)
+REAL_ROWS = ("Full real train set", "Random real")  # references, not shareable data
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Images a downstream model trains on, and `key`: the identity of what produced them."""
+
+    images: np.ndarray  # uint8 (N, S, S, C)
+    labels: np.ndarray  # (N,) class ids
+    key: str
+
+    @property
+    def ipc(self) -> int:
+        """Images of the largest class (a distilled set has the same number in every class)."""
+        return int(np.bincount(self.labels).max())
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model to train: a table row, its training set and its recipe."""
+
+    row: str
+    train_set: TrainingSet
+    cfg: DownstreamConfig
+    variant: str = ""  # an ablation's variant label (empty in the main table)
+
+
+# --- training sets -------------------------------------------------------------------------
+
+
+def full_real(bundle: DataBundle) -> TrainingSet:
+    train = bundle.splits["train"]
+    return TrainingSet(train.images, train.labels, cache.digest({"real_train": bundle.artifact.key}))
+
+
+def random_real(bundle: DataBundle, ipc: int, seed: int) -> TrainingSet:
+    """`ipc` random real train images per class (all of a class that has fewer)."""
+    train = bundle.splits["train"]
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(train.labels == c))[:ipc] for c in range(bundle.n_classes)]
+    idx = np.sort(np.concatenate(picks))
+    key = cache.digest({"random_real": bundle.artifact.key, "ipc": ipc, "seed": seed})
+    return TrainingSet(train.images[idx], train.labels[idx], key)
+
+
+def from_selection(selection: cache.Artifact, pool: cache.Artifact) -> TrainingSet:
+    """The images a selection stage picked from its pool."""
+    indices, labels, _, _ = distill.load_selection(selection)
+    images, _, _ = stages.load_pool(pool)
+    return TrainingSet(images[indices], labels.astype(np.int64), selection.key)
+
+
+def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress: bool = True,
+                          cache_root: Path | None = None) -> cache.Artifact:
+    """Distribution Matching on the real train split (cached): ``dm.npz`` holds the learnt
+    images as uint8 ``train_images``/``train_labels`` (MedMNIST layout), ``losses.csv`` the
+    matching loss per iteration."""
+    train = bundle.splits["train"]
+
+    def build(folder: Path) -> None:
+        mean, std = convnet.channel_stats(train.images)
+        images, labels, losses = dm.distribution_matching(
+            train.images, train.labels, bundle.n_classes, ipc, cfg.iterations, lr_img=cfg.lr_img,
+            batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
+            dsa=DSA(shared=True).augment if cfg.dsa else None, progress=progress, mean=mean, std=std,
+            return_losses=True)
+        stages.write_medmnist_npz(folder / "dm.npz", dm.to_uint8(images, mean, std), labels.numpy(),
+                                  bundle.class_names)
+        pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses}).to_csv(
+            folder / "losses.csv", index=False)
+
+    key_cfg = {**dataclasses.asdict(cfg), "ipc": ipc}
+    return cache.cached("dm", key_cfg, build, {"data": bundle.artifact.key}, VERSIONS["dm"], cache_root)
+
+
+def from_dm(artifact: cache.Artifact) -> TrainingSet:
+    with np.load(artifact.file("dm.npz"), allow_pickle=False) as z:
+        return TrainingSet(z["train_images"], z["train_labels"].ravel().astype(np.int64), artifact.key)
+
+
+# --- one model -----------------------------------------------------------------------------
+
+
+def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundle, progress: bool = False,
+                cache_root: Path | None = None, log=print) -> cache.Artifact:
+    """Train `cfg.network` on `train_set`, keep the EMA weights of the best val epoch, and
+    evaluate them once on test (cached): ``result.json`` (test ACC/AUC/macro F1, per-class
+    values, best epoch), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation)."""
+
+    def build(folder: Path) -> None:
+        val, test = bundle.splits["val"], bundle.splits["test"]
+        model, history = downstream.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
+                                                 bundle.n_classes, cfg, progress=progress)
+        probs = convnet.predict(model, test.images)
+        scores = metrics.evaluate(test.labels, probs)
+        best = history.loc[history["val_auc"].fillna(history["val_acc"]).idxmax()]
+        scores.update(n_train=int(len(train_set.labels)), best_epoch=int(best["epoch"]),
+                      best_val_auc=float(best["val_auc"]))
+        cache.write_json_atomic(folder / "result.json", scores)
+        np.save(folder / "test_probs.npy", probs.astype(np.float32))
+        history.to_csv(folder / "history.csv", index=False)
+
+    inputs = {"train_set": train_set.key, "data": bundle.artifact.key}
+    return cache.cached("model", cfg, build, inputs, VERSIONS["model"], cache_root, log=log)
+
+
+def load_result(artifact: cache.Artifact) -> dict:
+    return json.loads(artifact.file("result.json").read_text())
+
+
+def test_probabilities(artifact: cache.Artifact) -> np.ndarray:
+    return np.load(artifact.file("test_probs.npy"), allow_pickle=False)
+
+
+def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
+             cache_root: Path | None = None) -> pd.DataFrame:
+    """Train (or read from the cache) every job's model; one row per model: row, variant,
+    network, seed, ipc, n_train, test acc/auc/macro_f1, best epoch, the model's cache key."""
+    records, built = [], []
+    bar = tqdm(jobs, desc=desc, unit="model", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(f"{job.row} {job.variant} {job.cfg.network} seed {job.cfg.seed}".replace("  ", " "))
+        artifact = train_model(job.cfg, job.train_set, bundle, cache_root=cache_root,
+                               log=lambda message: built.append(message) if "built" in message else None)
+        result = load_result(artifact)
+        records.append({
+            "row": job.row, "variant": job.variant, "network": job.cfg.network, "seed": job.cfg.seed,
+            "ipc": job.train_set.ipc, "n_train": result["n_train"], "acc": result["acc"], "auc": result["auc"],
+            "macro_f1": result["macro_f1"], "best_epoch": result["best_epoch"], "model_key": artifact.key,
+        })
+    if progress:
+        print(f"{len(jobs)} models: {len(built)} trained now, {len(jobs) - len(built)} read from the cache")
+    return pd.DataFrame(records)
+
+
+def model_artifact(key: str, cache_root: Path | None = None) -> cache.Artifact:
+    """A trained model's stage folder from its key (as `run_jobs` reports it)."""
+    return cache.Artifact("model", key, (cache_root or paths.cache_dir()) / "model" / key[: cache.KEY_CHARS])
+
+
+# --- the main table ------------------------------------------------------------------------
+
+
+def seeds(cfg: DownstreamConfig, n: int) -> list[int]:
+    return [cfg.seed + i for i in range(n)]
+
+
+def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig,
+              progress: bool = True) -> tuple[list[Job], cache.Artifact]:
+    """Every model of the main table (rows x networks x seeds), and the DM stage (built here
+    if not cached). `up` is the run's `upstream.Upstream`."""
+    ipc = up.selection_cfg.ipc
+    ce = dataclasses.replace(down, contrastive="none")
+    with_term = dataclasses.replace(down, contrastive=ev.contrastive)
+    infodist = from_selection(up.select(method="infodist"), up.pool)
+    kmeans = from_selection(up.select(method="kmeans"), up.pool)
+    dm_artifact = distribution_matching(dm_cfg, up.bundle, ipc, progress)
+    dm_set = from_dm(dm_artifact)
+    jobs = []
+    for network in ev.networks:
+        for seed in seeds(down, ev.seeds):
+            def job(row, train_set, cfg=ce, **changes):
+                jobs.append(Job(row, train_set, dataclasses.replace(cfg, network=network, seed=seed, **changes)))
+
+            job("Full real train set", full_real(up.bundle), epochs=ev.real_epochs)
+            job("Random real", random_real(up.bundle, ipc, seed))
+            job("Random synthetic", from_selection(up.select(method="random", seed=seed), up.pool))
+            job("k-means synthetic", kmeans)
+            job("InfoDist (CE)", infodist)
+            job("InfoDist (CE + contrastive)", infodist, with_term)
+            job("Distribution Matching", dm_set)
+    return jobs, dm_artifact
+
+
+def summarise_runs(runs: pd.DataFrame, by: tuple[str, ...] = ("row", "network")) -> pd.DataFrame:
+    """Mean and sample std over seeds of acc/auc/macro_f1 per group, in the order groups
+    first appear; with the number of runs and the images per class."""
+    rows = []
+    for group, part in runs.groupby(list(by), sort=False):
+        stats = metrics.summarise(part.to_dict("records"))
+        group = group if isinstance(group, tuple) else (group,)
+        rows.append({**dict(zip(by, group)), "ipc": int(part["ipc"].iloc[0]), **stats})
+    return pd.DataFrame(rows)
+
+
+METRIC_LABELS = (("acc", "ACC"), ("auc", "AUC"), ("macro_f1", "macro F1"))
+
+
+def display_table(summary: pd.DataFrame, index: str = "row", digits: int = 3) -> pd.DataFrame:
+    """One line per `index` value: the IPC, any descriptive columns (an ablation's
+    parameters), then a column per (network, metric) reading "mean ± std"."""
+    first = summary.drop_duplicates(index).set_index(index)
+    standard = {"network", "ipc", "n_runs"} | {f"{k}_{s}" for k, _ in METRIC_LABELS for s in ("mean", "std")}
+    extra = [c for c in first.columns if c not in standard]
+    table = pd.DataFrame({("", "IPC"): first["ipc"]})
+    for column in extra:
+        values = first[column]
+        table[("", column)] = values.round(digits) if pd.api.types.is_float_dtype(values) else values
+    for network, part in summary.groupby("network", sort=False):
+        part = part.set_index(index)
+        for key, label in METRIC_LABELS:
+            table[(network, label)] = pd.Series(
+                [metrics.format_mean_std(m, s, digits) for m, s in zip(part[f"{key}_mean"], part[f"{key}_std"])],
+                index=part.index)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def write_tables(summary: pd.DataFrame, name: str, run_name: str, index: str = "row") -> list[Path]:
+    """``paper_results/<run>/<name>.csv`` (every number, long form), ``.md`` and ``.tex``
+    (mean ± std per network and metric)."""
+    folder = paths.results_dir(run_name)
+    summary.to_csv(folder / f"{name}.csv", index=False)
+    shown = display_table(summary, index)
+    flat = shown.copy()
+    flat.columns = [" ".join(c for c in col if c) for col in shown.columns]
+    (folder / f"{name}.md").write_text(flat.to_markdown() + "\n")
+    latex = flat.rename(columns=lambda c: c.replace("±", "$\\pm$"))
+    latex = latex.map(lambda v: str(v).replace("±", "$\\pm$"))
+    (folder / f"{name}.tex").write_text(latex.to_latex(escape=False) + "\n")
+    return [folder / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def pooled_confusion(runs: pd.DataFrame, bundle: DataBundle, cache_root: Path | None = None) -> np.ndarray:
+    """Test confusion matrix (true x predicted), summed over the models in `runs`."""
+    from sklearn.metrics import confusion_matrix
+
+    labels = bundle.splits["test"].labels
+    total = np.zeros((bundle.n_classes, bundle.n_classes), np.int64)
+    for key in runs["model_key"]:
+        predicted = test_probabilities(model_artifact(key, cache_root)).argmax(1)
+        total += confusion_matrix(labels, predicted, labels=np.arange(bundle.n_classes))
+    return total
+
+
+def per_class_accuracy(runs: pd.DataFrame, bundle: DataBundle, cache_root: Path | None = None) -> pd.DataFrame:
+    """Per row and class, the test accuracy (recall) averaged over the row's models."""
+    out = {}
+    for row, part in runs.groupby("row", sort=False):
+        confusion = pooled_confusion(part, bundle, cache_root)
+        out[row] = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+    return pd.DataFrame(out, index=pd.Index(bundle.class_names, name="class"))

@@ -1,0 +1,137 @@
+"""Figures of the downstream evaluation (notebook 05) and the ablations (notebook 06)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .evaluation import METRIC_LABELS, REAL_ROWS
+from .plots import style
+
+NETWORK_NAMES = {"convnet": "ConvNet", "resnet18": "ResNet-18"}
+
+
+def main_results(summary: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Per metric, one horizontal bar per row and network (mean over seeds, whiskers: std).
+    Real-data rows are hatched: they are references, not data a hospital could share."""
+    style()
+    rows = list(dict.fromkeys(summary["row"]))
+    networks = list(dict.fromkeys(summary["network"]))
+    palette = dict(zip(networks, sns.color_palette("deep", len(networks))))
+    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(4.2 * len(METRIC_LABELS), 0.55 * len(rows) + 1.6),
+                             sharey=True)
+    height = 0.8 / len(networks)
+    for ax, (key, label) in zip(axes, METRIC_LABELS):
+        for j, network in enumerate(networks):
+            part = summary[summary["network"] == network].set_index("row").reindex(rows)
+            y = np.arange(len(rows)) + (j - (len(networks) - 1) / 2) * height
+            bars = ax.barh(y, part[f"{key}_mean"], height=height * 0.92, xerr=part[f"{key}_std"],
+                           color=palette[network], label=NETWORK_NAMES.get(network, network),
+                           error_kw={"elinewidth": 1, "capsize": 2})
+            for bar, row in zip(bars, rows):
+                if row in REAL_ROWS:
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("white")
+        ax.set_title(label, fontweight="bold")
+        ax.set_xlim(0, 1)
+        ax.grid(axis="y", visible=False)
+    axes[0].set_yticks(range(len(rows)), rows)
+    axes[0].invert_yaxis()
+    axes[-1].legend(loc="lower right", fontsize=8, frameon=True)
+    fig.suptitle(title or "Test metrics per training set (mean ± std over seeds; hatched: real data)",
+                 fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: np.ndarray, class_names: list[str], title: str) -> plt.Figure:
+    """A test confusion matrix, each true class's row as shares (annotated in %)."""
+    style()
+    shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.3))
+    sns.heatmap(shares * 100, annot=True, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, square=True,
+                xticklabels=class_names, yticklabels=class_names, cbar_kws={"label": "% of the true class"}, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_accuracy(table: pd.DataFrame, highlight: str) -> plt.Figure:
+    """Test accuracy per class (rows: classes) for every training set, `highlight` drawn large."""
+    style()
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(table) + 1.5))
+    palette = sns.color_palette("tab10", len(table.columns))
+    y = np.arange(len(table))
+    for colour, column in zip(palette, table.columns):
+        big = column == highlight
+        ax.scatter(table[column], y, s=140 if big else 45, color=colour, label=column, zorder=3 if big else 2,
+                   edgecolor="black" if big else "none", marker="D" if big else "o")
+    ax.set_yticks(y, table.index)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlabel("test accuracy of the class (mean over the row's models)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    ax.set_title(f"Per-class accuracy: {highlight} (diamonds) against the other training sets", fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def ablation(summary: pd.DataFrame, x: str, title: str, hue: str | None = None, log_x: bool = False,
+             reference: pd.Series | None = None) -> plt.Figure:
+    """ACC and AUC (mean ± std over seeds) against `x`: lines when `x` is numeric, bars
+    otherwise; one colour per `hue` value. `reference` (a summary row) is drawn as a dashed
+    line, e.g. the main table's InfoDist result."""
+    style()
+    numeric = pd.api.types.is_numeric_dtype(summary[x])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8 if numeric else 0.45 * summary[x].nunique() + 1.8))
+    groups = list(summary.groupby(hue, sort=False)) if hue else [("", summary)]
+    palette = sns.color_palette("deep", len(groups))
+    for ax, (key, label) in zip(axes, METRIC_LABELS[:2]):
+        for colour, (name, part) in zip(palette, groups):
+            mean, std = part[f"{key}_mean"].to_numpy(), part[f"{key}_std"].to_numpy()
+            if numeric:
+                ax.errorbar(part[x], mean, yerr=std, marker="o", capsize=3, color=colour, label=name or None)
+            else:
+                positions = np.arange(len(part))
+                ax.barh(positions, mean, xerr=std, color=colour, error_kw={"capsize": 2})
+                ax.set_yticks(positions, part[x])
+                ax.invert_yaxis()
+        if reference is not None:
+            line = ax.axhline if numeric else ax.axvline
+            line(reference[f"{key}_mean"], color="grey", linestyle="--", linewidth=1)
+        if numeric:
+            ax.set_xlabel(x)
+            ax.set_ylabel(f"test {label}")
+            if log_x:
+                ax.set_xscale("log")
+                ax.set_xticks(sorted(summary[x].unique()), [str(v) for v in sorted(summary[x].unique())])
+            ax.set_ylim(0, 1)
+        else:
+            ax.set_xlabel(f"test {label}")
+            ax.set_xlim(0, 1)
+            ax.grid(axis="y", visible=False)
+        ax.set_title(label, fontweight="bold")
+    if hue:
+        axes[-1].legend(title=hue, fontsize=8, frameon=False)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def loss_curve(losses: pd.DataFrame, title: str) -> plt.Figure:
+    """A per-iteration loss (e.g. Distribution Matching's), raw and smoothed."""
+    style()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(losses.iloc[:, 0], losses["loss"], alpha=0.3, linewidth=0.8)
+    window = max(1, len(losses) // 20)
+    ax.plot(losses.iloc[:, 0], losses["loss"].rolling(window, min_periods=1).mean(), linewidth=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(losses.columns[0])
+    ax.set_ylabel("matching loss")
+    ax.set_title(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
