@@ -334,7 +334,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Sized so notebooks 05 + 06 fit in about 25 minutes on 2 CPU cores: networks at
         # 1/8 width (ConvNet 16, ResNet-18 8..64), 150 epochs at a higher peak rate.
         "downstream": DownstreamConfig(width_scale=0.125, epochs=150, lr=0.03, warmup_fraction=0.2),
-        "evaluation": EvaluationConfig(real_epochs=40),
+        "evaluation": EvaluationConfig(real_epochs=100),
         "dm": DMConfig(iterations=200, batch_real=64, embed_width=32),
         "ablation": AblationConfig(),
     },

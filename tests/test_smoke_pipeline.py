@@ -2,10 +2,13 @@
 must produce, and a second run that reads every stage from the cache."""
 
 import os
+import re
 import subprocess
 import sys
 
 import pandas as pd
+
+ABLATIONS = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance")
 
 # Every file the smoke run must write, per output folder. A later stage adds its files here.
 EXPECTED = {
@@ -24,7 +27,11 @@ EXPECTED = {
         "04_community_sizes.png",
         "04_community_map.png",
         "04_distilled_set.png",
-    },
+        "05_main_results.png",
+        "05_infodist_confusion.png",
+        "05_per_class_accuracy.png",
+        "05_dm_images.png",
+    } | {f"06_ablation_{name}.png" for name in ABLATIONS},
     "paper_results/smoke": {
         "data_splits.csv",
         "data_class_counts.csv",
@@ -36,12 +43,18 @@ EXPECTED = {
         "selection_graphs.csv",
         "distilled",  # the exported distilled set (a folder)
         "run_times.csv",
-    },
+        "main_runs.csv",
+        "main_table.csv",
+        "main_table.md",
+        "main_table.tex",
+    } | {f"ablation_{name}.{ext}" for name in ABLATIONS for ext in ("csv", "md", "tex")},
     "outputs/smoke": {
         "01_data.ipynb",
         "02_latent_diffusion.ipynb",
         "03_synthetic_pool.ipynb",
         "04_graph_selection.ipynb",
+        "05_downstream_evaluation.ipynb",
+        "06_ablations.ipynb",
         "run.json",
     },
 }
@@ -65,7 +78,8 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
 
     splits = pd.read_csv(output_root / "paper_results/smoke/data_splits.csv", index_col="split")
     assert splits.loc["train", "images"] == 9 * 20  # the smoke cap: 20 per class
-    notebooks = ["01_data", "02_latent_diffusion", "03_synthetic_pool", "04_graph_selection"]
+    notebooks = ["01_data", "02_latent_diffusion", "03_synthetic_pool", "04_graph_selection",
+                 "05_downstream_evaluation", "06_ablations"]
     assert list(pd.read_csv(output_root / "paper_results/smoke/run_times.csv")["notebook"]) == notebooks + ["total"]
     consistency = pd.read_csv(output_root / "paper_results/smoke/pool_class_consistency.csv", index_col="class")
     assert consistency.loc["mean over classes", "n_pool"] == 9 * 4  # the smoke pool: 4 per class
@@ -74,6 +88,17 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     assert {"distilled.npz", "data_card.json"} <= {p.name for p in distilled.iterdir()}
     assert len(list(distilled.glob("grid_*.png"))) == 9
 
+    # The main table: every row, for both networks, over the smoke profile's 2 seeds.
+    main = pd.read_csv(output_root / "paper_results/smoke/main_table.csv")
+    rows = ["Full real train set", "Random real", "Random synthetic", "k-means synthetic", "InfoDist (CE)",
+            "InfoDist (CE + contrastive)", "Distribution Matching"]
+    assert list(dict.fromkeys(main["row"])) == rows
+    assert set(main["network"]) == {"convnet", "resnet18"} and (main["n_runs"] == 2).all()
+    assert main[["acc_mean", "auc_mean", "macro_f1_mean"]].stack().between(0, 1).all()
+    assert len(pd.read_csv(output_root / "paper_results/smoke/main_runs.csv")) == len(rows) * 2 * 2
+    ipc = pd.read_csv(output_root / "paper_results/smoke/ablation_ipc.csv")
+    assert sorted(ipc["images per class"].unique()) == [1, 2, 4]  # the smoke pool holds 4 per class
+
     # A second run reads every stage from the cache and builds nothing.
     stages = {"01_data": ["data"], "02_latent_diffusion": ["autoencoder", "diffusion"],
               "03_synthetic_pool": ["data", "autoencoder", "diffusion", "pool", "classifier"],
@@ -81,6 +106,10 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     for notebook, names in stages.items():
         text = (output_root / f"outputs/smoke/{notebook}.ipynb").read_text()
         assert f"[{names[-1]}] built" in text
+    trained = {"05_downstream_evaluation": "28 models: 28 trained now",
+               "06_ablations": "trained now"}
+    for notebook, message in trained.items():
+        assert message in (output_root / f"outputs/smoke/{notebook}.ipynb").read_text(), notebook
     second = run_pipeline()
     assert second.returncode == 0, second.stderr[-3000:]
     for notebook, names in stages.items():
@@ -88,3 +117,7 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
         assert " built in " not in text, notebook
         for name in names:
             assert f"[{name}] cached result" in text, (notebook, name)
+    for notebook in trained:  # every model read back, none trained
+        text = (output_root / f"outputs/smoke/{notebook}.ipynb").read_text()
+        counts = re.findall(r"(\d+) trained now", text)
+        assert " built in " not in text and counts and set(counts) == {"0"}, (notebook, counts)

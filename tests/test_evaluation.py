@@ -1,0 +1,170 @@
+"""The machinery of notebooks 05 and 06: training sets, the cached model stage, Distribution
+Matching as a stage, the tables, pool subsets and the run's upstream loader."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from histodistill import ablations, cache, config, data, evaluation, paths, runs, stages, upstream
+from histodistill.evaluation import MAIN_ROWS
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    return root, data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+
+
+def test_random_real_subsets_are_balanced_seeded_and_keyed(smoke_data):
+    _, bundle = smoke_data
+    a, again, other = (evaluation.random_real(bundle, 3, s) for s in (0, 0, 1))
+    assert np.bincount(a.labels).tolist() == [3] * 9 and a.ipc == 3
+    np.testing.assert_array_equal(a.images, again.images)
+    assert a.key == again.key != other.key
+    assert not np.array_equal(a.images, other.images)
+    everything = evaluation.random_real(bundle, 1000, 0)  # more than a class holds: all of it
+    assert len(everything.labels) == len(bundle.splits["train"].labels)
+    assert evaluation.full_real(bundle).key not in {a.key, other.key, everything.key}
+
+
+def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data):
+    root, bundle = smoke_data
+    cfg = config.stage_config("downstream", "smoke")
+    train = evaluation.random_real(bundle, 2, 0)
+    messages = []
+    first = evaluation.train_model(cfg, train, bundle, cache_root=root, log=messages.append)
+    result = evaluation.load_result(first)
+    assert {"acc", "auc", "macro_f1", "per_class_acc", "best_epoch", "n_train"} <= set(result)
+    assert result["n_train"] == 18 and result["n"] == len(bundle.splits["test"].labels)
+    probs = evaluation.test_probabilities(first)
+    assert probs.shape == (len(bundle.splits["test"].labels), 9)
+    history = pd.read_csv(first.file("history.csv"))
+    assert history["epoch"].tolist() == [2, 4]  # val every 2 epochs; test is not in the history
+    assert not any("test" in c for c in history.columns)
+
+    again = evaluation.train_model(cfg, train, bundle, cache_root=root, log=messages.append)
+    assert again.key == first.key and "cached result" in messages[-1]
+    reseeded = evaluation.train_model(dataclasses.replace(cfg, seed=1), train, bundle, cache_root=root,
+                                      log=messages.append)
+    other_set = evaluation.train_model(cfg, evaluation.random_real(bundle, 2, 1), bundle, cache_root=root,
+                                       log=messages.append)
+    assert len({first.key, reseeded.key, other_set.key}) == 3
+
+    runs_ = pd.DataFrame({"row": ["x", "x"], "model_key": [first.key, reseeded.key]})
+    confusion = evaluation.pooled_confusion(runs_, bundle, cache_root=root)
+    assert confusion.sum() == 2 * len(bundle.splits["test"].labels)
+    per_class = evaluation.per_class_accuracy(runs_, bundle, cache_root=root)
+    assert per_class.shape == (9, 1) and per_class["x"].between(0, 1).all()
+
+
+def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
+    root, bundle = smoke_data
+    cfg = config.stage_config("dm", "smoke")
+    artifact = evaluation.distribution_matching(cfg, bundle, ipc=2, progress=False, cache_root=root)
+    learnt = evaluation.from_dm(artifact)
+    assert learnt.images.dtype == np.uint8 and learnt.images.shape == (18, 28, 28, 3)
+    assert learnt.labels.tolist() == np.repeat(np.arange(9), 2).tolist()
+    assert len(pd.read_csv(artifact.file("losses.csv"))) == cfg.iterations
+    other = evaluation.distribution_matching(cfg, bundle, ipc=1, progress=False, cache_root=root)
+    assert other.key != artifact.key  # the IPC is part of the key
+
+
+def fake_runs(networks=("convnet", "resnet18"), n_seeds=3) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for row in MAIN_ROWS:
+        for network in networks:
+            for seed in range(n_seeds):
+                rows.append({"row": row, "variant": "", "network": network, "seed": seed, "ipc": 10,
+                             "n_train": 90, "acc": rng.uniform(), "auc": rng.uniform(),
+                             "macro_f1": rng.uniform(), "best_epoch": 10, "model_key": "k"})
+    return pd.DataFrame(rows)
+
+
+def test_main_table_files_have_every_row_and_column():
+    runs_ = fake_runs()
+    summary = evaluation.summarise_runs(runs_)
+    written = evaluation.write_tables(summary, "main_table", "unit")
+    assert [p.name for p in written] == ["main_table.csv", "main_table.md", "main_table.tex"]
+
+    table = pd.read_csv(paths.results_dir("unit") / "main_table.csv")
+    assert list(dict.fromkeys(table["row"])) == list(MAIN_ROWS)
+    assert set(zip(table["row"], table["network"])) == {(r, n) for r in MAIN_ROWS for n in ("convnet", "resnet18")}
+    for key in ("acc", "auc", "macro_f1"):
+        assert {f"{key}_mean", f"{key}_std"} <= set(table.columns)
+    one = runs_[(runs_["row"] == "InfoDist (CE)") & (runs_["network"] == "resnet18")]
+    line = table[(table["row"] == "InfoDist (CE)") & (table["network"] == "resnet18")].iloc[0]
+    assert line["auc_mean"] == pytest.approx(one["auc"].mean())
+    assert line["auc_std"] == pytest.approx(one["auc"].std(ddof=1))
+    assert (table["n_runs"] == 3).all()
+
+    markdown = (paths.results_dir("unit") / "main_table.md").read_text()
+    for row in MAIN_ROWS:
+        assert f"| {row} " in markdown
+    header = markdown.splitlines()[0]
+    for network in ("convnet", "resnet18"):
+        for label in ("ACC", "AUC", "macro F1"):
+            assert f"{network} {label}" in header
+    assert markdown.count("±") == len(MAIN_ROWS) * 2 * 3
+    assert "$\\pm$" in (paths.results_dir("unit") / "main_table.tex").read_text()
+
+
+def test_display_table_keeps_an_ablations_parameters():
+    runs_ = fake_runs(networks=("convnet",), n_seeds=2).assign(variant=lambda f: f["row"])
+    summary = evaluation.summarise_runs(runs_, by=("variant", "network"))
+    params = pd.DataFrame({"variant": list(MAIN_ROWS), "weight": np.linspace(0, 1, len(MAIN_ROWS))})
+    shown = evaluation.display_table(params.merge(summary, on="variant"), index="variant")
+    assert ("", "weight") in shown.columns and ("convnet", "macro F1") in shown.columns
+    assert list(shown.index) == list(MAIN_ROWS)
+
+
+def write_pool(per_class: int, n_classes: int = 3) -> cache.Artifact:
+    labels = np.repeat(np.arange(n_classes), per_class)
+    images = np.random.default_rng(0).integers(0, 256, (len(labels), 8, 8, 3), dtype=np.uint8)
+    return cache.cached("pool", {"test": per_class}, lambda folder: stages.write_medmnist_npz(
+        folder / stages.POOL_FILE, images, labels, ["a", "b", "c"]))
+
+
+def test_pool_subset_keeps_the_first_images_of_every_class_and_nests():
+    pool = write_pool(per_class=6)
+    images, labels, names = stages.load_pool(pool)
+    small, large = upstream.pool_subset(pool, 2), upstream.pool_subset(pool, 4)
+    small_images, small_labels, small_names = stages.load_pool(small)
+    assert small_names == names and np.bincount(small_labels).tolist() == [2, 2, 2]
+    np.testing.assert_array_equal(small_images[small_labels == 1], images[labels == 1][:2])
+    large_images = stages.load_pool(large)[0]
+    assert all(any(np.array_equal(img, other) for other in large_images) for img in small_images)
+    assert small.key != large.key != pool.key
+
+
+def test_upstream_load_names_the_notebook_to_run():
+    runs.record("partial", "smoke", data=config.stage_config("data", "smoke"))
+    with pytest.raises(runs.RunError, match="02_latent_diffusion"):
+        upstream.load("partial", "smoke")
+    with pytest.raises(runs.RunError, match="05_downstream_evaluation"):
+        runs.upstream("partial", "smoke", "downstream")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"methods": ("kmeans:knn",)}, "infodist:knn"),
+    ({"methods": ("infodist:grid",)}, "infodist:knn"),
+    ({"contrastive_kinds": ("triplet",)}, "supcon or push_pull"),
+    ({"network": "vgg"}, "not one of"),
+    ({"ipcs": (0, 10)}, "positive"),
+])
+def test_ablation_config_refuses_what_it_cannot_run(changes, message):
+    with pytest.raises(ValueError, match=message):
+        config.AblationConfig(**changes)
+
+
+def test_downstream_and_evaluation_configs_refuse_unknown_networks_and_terms():
+    with pytest.raises(ValueError, match="not one of"):
+        config.DownstreamConfig(network="vgg11")
+    with pytest.raises(ValueError, match="not one of"):
+        config.DownstreamConfig(contrastive="triplet")
+    with pytest.raises(ValueError, match="networks"):
+        config.EvaluationConfig(networks=())
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablations.run("dropout", None, config.DownstreamConfig(), config.AblationConfig())
