@@ -287,3 +287,22 @@ def per_class_accuracy(runs: pd.DataFrame, bundle: DataBundle, cache_root: Path 
         confusion = pooled_confusion(part, bundle, cache_root)
         out[row] = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
     return pd.DataFrame(out, index=pd.Index(bundle.class_names, name="class"))
+
+
+def copy_check(sets: dict[str, TrainingSet], bundle: DataBundle, classifier: convnet.ConvNet) -> pd.DataFrame:
+    """How close each training set's images lie to the real train images, against how close
+    unseen real val images lie (`quality.memorisation`, in the real-trained ConvNet's
+    feature space and in pixels): one line per set and space. A shareable set should have
+    no image at or below val's 1st percentile."""
+    from . import quality
+
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    train_feats, val_feats = convnet.embed(classifier, train.images), convnet.embed(classifier, val.images)
+    frames = []
+    for name, train_set in sets.items():
+        result = quality.memorisation(convnet.embed(classifier, train_set.images), train_feats, val_feats,
+                                      train_set.images, train.images, val.images)
+        frames.append(quality.memorisation_summary(result).assign(set=name))
+    table = pd.concat(frames, ignore_index=True).rename(
+        columns={"n_pool": "n_images", "median_pool_distance": "median_distance"})
+    return table.set_index(["set", "space"])

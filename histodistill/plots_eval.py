@@ -108,8 +108,9 @@ def ablation(summary: pd.DataFrame, x: str, title: str, hue: str | None = None, 
             ax.set_ylabel(f"test {label}")
             if log_x:
                 ax.set_xscale("log")
-                ax.set_xticks(sorted(summary[x].unique()), [str(v) for v in sorted(summary[x].unique())])
-            ax.set_ylim(0, 1)
+                ax.minorticks_off()
+                ax.set_xticks(sorted(summary[x].unique()), [f"{v:g}" for v in sorted(summary[x].unique())])
+            # No fixed 0..1 range: the differences are small, and the whiskers show the noise.
         else:
             ax.set_xlabel(f"test {label}")
             ax.set_xlim(0, 1)

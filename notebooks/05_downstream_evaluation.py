@@ -63,7 +63,7 @@ confusion_network = "convnet"  # network whose InfoDist confusion matrix is show
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import config, evaluation, plots, plots_eval, runs, upstream
+from histodistill import config, evaluation, plots, plots_eval, runs, stages, upstream
 
 run_name = run_name or profile
 up = upstream.load(run_name, profile)
@@ -155,10 +155,13 @@ plots.save(fig, "05_per_class_accuracy", run_name)
 per_class.round(2)
 
 # %% [markdown]
-# ## What Distribution Matching learns
-# DM optimises pixels, not a selection: its images start as real ones and drift towards
-# whatever matches the class's mean embedding. They are not samples of anything, and they
-# start from real patients' images, which is why the paper prefers a generative pool.
+# ## What Distribution Matching learns, and what it leaks
+# DM optimises pixels, not a selection: its images start as real train images and drift
+# towards whatever matches the class's mean embedding. With few iterations they stay close
+# to the real images they started from. The copy check below measures it: each set's
+# distance to its nearest real train image, against the same distance for unseen real val
+# images (notebook 03's memorisation check). Shareable data should have no image at or
+# below val's 1st percentile.
 
 # %%
 dm_set = evaluation.from_dm(dm_artifact)
@@ -167,3 +170,11 @@ fig = plots.class_montage(dm_set.images, dm_set.labels, up.bundle.class_names,
                           title=f"Distribution Matching: {dm_set.ipc} learnt images per class "
                                 f"({dm_cfg.iterations} iterations)")
 plots.save(fig, "05_dm_images", run_name)
+
+# %%
+copies = evaluation.copy_check(
+    {"Distribution Matching": dm_set, "InfoDist": evaluation.from_selection(up.select(method="infodist"), up.pool),
+     "Random real": evaluation.random_real(up.bundle, up.selection_cfg.ipc, down_cfg.seed)},
+    up.bundle, stages.load_classifier(up.classifier))
+plots.save_table(copies, "distilled_copy_check", run_name)
+copies.round(3)

@@ -44,6 +44,7 @@ EXPECTED = {
         "distilled",  # the exported distilled set (a folder)
         "run_times.csv",
         "main_runs.csv",
+        "distilled_copy_check.csv",
         "main_table.csv",
         "main_table.md",
         "main_table.tex",
