@@ -1,6 +1,6 @@
 """Downstream evaluation: train classifiers on each training set, test them once, tabulate.
 
-    >>> jobs = evaluation.main_jobs(up, down_cfg, eval_cfg, dm_cfg)   # rows x networks x seeds
+    >>> jobs, dm_stage = evaluation.main_jobs(up, down_cfg, eval_cfg, dm_cfg)   # rows x networks x seeds
     >>> runs = evaluation.run_jobs(jobs, up.bundle)                     # one row per trained model
     >>> table = evaluation.summarise_runs(runs)                         # mean and std per row/network
 
