@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import convnet, distill, evaluation, plots_eval, stages
+from . import convnet, distill, evaluation, plots_eval, quality, stages
 from .config import AblationConfig, DownstreamConfig
 from .evaluation import Job, from_selection
 
@@ -133,12 +133,15 @@ def _pool_size(up, base, abl, seeds):
 
 def _guidance(up, base, abl, seeds):
     judge = stages.load_classifier(up.classifier)
+    val = up.bundle.splits["val"]
+    val_predictions = convnet.predict(judge, val.images).argmax(1)
     jobs, params = [], []
     for scale in abl.guidance_scales:
         pool = up.sample(guidance_scale=scale, per_class=abl.guidance_per_class)
-        images, labels, _ = stages.load_pool(pool)
-        recognised = convnet.predict(judge, images).argmax(1) == labels
-        consistency = float(np.mean([recognised[labels == c].mean() for c in np.unique(labels)]))
+        images, labels, names = stages.load_pool(pool)
+        table, _ = quality.class_consistency(convnet.predict(judge, images).argmax(1), labels, val_predictions,
+                                             val.labels, names)  # notebook 03's measure
+        consistency = float(table.set_index("class").loc["mean over classes", "pool_accuracy"])
         label = f"guidance {scale:g}"
         jobs += _jobs("InfoDist", label, from_selection(up.select(pool=pool), pool), base, seeds)
         params.append({"variant": label, "guidance": scale, "pool class consistency": consistency})

@@ -34,7 +34,7 @@ class Upstream:
     sampling_cfg: SamplingConfig
     pool: cache.Artifact
     classifier: cache.Artifact
-    selection_cfg: SelectionConfig
+    selection_cfg: SelectionConfig | None  # None when loaded for notebook 04 itself
 
     def select(self, pool: cache.Artifact | None = None, **changes) -> cache.Artifact:
         """The selection stage with notebook 04's configuration, `changes` applied, on
@@ -50,16 +50,17 @@ class Upstream:
         return pool_subset(self.pool, per_class)
 
 
-def load(run_name: str, profile: str, cache_root: Path | None = None) -> Upstream:
-    """The run's stages up to and including notebook 04's selection configuration."""
-    cfgs = {stage: runs.upstream(run_name, profile, stage)
-            for stage in ("data", "autoencoder", "diffusion", "sampling", "classifier", "selection")}
+def load(run_name: str, profile: str, with_selection: bool = True, cache_root: Path | None = None) -> Upstream:
+    """The run's stages up to and including notebook 04's selection configuration (up to
+    the pool and the classifier with `with_selection` False, as notebook 04 needs)."""
+    stages_needed = ["data", "autoencoder", "diffusion", "sampling", "classifier"] + ["selection"] * with_selection
+    cfgs = {stage: runs.upstream(run_name, profile, stage) for stage in stages_needed}
     bundle = data.prepare_data(cfgs["data"], cache_root)
     vae = stages.fit_autoencoder(cfgs["autoencoder"], bundle, cache_root=cache_root)
     ldm = stages.fit_diffusion(cfgs["diffusion"], vae, bundle, cache_root=cache_root)
     pool = stages.sample_pool(cfgs["sampling"], ldm, cache_root=cache_root)
     clf = stages.fit_classifier(cfgs["classifier"], bundle, cache_root=cache_root)
-    return Upstream(run_name, profile, bundle, vae, ldm, cfgs["sampling"], pool, clf, cfgs["selection"])
+    return Upstream(run_name, profile, bundle, vae, ldm, cfgs["sampling"], pool, clf, cfgs.get("selection"))
 
 
 def pool_subset(pool: cache.Artifact, per_class: int, cache_root: Path | None = None) -> cache.Artifact:

@@ -47,14 +47,11 @@ map_class = 0  # class id whose pool the community map shows
 # %%
 from IPython.display import display
 
-from histodistill import config, data, distill, paths, plots, plots_selection, runs, stages
+from histodistill import config, distill, paths, plots, plots_selection, runs, stages, upstream
 
 run_name = run_name or profile
-bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
-vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)
-ldm_artifact = stages.fit_diffusion(runs.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
-pool_artifact = stages.sample_pool(runs.upstream(run_name, profile, "sampling"), ldm_artifact)
-clf_artifact = stages.fit_classifier(runs.upstream(run_name, profile, "classifier"), bundle)
+up = upstream.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
+bundle, pool_artifact, clf_artifact = up.bundle, up.pool, up.classifier
 cfg = config.stage_config(
     "selection",
     profile,
