@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -33,6 +34,8 @@ from .config import DiffusionConfig
 from .uvit import UViT
 
 LATEST = "LATEST"
+# One row per step; `seconds` is the training wall time up to that step (resumes included).
+HISTORY_COLUMNS = ["step", "loss", "lr", "seconds"]
 
 
 class CheckpointMismatch(Exception):
@@ -59,8 +62,23 @@ def build_denoiser(cfg: DiffusionConfig, latent_shape: tuple[int, int, int], n_c
 def build_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-        beta_start=cfg.beta_start, beta_end=cfg.beta_end, prediction_type="epsilon",
+        beta_start=cfg.beta_start, beta_end=cfg.beta_end, prediction_type=cfg.prediction_type,
     )
+
+
+def loss_weights(noise_scheduler: DDPMScheduler, t: torch.Tensor, snr_gamma: float | None) -> torch.Tensor | None:
+    """Per-sample weights of the min-SNR-gamma strategy (Hang et al. 2023), or None for none.
+
+    In terms of the clean-image error, min(SNR, gamma) caps what nearly clean timesteps
+    count; divided by SNR (epsilon target) or SNR + 1 (v target), since those targets
+    already weigh the clean-image error by SNR and SNR + 1."""
+    if snr_gamma is None:
+        return None
+    snr = compute_snr(noise_scheduler, t)
+    capped = torch.clamp(snr, max=snr_gamma)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return capped / (snr + 1)
+    return capped / snr
 
 
 class Trainer:
@@ -84,11 +102,13 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.history: list[dict] = []
+        self.seconds = 0.0  # training wall time so far, summed over resumed runs
         self._resume()
 
     # --- one step -------------------------------------------------------------------------
 
     def train_step(self) -> float:
+        started = time.perf_counter()
         cfg, g = self.cfg, self.generator
         idx = torch.randint(len(self.latents), (min(cfg.batch_size, len(self.latents)),), generator=g)
         x0, y = self.latents[idx], self.labels[idx].clone()
@@ -102,7 +122,13 @@ class Trainer:
         self.model.train()
         with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = self.model(noisy, t, y)
-        loss = F.mse_loss(pred.float(), noise)
+        if cfg.prediction_type == "v_prediction":
+            target = self.noise.get_velocity(x0, noise, t)
+        else:
+            target = noise
+        per_sample = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+        weights = loss_weights(self.noise, t, cfg.snr_gamma)
+        loss = per_sample.mean() if weights is None else (per_sample * weights).mean()
         if not torch.isfinite(loss):
             last = self.latest_checkpoint()
             raise TrainingDiverged(
@@ -116,7 +142,9 @@ class Trainer:
         self.lr_schedule.step()
         self.ema.step(self.model.parameters())
         self.step += 1
-        self.history.append({"step": self.step, "loss": loss.item(), "lr": self.lr_schedule.get_last_lr()[0]})
+        self.seconds += time.perf_counter() - started
+        self.history.append({"step": self.step, "loss": loss.item(), "lr": self.lr_schedule.get_last_lr()[0],
+                             "seconds": round(self.seconds, 3)})
         return loss.item()
 
     def run(self, progress: bool = True, max_steps: int | None = None) -> None:
@@ -194,7 +222,8 @@ class Trainer:
         self.ema.to(self.device)
         self.generator.set_state(training["generator"].cpu())
         self.step, self.history = state["step"], state["history"]
+        self.seconds = float(self.history[-1].get("seconds", 0.0)) if self.history else 0.0
         print(f"[diffusion] resumed from {folder.name} (step {self.step} of {self.cfg.steps})")
 
     def history_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.history, columns=["step", "loss", "lr"])
+        return pd.DataFrame(self.history, columns=HISTORY_COLUMNS)

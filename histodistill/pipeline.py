@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerMixin
+from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin
 
 from . import autoencoder as ae
 from .sampling import denoise
@@ -67,7 +67,3 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
                           guidance_scale, generator, batch_size, progress)
         return ae.decode(self.vae, latents)
 
-
-def dpm_solver(train_scheduler: SchedulerMixin) -> DPMSolverMultistepScheduler:
-    """The sampler for a model trained under `train_scheduler`'s noise schedule."""
-    return DPMSolverMultistepScheduler.from_config(train_scheduler.config, algorithm_type="dpmsolver++")

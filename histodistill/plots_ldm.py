@@ -20,7 +20,7 @@ def loss_curves(curves: dict[str, pd.DataFrame], smooth: int = 50) -> plt.Figure
     panels = {name: df for name, df in curves.items() if len(df)}
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.2 * max(1, len(panels)), 3.4), squeeze=False)
     for ax, (name, df) in zip(axes[0], panels.items()):
-        for column, colour in zip([c for c in df.columns if c not in ("step", "lr")], sns.color_palette()):
+        for column, colour in zip([c for c in df.columns if c not in ("step", "lr", "seconds")], sns.color_palette()):
             window = max(1, min(smooth, len(df) // 10))
             ax.plot(df["step"], df[column], color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(df["step"], df[column].rolling(window, min_periods=1).mean(), color=colour,
@@ -161,5 +161,62 @@ def closest_pairs(pairs: list[tuple[int, int, float]], pool: np.ndarray, train: 
     axes[1, 0].set_ylabel("nearest\nreal train", fontsize=9)
     if title:
         fig.suptitle(title, fontweight="bold", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def texture(table: pd.DataFrame, band: tuple[float, float] = (0.8, 1.25)) -> plt.Figure:
+    """Per class, the pool's texture energy and pixel std as a share of real train's (1 is
+    real-like; the shaded band is the tolerance the demo aims for)."""
+    style()
+    rows = table[table["class"] != "all"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.42 * len(rows) + 1.6), sharey=True)
+    for ax, (column, label) in zip(axes, (("texture_ratio", "texture energy, pool / real"),
+                                          ("pixel_std_ratio", "pixel std, pool / real"))):
+        ax.axvspan(*band, color=REAL, alpha=0.12, linewidth=0)
+        ax.axvline(1.0, color=REAL, linewidth=1)
+        sns.barplot(rows, y="class", x=column, color=SYNTH, ax=ax, orient="h")
+        ax.set_xlim(0, max(2.0, float(rows[column].max()) * 1.05))
+        ax.set_xlabel(label)
+        ax.set_ylabel("")
+        ax.set_title(label, fontsize=10, fontweight="bold")
+    fig.suptitle(f"Texture of the pool against real train (shaded: {band[0]:g}-{band[1]:g})", fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def guidance_sweep(sweep: pd.DataFrame, chosen: float, judge_val_accuracy: float) -> plt.Figure:
+    """What each guidance scale gives on real val and the pool: class consistency (against
+    the judge's own val accuracy), Fréchet distance (against the real-train floor),
+    precision/recall and texture range; the chosen scale marked."""
+    style()
+    s = sweep.sort_values("guidance_scale")
+    x = s["guidance_scale"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    ax = axes[0]
+    ax.plot(x, s["consistency_mean"], "o-", color=SYNTH, label="mean over classes")
+    ax.plot(x, s["consistency_min"], "o--", color=SYNTH, alpha=0.5, label="worst class")
+    ax.axhline(judge_val_accuracy, color=REAL, linewidth=1, label="judge on real val")
+    ax.set_title("class consistency", fontweight="bold", fontsize=10)
+    ax.set_ylim(0, 1.02)
+    ax = axes[1]
+    ax.plot(x, s["fd_pool_vs_val"], "o-", color=SYNTH, label="pool vs val")
+    ax.plot(x, s["fd_train_vs_val"], "o-", color=FLOOR, label="real train vs val (floor)")
+    ax.set_title("Fréchet distance (lower is better)", fontweight="bold", fontsize=10)
+    ax = axes[2]
+    ax.plot(x, s["precision"], "o-", color=SYNTH, label="precision")
+    ax.plot(x, s["recall"], "s--", color=SYNTH, alpha=0.6, label="recall")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision / recall vs val", fontweight="bold", fontsize=10)
+    ax = axes[3]
+    ax.fill_between(x, s["texture_ratio_min"], s["texture_ratio_max"], color=SYNTH, alpha=0.3, label="range over classes")
+    ax.axhspan(0.8, 1.25, color=REAL, alpha=0.12, linewidth=0)
+    ax.axhline(1.0, color=REAL, linewidth=1)
+    ax.set_title("texture ratio, pool / real", fontweight="bold", fontsize=10)
+    for ax in axes:
+        ax.axvline(chosen, color="black", linestyle=":", linewidth=1)
+        ax.set_xlabel("guidance scale")
+        ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Choosing the guidance scale on real val and the pool (chosen: {chosen:g})", fontweight="bold")
     fig.tight_layout()
     return fig

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.linalg
+import scipy.ndimage
 from sklearn.metrics import confusion_matrix
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
@@ -209,6 +210,55 @@ def _size_matched(sets: dict, n_classes: int, seed: int) -> dict:
     return out
 
 
+# ITU-R 601 luma, as PIL's convert("L"): the grey image texture is measured on.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+TEXTURE_COLUMNS = ["class", "n_pool", "n_real", "texture_pool", "texture_real", "texture_ratio",
+                   "pixel_std_pool", "pixel_std_real", "pixel_std_ratio"]
+
+
+def texture_energy(images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Per image, the mean absolute Laplacian of its grey image on a 0..1 scale: how much
+    fine structure (nuclei, fibres, edges) it holds. A flat square scores 0; blur lowers it,
+    speckle raises it."""
+    images = _images(images, "images")
+    out = np.empty(len(images), dtype=np.float64)
+    for start in range(0, len(images), batch_size):
+        grey = images[start : start + batch_size].astype(np.float32) @ _LUMA / np.float32(255)
+        lap = scipy.ndimage.laplace(grey, mode="mirror", axes=(1, 2))  # as autoencoder.laplacian
+        out[start : start + len(grey)] = np.abs(lap).mean(axis=(1, 2))
+    return out
+
+
+def pixel_std(images: np.ndarray) -> np.ndarray:
+    """Per image, the standard deviation of all its pixel values on a 0..1 scale (contrast)."""
+    images = _images(images, "images")
+    return images.reshape(len(images), -1).astype(np.float32).std(axis=1).astype(np.float64) / 255.0
+
+
+def texture_table(pool_images: np.ndarray, pool_labels: np.ndarray, real_images: np.ndarray,
+                  real_labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """One row per class plus "all": the mean texture energy and per-image pixel std of the
+    pool and of real images, and their ratios (pool / real; 1 is real-like, below 1 flatter,
+    above 1 noisier). "all" averages the classes' ratios' inputs over all images."""
+    pool_labels, real_labels = np.asarray(pool_labels).ravel(), np.asarray(real_labels).ravel()
+    measures = {
+        "pool": (texture_energy(pool_images), pixel_std(pool_images), pool_labels),
+        "real": (texture_energy(real_images), pixel_std(real_images), real_labels),
+    }
+    rows = []
+    for name, c in [*((name, c) for c, name in enumerate(class_names)), ("all", None)]:
+        row = {"class": name}
+        for which, (tex, std, y) in measures.items():
+            mask = np.ones(len(y), bool) if c is None else y == c
+            row[f"n_{which}"] = int(mask.sum())
+            row[f"texture_{which}"] = float(tex[mask].mean()) if mask.any() else np.nan
+            row[f"pixel_std_{which}"] = float(std[mask].mean()) if mask.any() else np.nan
+        row["texture_ratio"] = row["texture_pool"] / row["texture_real"] if row["texture_real"] else np.nan
+        row["pixel_std_ratio"] = row["pixel_std_pool"] / row["pixel_std_real"] if row["pixel_std_real"] else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TEXTURE_COLUMNS)
+
+
 def class_consistency(
     pool_predictions: np.ndarray,
     pool_labels: np.ndarray,
@@ -329,6 +379,13 @@ def _features(x: np.ndarray, name: str, float_ok: bool = False) -> np.ndarray:
     if float_ok and np.issubdtype(x.dtype, np.floating):
         return x
     return x.astype(np.float64, copy=False)
+
+
+def _images(images: np.ndarray, name: str) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] != 3:
+        raise ValueError(f"{name} must be uint8 RGB images (N, H, W, 3), got {images.dtype} {images.shape}")
+    return images
 
 
 def _flat_pixels(images: np.ndarray) -> np.ndarray:

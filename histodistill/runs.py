@@ -61,6 +61,7 @@ NOTEBOOK_OF = {
     "autoencoder": "02_latent_diffusion",
     "diffusion": "02_latent_diffusion",
     "sampling": "03_synthetic_pool",
+    "guidance_sweep": "03_synthetic_pool",
     "classifier": "03_synthetic_pool",
     "selection": "04_graph_selection",
     "downstream": "05_downstream_evaluation",

@@ -15,6 +15,21 @@ from .config import SamplingConfig
 from .uvit import UViT
 
 
+# "trailing" spacing starts every sampling run at the last training timestep (T - 1), where
+# the model was trained on pure noise; "leading" (the DDPM config's) would start at
+# T - T/steps + 1 and leave signal the initial noise does not have (Lin et al. 2024). Set
+# here rather than inherited, so no library default decides it.
+TIMESTEP_SPACING = "trailing"
+
+
+def dpm_solver(scheduler: SchedulerMixin) -> DPMSolverMultistepScheduler:
+    """The sampler (DPM-Solver++) for a model trained under `scheduler`'s noise schedule:
+    the one constructor the pool, the pipeline and the ablations all use."""
+    return DPMSolverMultistepScheduler.from_config(
+        scheduler.config, algorithm_type="dpmsolver++", timestep_spacing=TIMESTEP_SPACING
+    )
+
+
 def guided_noise(model: UViT, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """eps_uncond + scale * (eps_cond - eps_uncond), both from one batched forward pass."""
     if scale == 1.0:
@@ -46,7 +61,7 @@ def denoise(
         x = noise[start : start + batch_size].to(model.device)
         y = torch.as_tensor(labels[start : start + batch_size], dtype=torch.long, device=model.device)
         # A fresh solver per batch: its multistep history must not leak between batches.
-        solver = DPMSolverMultistepScheduler.from_config(scheduler.config, algorithm_type="dpmsolver++")
+        solver = dpm_solver(scheduler)
         solver.set_timesteps(steps)
         for t in solver.timesteps:
             eps = guided_noise(model, x, t.expand(len(x)), y, guidance_scale)

@@ -24,11 +24,13 @@ from diffusers import AutoencoderKL
 from diffusers.utils import logging as diffusers_logging
 
 from . import autoencoder as ae
-from . import cache, convnet
+from . import cache, convnet, shipped
 from .config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
 from .data import DataBundle
-from .diffusion import Trainer
-from .pipeline import ClassConditionalLDMPipeline, dpm_solver
+from .diffusion import Trainer, build_noise_scheduler
+from .pipeline import ClassConditionalLDMPipeline
+from .sampling import dpm_solver
+from .uvit import UViT
 
 # Bump a version when the stage's code changes what it writes.
 VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "classifier": 1}
@@ -48,12 +50,19 @@ def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool =
     inputs = {"data": bundle.artifact.key}
     if cfg.pretrained:
         inputs["pretrained"] = _pretrained_identity(cfg.pretrained)
+    source = None
+    if cfg.shipped:
+        source = shipped.find("autoencoder", cfg, inputs, VERSIONS["autoencoder"])
+        inputs["shipped"] = source.digest if source else shipped.NONE
 
     def build(folder: Path) -> None:
         train, val = bundle.splits["train"], bundle.splits["val"]
-        if cfg.pretrained:
+        if source:
+            model = AutoencoderKL.from_pretrained(source.file("vae"), low_cpu_mem_usage=False).eval()
+            history = pd.read_csv(source.file("autoencoder_history.csv"))
+        elif cfg.pretrained:
             model = ae.load_pretrained_autoencoder(cfg.pretrained)
-            history = pd.DataFrame(columns=["step", "l1", "kl"])
+            history = pd.DataFrame(columns=["step", "l1", "kl", "edge"])
         else:
             model, history = ae.train_autoencoder(train.images, cfg, progress)
         model.save_pretrained(folder / "vae")
@@ -111,9 +120,29 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
     to stop early) and the next call resumes where it stopped. With `max_steps`, returns
     None until training is complete."""
     inputs = {"autoencoder": autoencoder.key}
+    source = None
+    if cfg.shipped:
+        # The identity a shipped denoiser was built for names the autoencoder trained from
+        # scratch; it only fits the latents of that very autoencoder, the one shipped with it.
+        source = shipped.find("diffusion", cfg, {"autoencoder": shipped.from_scratch_key(autoencoder)},
+                              VERSIONS["diffusion"])
+        if source and shipped.shipped_digest(autoencoder) != source.digest:
+            print("[diffusion] the shipped denoiser belongs to the autoencoder shipped with it, and this "
+                  "run's autoencoder was not loaded from there (set its `shipped` too): training from scratch")
+            source = None
+        inputs["shipped"] = source.digest if source else shipped.NONE
     work, key = cache.work_dir("diffusion", cfg, inputs, VERSIONS["diffusion"], cache_root)
 
     def build(folder: Path) -> None:
+        if source:
+            shutil.copy(source.file("diffusion_history.csv"), folder / "history.csv")
+            pipe = ClassConditionalLDMPipeline(
+                vae=load_autoencoder(autoencoder),
+                transformer=UViT.from_pretrained(source.file("transformer"), low_cpu_mem_usage=False).eval(),
+                scheduler=dpm_solver(build_noise_scheduler(cfg)), class_names=bundle.class_names,
+            )
+            pipe.save_pretrained(folder / "pipeline")
+            return
         latents, labels = training_latents(autoencoder, bundle, cfg.augment)
         trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
         trainer.run(progress, max_steps)
@@ -228,7 +257,7 @@ def training_summary(*artifacts: cache.Artifact) -> pd.DataFrame:
     rows = []
     for artifact in artifacts:
         frame = history(artifact)
-        losses = frame.drop(columns=[c for c in ("step", "lr", "kl") if c in frame.columns])
+        losses = frame.drop(columns=[c for c in ("step", "lr", "kl", "edge", "seconds") if c in frame.columns])
         tail = losses.tail(max(1, len(frame) // 10)).mean()
         record = json.loads(artifact.file(cache.CONFIG_FILE).read_text())
         rows.append({

@@ -33,6 +33,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
+use_shipped_generator = None  # True: load the generator shipped for exactly this configuration (demo); False: train from scratch
 ae_pretrained = None  # diffusers folder or hub id of a pretrained AutoencoderKL; None trains one here
 ae_block_out_channels = None  # autoencoder channels per level, e.g. (16, 32, 32); each level after the first halves the side
 ae_latent_channels = None  # channels of the latent map
@@ -40,6 +41,7 @@ ae_steps = None  # autoencoder optimisation steps
 ae_batch_size = None  # images per autoencoder step
 ae_lr = None  # autoencoder learning rate
 ae_kl_weight = None  # weight of the KL term next to the L1 reconstruction loss
+ae_edge_weight = None  # weight of the L1 loss on the reconstruction's Laplacian (keeps fine texture)
 ae_seed = None  # seed of the autoencoder's initialisation and batches
 ldm_hidden_size = None  # U-ViT width
 ldm_depth = None  # U-ViT blocks (odd)
@@ -58,6 +60,8 @@ ldm_num_train_timesteps = None  # steps of the DDPM noise schedule
 ldm_beta_schedule = None  # DDPM noise schedule: scaled_linear (default), linear or squaredcos_cap_v2
 ldm_beta_start = None  # first beta of a linear schedule
 ldm_beta_end = None  # last beta of a linear schedule
+ldm_prediction_type = None  # what the denoiser predicts: epsilon or v_prediction
+ldm_snr_gamma = None  # min-SNR-gamma loss weighting (e.g. 5.0); None: plain MSE
 ldm_bf16 = None  # bfloat16 autocast (measured slower on a 2-core CPU; try it on a GPU)
 ldm_checkpoint_every = None  # steps between checkpoints (the resume points)
 ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
@@ -66,7 +70,7 @@ ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
 import pandas as pd
 from IPython.display import display
 
-from histodistill import autoencoder, config, data, plots, plots_ldm, runs, stages
+from histodistill import autoencoder, config, data, plots, plots_ldm, quality, runs, stages
 
 run_name = run_name or profile
 bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
@@ -80,7 +84,9 @@ ae_cfg = config.stage_config(
     batch_size=ae_batch_size,
     lr=ae_lr,
     kl_weight=ae_kl_weight,
+    edge_weight=ae_edge_weight,
     seed=ae_seed,
+    shipped=use_shipped_generator,
 )
 ldm_cfg = config.stage_config(
     "diffusion",
@@ -102,9 +108,12 @@ ldm_cfg = config.stage_config(
     beta_schedule=ldm_beta_schedule,
     beta_start=ldm_beta_start,
     beta_end=ldm_beta_end,
+    prediction_type=ldm_prediction_type,
+    snr_gamma=ldm_snr_gamma,
     bf16=ldm_bf16,
     checkpoint_every=ldm_checkpoint_every,
     seed=ldm_seed,
+    shipped=use_shipped_generator,
 )
 runs.record(run_name, profile, autoencoder=ae_cfg, diffusion=ldm_cfg)
 display(ae_cfg, ldm_cfg)
@@ -134,6 +143,17 @@ display(error)
 fig = plots_ldm.reconstructions(val.images, recon, val.labels, bundle.class_names,
                                 title=f"Autoencoder: real val vs reconstruction (MAE {error['mae'].iloc[0]:.1f} / 255)")
 plots.save(fig, "02_reconstructions", run_name)
+
+# %% [markdown]
+# Blur shows as lost texture: per class, the reconstructions' texture energy (mean
+# absolute Laplacian of the grey image) and pixel std as a share of the val images' own.
+# Whatever the autoencoder loses here, the synthetic pool cannot have (notebook 03).
+
+# %%
+ae_texture = (quality.texture_table(recon, val.labels, val.images, val.labels, bundle.class_names)
+              .rename(columns=lambda c: c.replace("pool", "recon").replace("real", "val")))
+plots.save_table(ae_texture.set_index("class"), "autoencoder_texture", run_name)
+display(ae_texture.round(3))
 
 # %% [markdown]
 # ## The denoiser

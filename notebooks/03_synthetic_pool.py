@@ -47,11 +47,14 @@ clf_momentum = None  # SGD momentum
 clf_weight_decay = None  # SGD weight decay
 clf_augment = None  # random flips and 90-degree turns while training
 clf_seed = None  # seed of the ConvNet's initialisation and batches
+sweep_scales = None  # guidance scales compared on real val to choose the pool's scale, e.g. (1.0, 2.0, 3.0)
+sweep_per_class = None  # images per class sampled at each of those scales
+sweep_seed = None  # seed of their initial noise
 
 # %%
 from IPython.display import display
 
-from histodistill import config, convnet, data, plots, plots_ldm, quality, runs, stages
+from histodistill import config, convnet, data, guidance, plots, plots_ldm, quality, runs, stages
 
 run_name = run_name or profile
 bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
@@ -79,8 +82,43 @@ clf_cfg = config.stage_config(
     augment=clf_augment,
     seed=clf_seed,
 )
-runs.record(run_name, profile, sampling=sampling_cfg, classifier=clf_cfg)
-display(sampling_cfg, clf_cfg)
+sweep_cfg = config.stage_config("guidance_sweep", profile, scales=sweep_scales, per_class=sweep_per_class, seed=sweep_seed)
+runs.record(run_name, profile, sampling=sampling_cfg, classifier=clf_cfg, guidance_sweep=sweep_cfg)
+display(sampling_cfg, clf_cfg, sweep_cfg)
+
+# %% [markdown]
+# ## The judge: a ConvNet trained on real images
+# Width 128, instance norm, ReLU, average pooling; the epoch kept is the one with the best
+# real **val** accuracy. Notebook 04 embeds the pool with this same network.
+
+# %%
+clf_artifact = stages.fit_classifier(clf_cfg, bundle)
+classifier = stages.load_classifier(clf_artifact)
+clf_history = stages.history(clf_artifact)
+print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(clf_history['val_acc'].idxmax()) + 1} of {len(clf_history)})")
+
+# %% [markdown]
+# ## Choosing the guidance scale on real val
+# Guidance buys class identity at the price of diversity and texture. For each scale below
+# a small pool is sampled and scored against real **val** and real train, never test:
+# class consistency (the judge's verdict), Fréchet distance to val next to what real train
+# scores, precision/recall, texture. The rule: among the scales whose class consistency
+# reaches the judge's own val accuracy, the one closest to val in Fréchet distance (else
+# the most class-consistent). The profile's preset guidance cites this curve.
+
+# %%
+judge_val_accuracy = float(clf_history["val_acc"].max())
+sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg.steps)
+chosen = guidance.choose(sweep, judge_val_accuracy)
+plots.save_table(sweep.set_index("guidance_scale"), "guidance_sweep", run_name)
+display(sweep.round(3))
+fig = plots_ldm.guidance_sweep(sweep, chosen, judge_val_accuracy)
+plots.save(fig, "03_guidance_sweep", run_name)
+if chosen != sampling_cfg.guidance_scale:
+    print(f"note: the rule picks guidance {chosen:g} on val here; this pool uses {sampling_cfg.guidance_scale:g} "
+          f"(the profile's preset or your guidance_scale). Set guidance_scale={chosen:g} to follow the rule.")
+else:
+    print(f"the pool's guidance scale {chosen:g} is the one the rule picks on val")
 
 # %% [markdown]
 # ## Sample the pool
@@ -106,17 +144,6 @@ plots.save(fig, "03_real_vs_synthetic", run_name)
 fig = plots.class_montage(pool_images, pool_labels, class_names, per_class=16, seed=1,
                           title="The synthetic pool: 16 random images per class")
 plots.save(fig, "03_pool_montage", run_name)
-
-# %% [markdown]
-# ## The judge: a ConvNet trained on real images
-# Width 128, instance norm, ReLU, average pooling; the epoch kept is the one with the best
-# real **val** accuracy. Notebook 04 embeds the pool with this same network.
-
-# %%
-clf_artifact = stages.fit_classifier(clf_cfg, bundle)
-classifier = stages.load_classifier(clf_artifact)
-clf_history = stages.history(clf_artifact)
-print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(clf_history['val_acc'].idxmax()) + 1} of {len(clf_history)})")
 
 # %% [markdown]
 # ## 1 · Class consistency
@@ -148,7 +175,20 @@ fig = plots_ldm.pool_quality(fidelity)
 plots.save(fig, "03_pool_quality", run_name)
 
 # %% [markdown]
-# ## 3 · Memorisation: does the pool copy training images?
+# ## 3 · Texture
+# Does the pool hold real tissue's fine structure, or flat colour? Per class, the mean
+# absolute Laplacian of the grey image (texture energy) and the per-image pixel standard
+# deviation, each as a share of real train's. Flat squares score near 0, speckle above 1.
+
+# %%
+texture = quality.texture_table(pool_images, pool_labels, train.images, train.labels, class_names)
+plots.save_table(texture.set_index("class"), "pool_texture", run_name)
+display(texture.round(3))
+fig = plots_ldm.texture(texture)
+plots.save(fig, "03_pool_texture", run_name)
+
+# %% [markdown]
+# ## 4 · Memorisation: does the pool copy training images?
 # For every pool image, the distance to its nearest real train image, in feature space
 # and in pixels; the same for real val images gives the distribution of "similar but not
 # copied". Pool images below val's 1st percentile deserve a look before anything is shared.

@@ -130,7 +130,9 @@ show("pool_size")
 # ## Guidance scale
 # Stronger classifier-free guidance makes samples more typical of their class (higher class
 # consistency, judged by the real-trained ConvNet) and less diverse. Each scale gets a
-# fresh pool, so this is the slowest ablation on a CPU.
+# fresh pool, so this is the slowest ablation on a CPU. This table reports test accuracy
+# and therefore sets nothing: the pool's guidance scale is chosen on real val in
+# notebook 03 (`guidance_sweep.csv`).
 
 # %%
 show("guidance")

@@ -75,7 +75,7 @@ def test_autoencoder_trains_encodes_and_decodes():
     cfg = config.stage_config("autoencoder", "smoke", steps=15)
     images = make_images(24)
     model, history = autoencoder.train_autoencoder(images, cfg, progress=False)
-    assert list(history.columns) == ["step", "l1", "kl"] and len(history) == 15
+    assert list(history.columns) == ["step", "l1", "kl", "edge"] and len(history) == 15
     latents = autoencoder.encode(model, images)
     assert latents.shape == (24, cfg.latent_channels, 14, 14)  # two levels: 28 -> 14
     assert abs(latents.std().item() - 1.0) < 0.05  # the scaling factor normalises them

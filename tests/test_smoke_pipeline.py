@@ -24,6 +24,8 @@ EXPECTED = {
         "03_pool_quality.png",
         "03_memorisation.png",
         "03_closest_pairs.png",
+        "03_guidance_sweep.png",
+        "03_pool_texture.png",
         "04_community_sizes.png",
         "04_community_map.png",
         "04_distilled_set.png",
@@ -36,6 +38,9 @@ EXPECTED = {
         "data_splits.csv",
         "data_class_counts.csv",
         "autoencoder_reconstruction.csv",
+        "autoencoder_texture.csv",
+        "guidance_sweep.csv",
+        "pool_texture.csv",
         "ldm_training.csv",
         "pool_class_consistency.csv",
         "pool_quality.csv",
@@ -85,6 +90,10 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     consistency = pd.read_csv(output_root / "paper_results/smoke/pool_class_consistency.csv", index_col="class")
     assert consistency.loc["mean over classes", "n_pool"] == 9 * 4  # the smoke pool: 4 per class
     assert consistency["pool_accuracy"].between(0, 1).all()
+    texture = pd.read_csv(output_root / "paper_results/smoke/pool_texture.csv", index_col="class")
+    assert len(texture) == 9 + 1 and (texture["texture_ratio"] >= 0).all()
+    sweep = pd.read_csv(output_root / "paper_results/smoke/guidance_sweep.csv")
+    assert sweep["guidance_scale"].tolist() == [1.0, 3.0]  # the smoke preset's sweep
     distilled = output_root / "paper_results/smoke/distilled"
     assert {"distilled.npz", "data_card.json"} <= {p.name for p in distilled.iterdir()}
     assert len(list(distilled.glob("grid_*.png"))) == 9

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from histodistill import autoencoder, cache, config, data, runs, sources, stages
-from histodistill.pipeline import ClassConditionalLDMPipeline, dpm_solver
+from histodistill.pipeline import ClassConditionalLDMPipeline
+from histodistill.sampling import dpm_solver
 from histodistill.diffusion import build_noise_scheduler
 from histodistill.uvit import UViT
 

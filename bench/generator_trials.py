@@ -1,0 +1,105 @@
+"""Generator trials: train the demo's denoiser with other settings and score it on the way.
+
+Trains the U-ViT of a profile (demo by default) with field overrides, in chunks; after each
+chunk it samples a small pool per guidance scale from the EMA weights and scores it as
+notebook 03 does (`guidance.pool_scores`: class consistency, texture ratio, Fréchet distance
+and its real-train floor, precision/recall, copies), all on real val / train, never test.
+Each row (setting, step, scale, scores, minutes of training so far) is printed and appended
+to bench/results/generator_trials.csv.
+
+The run shares the diffusion stage's resumable work folder, so a trial trained to its last
+step is the cached diffusion result notebook 02 would load for the same configuration.
+
+    python bench/generator_trials.py --set hidden_size=128 --set steps=14000 \\
+        --set prediction_type=v_prediction --set snr_gamma=5 --eval-every 3500 --scales 1.5 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from histodistill import cache, config, data, guidance, stages
+from histodistill.diffusion import Trainer
+from histodistill.pipeline import ClassConditionalLDMPipeline
+from histodistill.sampling import dpm_solver
+
+RESULTS = Path(__file__).parent / "results" / "generator_trials.csv"
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="diffusion config override")
+    ap.add_argument("--ae-set", action="append", default=[], metavar="FIELD=VALUE", help="autoencoder config override")
+    ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[2.0])
+    ap.add_argument("--per-class", type=int, default=30)
+    ap.add_argument("--sampling-steps", type=int, default=20)
+    ap.add_argument("--label", default="")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    bundle = data.prepare_data(config.stage_config("data", args.profile))
+    ae_cfg = config.stage_config("autoencoder", args.profile, **parse_overrides(args.ae_set))
+    vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
+    classifier = stages.load_classifier(stages.fit_classifier(config.stage_config("classifier", args.profile), bundle, progress=False))
+    overrides = parse_overrides(args.set)
+    cfg = config.stage_config("diffusion", args.profile, **overrides)
+    inputs = {"autoencoder": vae_artifact.key}
+    work, key = cache.work_dir("diffusion", cfg, inputs, stages.VERSIONS["diffusion"])
+    latents, labels = stages.training_latents(vae_artifact, bundle, cfg.augment)
+    trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
+    vae = stages.load_autoencoder(vae_artifact)
+    setting = args.label or " ".join(["ae:" + a for a in args.ae_set] + args.set) or "preset"
+    print(f"[trial] {setting}: key {key[:16]}, work folder {work}", flush=True)
+    resumed_at, train_seconds = trainer.step, 0.0  # minutes count this process's training only
+    chunk = args.eval_every or cfg.steps
+    while trainer.step < cfg.steps:
+        start = time.perf_counter()
+        trainer.run(progress=False, max_steps=chunk)
+        if trainer.step % cfg.checkpoint_every:
+            trainer.save_checkpoint()
+        train_seconds += time.perf_counter() - start
+        pipe = ClassConditionalLDMPipeline(vae=vae, transformer=trainer.ema_model().cpu(),
+                                           scheduler=dpm_solver(trainer.noise), class_names=bundle.class_names)
+        loss = float(np.mean([h["loss"] for h in trainer.history[-200:]]))
+        for scale in args.scales:
+            t0 = time.perf_counter()
+            pool_labels = np.repeat(np.arange(bundle.n_classes), args.per_class)
+            images = pipe(pool_labels, args.sampling_steps, scale, seed=1, progress=False)
+            scores = guidance.pool_scores(images, pool_labels, classifier, bundle)
+            row = {"profile": args.profile, "setting": setting, "key": key[:16], "step": trainer.step,
+                   "loss_last200": round(loss, 5), "guidance_scale": scale, "sampling_steps": args.sampling_steps,
+                   **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
+                   "train_minutes": round(train_seconds / 60, 2), "resumed_at": resumed_at,
+                   "eval_seconds": round(time.perf_counter() - t0, 1)}
+            print(row, flush=True)
+            new = not RESULTS.exists()
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            with RESULTS.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Choosing the sampler's guidance scale without test data.
+
+Classifier-free guidance trades diversity and texture for class identity: too little and
+the pool mixes classes, too much and every image flattens into its class's mean. The
+scale is chosen on real **val** and on the pool itself, never on test data: for each scale
+of a sweep, a small pool is sampled (a cached pool stage) and scored by the real-trained
+judge ConvNet against real val (class consistency, Fréchet distance with its real-train
+floor, precision/recall), by its texture against real train, and by the copy check.
+
+    >>> sweep = guidance.sweep(ldm_artifact, guidance_cfg, classifier, bundle)
+    >>> guidance.choose(sweep, judge_val_accuracy)   # the rule below, on val and pool only
+
+The rule (`choose`): among the scales whose pool class consistency reaches the judge's
+own real-val accuracy, the one with the smallest Fréchet distance to real val; when no
+scale reaches it, the most class-consistent one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import cache, convnet, quality, stages
+from .config import GuidanceSweepConfig, SamplingConfig
+from .data import DataBundle
+
+SWEEP_COLUMNS = ["guidance_scale", "consistency_mean", "consistency_min", "texture_ratio_min",
+                 "texture_ratio_max", "fd_pool_vs_val", "fd_train_vs_val", "fd_ratio", "precision", "recall",
+                 "memorised_pixels", "memorised_features", "n_pool"]
+
+
+def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: convnet.ConvNet,
+                bundle: DataBundle, real_features: dict[str, np.ndarray] | None = None) -> dict:
+    """One pool's summary: class consistency (mean and worst class), texture ratio range
+    over classes (pool / real train), Fréchet distance to real val next to real train's
+    (at the same size per class) and their ratio, precision/recall, and how many pool
+    images sit closer to a train image than val's 1st percentile (pixels, features).
+
+    `real_features` ({"train": ..., "val": ...}, the judge's embeddings) saves recomputing
+    them across a sweep."""
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    names = bundle.class_names
+    if real_features is None:
+        real_features = {"train": convnet.embed(classifier, train.images), "val": convnet.embed(classifier, val.images)}
+    pool_pred = convnet.predict(classifier, pool_images).argmax(1)
+    val_pred = convnet.predict(classifier, val.images).argmax(1)
+    consistency, _ = quality.class_consistency(pool_pred, pool_labels, val_pred, val.labels, names)
+    per_class = consistency.iloc[: len(names)]
+    texture = quality.texture_table(pool_images, pool_labels, train.images, train.labels, names).iloc[: len(names)]
+    pool_feats = convnet.embed(classifier, pool_images)
+    fidelity = quality.quality_table(real_features["train"], train.labels, real_features["val"], val.labels,
+                                     pool_feats, pool_labels, names)
+    overall = fidelity.set_index("class").loc["all"]
+    mem = quality.memorisation(pool_feats, real_features["train"], real_features["val"],
+                               pool_images, train.images, val.images)
+    return {
+        "consistency_mean": float(per_class["pool_accuracy"].mean()),
+        "consistency_min": float(per_class["pool_accuracy"].min()),
+        "texture_ratio_min": float(texture["texture_ratio"].min()),
+        "texture_ratio_max": float(texture["texture_ratio"].max()),
+        "fd_pool_vs_val": float(overall["fd_pool_vs_val"]),
+        "fd_train_vs_val": float(overall["fd_train_vs_val"]),
+        "fd_ratio": float(overall["fd_pool_vs_val"] / overall["fd_train_vs_val"]),
+        "precision": float(overall["precision_pool"]),
+        "recall": float(overall["recall_pool"]),
+        "memorised_pixels": int(mem["pixels"]["n_below"]),
+        "memorised_features": int(mem["features"]["n_below"]),
+        "n_pool": int(len(pool_images)),
+    }
+
+
+def sweep(diffusion: cache.Artifact, cfg: GuidanceSweepConfig, classifier: convnet.ConvNet,
+          bundle: DataBundle, sampling_steps: int, progress: bool = True) -> pd.DataFrame:
+    """Score a small pool per guidance scale (each a cached pool stage); one row per scale."""
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    real_features = {"train": convnet.embed(classifier, train.images), "val": convnet.embed(classifier, val.images)}
+    rows = []
+    for scale in cfg.scales:
+        pool_cfg = SamplingConfig(per_class=cfg.per_class, steps=sampling_steps, guidance_scale=float(scale), seed=cfg.seed)
+        images, labels, _ = stages.load_pool(stages.sample_pool(pool_cfg, diffusion, progress))
+        rows.append({"guidance_scale": float(scale), **pool_scores(images, labels, classifier, bundle, real_features)})
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def choose(sweep_table: pd.DataFrame, judge_val_accuracy: float) -> float:
+    """The guidance scale the rule picks (see the module's docstring)."""
+    if sweep_table.empty:
+        raise ValueError("the guidance sweep is empty: give at least one scale")
+    consistent = sweep_table[sweep_table["consistency_mean"] >= judge_val_accuracy]
+    if len(consistent):
+        return float(consistent.sort_values(["fd_pool_vs_val", "guidance_scale"]).iloc[0]["guidance_scale"])
+    return float(sweep_table.sort_values(["consistency_mean", "guidance_scale"], ascending=[False, True])
+                 .iloc[0]["guidance_scale"])

@@ -1,0 +1,232 @@
+"""What makes the generator good and keeps it honest: the sampler's first timestep, v-prediction
+and min-SNR weighting, the autoencoder's texture loss, the texture measures, choosing the
+guidance scale on val, and the shipped generator with its identity check."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.ndimage
+import torch
+
+from conftest import balanced_labels, make_images
+from histodistill import autoencoder, cache, config, data, guidance, quality, shipped, stages
+from histodistill.diffusion import Trainer, build_noise_scheduler, loss_weights
+from histodistill.sampling import TIMESTEP_SPACING, dpm_solver
+
+
+# --- the sampler ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 5, 20, 25, 50, 1000])
+@pytest.mark.parametrize("schedule", ["scaled_linear", "linear"])
+def test_sampling_starts_at_the_last_training_timestep(steps, schedule):
+    """Sampling from pure noise must begin where training saw pure noise: t = T - 1."""
+    cfg = config.DiffusionConfig(beta_schedule=schedule)
+    solver = dpm_solver(build_noise_scheduler(cfg))
+    solver.set_timesteps(steps)
+    assert solver.config.timestep_spacing == TIMESTEP_SPACING == "trailing"
+    assert int(solver.timesteps[0]) == cfg.num_train_timesteps - 1
+    assert len(solver.timesteps) == steps
+    assert np.all(np.diff(solver.timesteps.numpy()) < 0)
+
+
+def test_the_saved_pipeline_keeps_the_trailing_spacing(tmp_path):
+    from histodistill.pipeline import ClassConditionalLDMPipeline
+    from histodistill.uvit import UViT
+
+    vae = autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16)), 28)
+    model = UViT(sample_size=14, in_channels=4, patch_size=2, hidden_size=16, depth=1, num_heads=2, num_classes=2)
+    pipe = ClassConditionalLDMPipeline(vae, model, dpm_solver(build_noise_scheduler(config.DiffusionConfig())), ["a", "b"])
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = ClassConditionalLDMPipeline.from_pretrained(tmp_path / "p", low_cpu_mem_usage=False)
+    assert loaded.scheduler.config.timestep_spacing == "trailing"
+
+
+# --- training objective ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_min_snr_weights_follow_the_formula(prediction):
+    sched = build_noise_scheduler(config.DiffusionConfig(prediction_type=prediction))
+    t = torch.tensor([0, 10, 100, 500, 999])
+    a = sched.alphas_cumprod[t]
+    snr = a / (1 - a)
+    expected = torch.clamp(snr, max=5.0) / (snr + 1 if prediction == "v_prediction" else snr)
+    torch.testing.assert_close(loss_weights(sched, t, 5.0), expected.float(), rtol=1e-5, atol=0)
+    assert loss_weights(sched, t, None) is None
+    # Noisy timesteps (SNR below gamma) keep full weight on the epsilon objective.
+    if prediction == "epsilon":
+        assert float(loss_weights(sched, torch.tensor([999]), 5.0)) == pytest.approx(1.0)
+
+
+def test_v_prediction_trains_towards_the_velocity(tmp_path):
+    cfg = config.DiffusionConfig(hidden_size=16, depth=1, num_heads=2, steps=3, batch_size=8, warmup_steps=1,
+                                 prediction_type="v_prediction", snr_gamma=5.0, checkpoint_every=100)
+    latents = torch.randn(16, 4, 8, 8)
+    trainer = Trainer(latents, balanced_labels(16, 2), 2, cfg, tmp_path / "w", "k")
+    assert trainer.noise.config.prediction_type == "v_prediction"
+    losses = [trainer.train_step() for _ in range(3)]
+    assert all(np.isfinite(losses))
+    assert list(trainer.history_frame().columns) == ["step", "loss", "lr", "seconds"]
+    assert trainer.history[-1]["seconds"] >= trainer.history[0]["seconds"] > 0
+
+
+def test_unknown_prediction_type_and_bad_gamma_are_refused():
+    with pytest.raises(ValueError, match="prediction_type"):
+        config.DiffusionConfig(prediction_type="sample")
+    with pytest.raises(ValueError, match="snr_gamma"):
+        config.DiffusionConfig(snr_gamma=0.0)
+
+
+# --- the autoencoder's texture loss --------------------------------------------------------
+
+
+def test_laplacian_equals_scipys_with_mirrored_edges():
+    x = torch.randn(2, 3, 9, 11)
+    ours = autoencoder.laplacian(x).numpy()
+    ref = np.stack([np.stack([scipy.ndimage.laplace(c, mode="mirror") for c in img]) for img in x.numpy()])
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_edge_loss_is_logged_and_off_by_default():
+    images = make_images(8)
+    cfg = config.AutoencoderConfig(block_out_channels=(8, 16), steps=3, batch_size=4)
+    _, off = autoencoder.train_autoencoder(images, cfg, progress=False)
+    _, on = autoencoder.train_autoencoder(images, dataclasses.replace(cfg, edge_weight=1.0), progress=False)
+    assert (off["edge"] == 0).all() and (on["edge"] > 0).all()
+    # The first step's reconstruction is the same (same seed); only the loss differs.
+    assert on["l1"].iloc[0] == pytest.approx(off["l1"].iloc[0])
+
+
+# --- texture measures --------------------------------------------------------------------------
+
+
+def test_texture_energy_of_flat_and_checkerboard_images():
+    flat = np.full((2, 8, 8, 3), 128, np.uint8)
+    assert quality.texture_energy(flat).tolist() == [0.0, 0.0]
+    board = ((np.indices((8, 8)).sum(0) % 2) * 255).astype(np.uint8)
+    board = np.repeat(board[None, :, :, None], 3, axis=3)
+    # Every pixel differs from its 4 neighbours by 1 (on a 0..1 scale): |Laplacian| = 4,
+    # and mirrored edges keep that at the border too.
+    assert quality.texture_energy(board)[0] == pytest.approx(4.0, rel=1e-5)
+    assert quality.pixel_std(board)[0] == pytest.approx(0.5)
+
+
+def test_texture_table_ratios_per_class():
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    labels = balanced_labels(20, 2)
+    flat = np.full_like(real, 100)
+    table = quality.texture_table(real, labels, real, labels, ["a", "b"])
+    assert table["class"].tolist() == ["a", "b", "all"]
+    np.testing.assert_allclose(table["texture_ratio"], 1.0)
+    np.testing.assert_allclose(table["pixel_std_ratio"], 1.0)
+    table = quality.texture_table(flat, labels, real, labels, ["a", "b"])
+    np.testing.assert_allclose(table["texture_ratio"], 0.0)
+    assert list(table.columns) == quality.TEXTURE_COLUMNS
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        quality.texture_energy(real.astype(np.float32))
+
+
+# --- choosing the guidance scale on val ---------------------------------------------------------
+
+
+def sweep_table(rows):
+    return pd.DataFrame([dict(zip(["guidance_scale", "consistency_mean", "fd_pool_vs_val"], r)) for r in rows])
+
+
+def test_guidance_rule_prefers_fidelity_among_class_consistent_scales():
+    table = sweep_table([(1.0, 0.40, 50.0), (2.0, 0.70, 60.0), (3.0, 0.75, 55.0), (4.0, 0.80, 70.0)])
+    assert guidance.choose(table, judge_val_accuracy=0.66) == 3.0
+    # None reaches the judge's accuracy: the most class-consistent one.
+    assert guidance.choose(table, judge_val_accuracy=0.90) == 4.0
+    with pytest.raises(ValueError, match="empty"):
+        guidance.choose(table.iloc[:0], 0.5)
+
+
+def test_sweep_config_is_checked():
+    with pytest.raises(ValueError, match="scales"):
+        config.GuidanceSweepConfig(scales=())
+    with pytest.raises(ValueError, match="per_class"):
+        config.GuidanceSweepConfig(per_class=1)
+
+
+# --- the shipped generator -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped_smoke(tmp_path_factory):
+    """The smoke profile's generator, built and shipped into a temporary assets folder."""
+    root = tmp_path_factory.mktemp("shipcache")
+    assets = tmp_path_factory.mktemp("assets")
+    out = shipped.build("smoke", assets / "smoke", progress=False, cache_root=root)
+    return root, assets, out
+
+
+def test_build_writes_a_self_describing_folder(shipped_smoke):
+    _, _, out = shipped_smoke
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["profile"] == "smoke" and prov["command"] == "python -m histodistill.shipped build --profile smoke"
+    assert sorted(prov["files"]) == sorted(f.relative_to(out).as_posix() for f in out.rglob("*")
+                                           if f.is_file() and f.name != "provenance.json")
+    assert {"vae/config.json", "transformer/config.json", "diffusion_history.csv"} <= set(prov["files"])
+    assert prov["diffusion"]["config"]["shipped"] is False and prov["minutes"]["diffusion training"] is not None
+    assert all(f.suffix != ".bin" and f.suffix != ".pt" for f in out.rglob("*"))  # safetensors only
+
+
+def test_shipped_stages_load_exactly_what_was_trained(shipped_smoke, monkeypatch, capsys):
+    root, assets, out = shipped_smoke
+    monkeypatch.setattr(shipped, "ASSETS", assets)
+    fresh = root.parent / "fresh"  # a machine that never trained it
+    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=fresh)
+    ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True)
+    dm_cfg = dataclasses.replace(config.stage_config("diffusion", "smoke"), shipped=True)
+    vae = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=fresh)
+    ldm = stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, cache_root=fresh)
+    said = capsys.readouterr().out
+    assert said.count("loading the generator shipped in") == 2
+    assert not list((fresh / "diffusion").glob(".work-*"))  # nothing was trained
+    from safetensors.torch import load_file
+
+    ours = load_file(ldm.file("pipeline") / "transformer" / "diffusion_pytorch_model.safetensors")
+    theirs = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert len(stages.history(ldm)) == dm_cfg.steps
+    # A shipped result and a trained one never share a cache entry.
+    assert ldm.key != shipped.identity("diffusion", dm_cfg, {"autoencoder": shipped.from_scratch_key(vae)},
+                                       stages.VERSIONS["diffusion"])
+
+
+def test_another_configuration_trains_from_scratch_and_says_why(shipped_smoke, monkeypatch, capsys):
+    root, assets, _ = shipped_smoke
+    monkeypatch.setattr(shipped, "ASSETS", assets)
+    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True, steps=21)
+    found = shipped.find("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"])
+    assert found is None
+    assert "steps is 21 here, 20 there" in capsys.readouterr().out
+
+
+def test_a_changed_shipped_file_is_ignored(shipped_smoke, tmp_path, capsys):
+    root, _, out = shipped_smoke
+    copy = tmp_path / "assets" / "smoke"
+    shutil.copytree(out, copy)
+    weights = copy / "transformer" / "diffusion_pytorch_model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-8:] = b"\xff" * 8
+    weights.write_bytes(bytes(blob))
+    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True)
+    assert shipped.find("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"],
+                        root=tmp_path / "assets") is None
+    said = capsys.readouterr().out
+    assert "files missing or changed" in said and "transformer/diffusion_pytorch_model.safetensors" in said
+
+
+def test_shipped_and_pretrained_exclude_each_other():
+    with pytest.raises(ValueError, match="not both"):
+        config.AutoencoderConfig(pretrained="somewhere", shipped=True)
