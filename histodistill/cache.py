@@ -54,13 +54,18 @@ def file_digest(path: str | Path, cache_root: Path | None = None) -> str:
     memo = _read_json(memo_file) or {}
     if memo_key in memo:
         return memo[memo_key]
+    memo[memo_key] = sha256_file(path)
+    write_json_atomic(memo_file, memo)
+    return memo[memo_key]
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     sha = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             sha.update(block)
-    memo[memo_key] = sha.hexdigest()
-    write_json_atomic(memo_file, memo)
-    return memo[memo_key]
+    return sha.hexdigest()
 
 
 @dataclass(frozen=True)

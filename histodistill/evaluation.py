@@ -302,7 +302,7 @@ def copy_check(sets: dict[str, TrainingSet], bundle: DataBundle, classifier: con
     for name, train_set in sets.items():
         result = quality.memorisation(convnet.embed(classifier, train_set.images), train_feats, val_feats,
                                       train_set.images, train.images, val.images)
-        frames.append(quality.memorisation_summary(result).assign(set=name))
+        frames.append(quality.memorisation_summary(result, train_set.labels, bundle.class_names).assign(set=name))
     table = pd.concat(frames, ignore_index=True).rename(
         columns={"n_pool": "n_images", "median_pool_distance": "median_distance"})
     return table.set_index(["set", "space"])

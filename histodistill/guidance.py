@@ -7,12 +7,12 @@ of a sweep, a small pool is sampled (a cached pool stage) and scored by the real
 judge ConvNet against real val (class consistency, Fréchet distance with its real-train
 floor, precision/recall), by its texture against real train, and by the copy check.
 
-    >>> sweep = guidance.sweep(ldm_artifact, guidance_cfg, classifier, bundle)
-    >>> guidance.choose(sweep, judge_val_accuracy)   # the rule below, on val and pool only
+    >>> sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_steps=20)
+    >>> guidance.choose(sweep)   # the rule below, on val and pool only
 
-The rule (`choose`): among the scales whose pool class consistency reaches the judge's
-own real-val accuracy, the one with the smallest Fréchet distance to real val; when no
-scale reaches it, the most class-consistent one.
+The rule (`choose`): among the scales whose pool class consistency (mean over classes)
+reaches the judge's own real-val accuracy (likewise), the one with the smallest Fréchet
+distance to real val; when no scale reaches it, the most class-consistent one.
 """
 
 from __future__ import annotations
@@ -24,17 +24,18 @@ from . import cache, convnet, quality, stages
 from .config import GuidanceSweepConfig, SamplingConfig
 from .data import DataBundle
 
-SWEEP_COLUMNS = ["guidance_scale", "consistency_mean", "consistency_min", "texture_ratio_min",
+SWEEP_COLUMNS = ["guidance_scale", "judge_val_accuracy", "consistency_mean", "consistency_min", "texture_ratio_min",
                  "texture_ratio_max", "fd_pool_vs_val", "fd_train_vs_val", "fd_ratio", "precision", "recall",
-                 "memorised_pixels", "memorised_features", "n_pool"]
+                 "precision_train", "recall_train", "memorised_pixels", "memorised_features", "n_pool"]
 
 
 def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: convnet.ConvNet,
                 bundle: DataBundle, real_features: dict[str, np.ndarray] | None = None) -> dict:
-    """One pool's summary: class consistency (mean and worst class), texture ratio range
-    over classes (pool / real train), Fréchet distance to real val next to real train's
-    (at the same size per class) and their ratio, precision/recall, and how many pool
-    images sit closer to a train image than val's 1st percentile (pixels, features).
+    """One pool's summary: class consistency (mean and worst class) with the judge's own
+    val accuracy, texture ratio range over classes (pool / real train), Fréchet distance to
+    real val next to real train's (at the same size per class) and their ratio,
+    precision/recall with real train's at the same size, and how many pool images sit
+    closer to a train image than val's 1st percentile (pixels, features).
 
     `real_features` ({"train": ..., "val": ...}, the judge's embeddings) saves recomputing
     them across a sweep."""
@@ -54,6 +55,8 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
     mem = quality.memorisation(pool_feats, real_features["train"], real_features["val"],
                                pool_images, train.images, val.images)
     return {
+        # Both means over classes (unweighted), as in pool_class_consistency.csv.
+        "judge_val_accuracy": float(per_class["val_accuracy"].mean()),
         "consistency_mean": float(per_class["pool_accuracy"].mean()),
         "consistency_min": float(per_class["pool_accuracy"].min()),
         "texture_ratio_min": float(texture["texture_ratio"].min()),
@@ -63,6 +66,8 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
         "fd_ratio": float(overall["fd_pool_vs_val"] / overall["fd_train_vs_val"]),
         "precision": float(overall["precision_pool"]),
         "recall": float(overall["recall_pool"]),
+        "precision_train": float(overall["precision_train"]),  # the floor, at the same size
+        "recall_train": float(overall["recall_train"]),
         "memorised_pixels": int(mem["pixels"]["n_below"]),
         "memorised_features": int(mem["features"]["n_below"]),
         "n_pool": int(len(pool_images)),
@@ -82,11 +87,12 @@ def sweep(diffusion: cache.Artifact, cfg: GuidanceSweepConfig, classifier: convn
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
-def choose(sweep_table: pd.DataFrame, judge_val_accuracy: float) -> float:
-    """The guidance scale the rule picks (see the module's docstring)."""
+def choose(sweep_table: pd.DataFrame) -> float:
+    """The guidance scale the rule picks (see the module's docstring); the judge's real-val
+    accuracy (mean over classes) is the sweep's ``judge_val_accuracy`` column."""
     if sweep_table.empty:
         raise ValueError("the guidance sweep is empty: give at least one scale")
-    consistent = sweep_table[sweep_table["consistency_mean"] >= judge_val_accuracy]
+    consistent = sweep_table[sweep_table["consistency_mean"] >= sweep_table["judge_val_accuracy"]]
     if len(consistent):
         return float(consistent.sort_values(["fd_pool_vs_val", "guidance_scale"]).iloc[0]["guidance_scale"])
     return float(sweep_table.sort_values(["consistency_mean", "guidance_scale"], ascending=[False, True])

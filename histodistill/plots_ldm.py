@@ -185,7 +185,7 @@ def texture(table: pd.DataFrame, band: tuple[float, float] = (0.8, 1.25)) -> plt
     return fig
 
 
-def guidance_sweep(sweep: pd.DataFrame, chosen: float, judge_val_accuracy: float) -> plt.Figure:
+def guidance_sweep(sweep: pd.DataFrame, chosen: float) -> plt.Figure:
     """What each guidance scale gives on real val and the pool: class consistency (against
     the judge's own val accuracy), Fréchet distance (against the real-train floor),
     precision/recall and texture range; the chosen scale marked."""
@@ -196,7 +196,7 @@ def guidance_sweep(sweep: pd.DataFrame, chosen: float, judge_val_accuracy: float
     ax = axes[0]
     ax.plot(x, s["consistency_mean"], "o-", color=SYNTH, label="mean over classes")
     ax.plot(x, s["consistency_min"], "o--", color=SYNTH, alpha=0.5, label="worst class")
-    ax.axhline(judge_val_accuracy, color=REAL, linewidth=1, label="judge on real val")
+    ax.axhline(float(s["judge_val_accuracy"].iloc[0]), color=REAL, linewidth=1, label="judge on real val")
     ax.set_title("class consistency", fontweight="bold", fontsize=10)
     ax.set_ylim(0, 1.02)
     ax = axes[1]
@@ -206,6 +206,9 @@ def guidance_sweep(sweep: pd.DataFrame, chosen: float, judge_val_accuracy: float
     ax = axes[2]
     ax.plot(x, s["precision"], "o-", color=SYNTH, label="precision")
     ax.plot(x, s["recall"], "s--", color=SYNTH, alpha=0.6, label="recall")
+    if "recall_train" in s:
+        ax.plot(x, s["precision_train"], "o-", color=FLOOR, label="precision, real train")
+        ax.plot(x, s["recall_train"], "s--", color=FLOOR, alpha=0.6, label="recall, real train")
     ax.set_ylim(0, 1.02)
     ax.set_title("precision / recall vs val", fontweight="bold", fontsize=10)
     ax = axes[3]

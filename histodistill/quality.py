@@ -239,7 +239,7 @@ def texture_table(pool_images: np.ndarray, pool_labels: np.ndarray, real_images:
                   real_labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     """One row per class plus "all": the mean texture energy and per-image pixel std of the
     pool and of real images, and their ratios (pool / real; 1 is real-like, below 1 flatter,
-    above 1 noisier). "all" averages the classes' ratios' inputs over all images."""
+    above 1 noisier). The "all" row pools every image of every class."""
     pool_labels, real_labels = np.asarray(pool_labels).ravel(), np.asarray(real_labels).ravel()
     measures = {
         "pool": (texture_energy(pool_images), pixel_std(pool_images), pool_labels),
@@ -291,16 +291,28 @@ def class_consistency(
     return table, confusion
 
 
-def memorisation_summary(result: dict) -> pd.DataFrame:
+def memorisation_summary(result: dict, labels: np.ndarray | None = None,
+                         class_names: list[str] | None = None) -> pd.DataFrame:
     """One row per space of a `memorisation` result: threshold, count and share below it,
-    and the median nearest-train distance of pool and val images."""
-    return pd.DataFrame([
-        {"space": space, "percentile": r["percentile"], "threshold": r["threshold"],
-         "n_pool": len(r["pool_distances"]), "n_below": r["n_below"], "share_below": r["share_below"],
-         "median_pool_distance": float(np.median(r["pool_distances"])),
-         "median_val_distance": float(np.median(r["val_distances"]))}
-        for space, r in result.items()
-    ])
+    the count expected below it of images as new to the model as val's (the percentile's
+    share of the pool: a pool indistinguishable from unseen real images has about that
+    many, so a count far above it points at copying), and the median nearest-train
+    distance of pool and val images. With the pool's `labels` and `class_names`, also
+    which classes the flagged images belong to ("background: 5"), since near-uniform
+    images (background) sit close to each other without being copies."""
+    rows = []
+    for space, r in result.items():
+        row = {"space": space, "percentile": r["percentile"], "threshold": r["threshold"],
+               "n_pool": len(r["pool_distances"]), "n_below": r["n_below"], "share_below": r["share_below"],
+               "expected_below_if_unseen": r["percentile"] / 100 * len(r["pool_distances"]),
+               "median_pool_distance": float(np.median(r["pool_distances"])),
+               "median_val_distance": float(np.median(r["val_distances"]))}
+        if labels is not None and class_names is not None:
+            flagged = np.asarray(labels).ravel()[r["pool_distances"] <= r["threshold"]]
+            counts = np.bincount(flagged.astype(np.int64), minlength=len(class_names))
+            row["flagged_by_class"] = "; ".join(f"{class_names[c]}: {n}" for c, n in enumerate(counts) if n) or "none"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def memorisation(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -129,21 +128,13 @@ def _all(root: Path, log) -> list[ShippedGenerator]:
             log(f"[shipped] ignoring {folder}: unreadable {PROVENANCE} ({err})")
             continue
         broken = [name for name, sha in provenance.get("files", {}).items()
-                  if not (folder / name).is_file() or _sha256(folder / name) != sha]
+                  if not (folder / name).is_file() or cache.sha256_file(folder / name) != sha]
         if broken or not provenance.get("files"):
             log(f"[shipped] ignoring {folder}: files missing or changed since it was built ({', '.join(broken)}); "
                 f"restore them with git (git checkout -- {folder}) or rebuild it")
             continue
         out.append(ShippedGenerator(folder, provenance))
     return out
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 # --- building one ------------------------------------------------------------------------------
@@ -187,7 +178,7 @@ def build(profile: str, out: Path | None = None, progress: bool = True, cache_ro
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(),
                     "device": "cuda" if torch.cuda.is_available() else "cpu"},
-        "files": {f.relative_to(tmp).as_posix(): _sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()},
+        "files": {f.relative_to(tmp).as_posix(): cache.sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()},
     }
     (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)

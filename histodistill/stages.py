@@ -100,7 +100,7 @@ def reconstruction_table(artifact: cache.Artifact, cfg: AutoencoderConfig) -> pd
     error = json.loads(artifact.file("reconstruction.json").read_text())
     latent = np.load(artifact.file("train_latents.npy"), mmap_mode="r").shape[1:]
     return pd.DataFrame([{
-        "autoencoder": cfg.pretrained or "trained here",
+        "autoencoder": cfg.pretrained or ("shipped with the package" if shipped.shipped_digest(artifact) else "trained here"),
         "latent shape": "x".join(map(str, latent)),
         "mae": round(error["mae"], 3),
         "psnr_db": round(error["psnr_db"], 3),
@@ -252,8 +252,10 @@ def history(artifact: cache.Artifact) -> pd.DataFrame:
 
 
 def training_summary(*artifacts: cache.Artifact) -> pd.DataFrame:
-    """Per trained stage: steps, the mean loss over its last tenth of steps, and how long
-    it took to build (measured when it was built, not when it was read from the cache)."""
+    """Per trained stage: where it comes from (trained here, or shipped with the package),
+    steps, the mean loss over its last tenth of steps, how long building its cached result
+    took (measured when it was built, not when it was read from the cache; for a shipped
+    model that is the copying), and its training wall time where its history records it."""
     rows = []
     for artifact in artifacts:
         frame = history(artifact)
@@ -262,8 +264,10 @@ def training_summary(*artifacts: cache.Artifact) -> pd.DataFrame:
         record = json.loads(artifact.file(cache.CONFIG_FILE).read_text())
         rows.append({
             "stage": artifact.stage,
+            "source": "shipped" if shipped.shipped_digest(artifact) else "trained here",
             "steps": len(frame),
             "final loss (mean of last 10%)": float(tail.iloc[0]) if len(frame) else np.nan,
             "build seconds": record["build_seconds"],
+            "training seconds": float(frame["seconds"].iloc[-1]) if "seconds" in frame and len(frame) else np.nan,
         })
     return pd.DataFrame(rows).set_index("stage")

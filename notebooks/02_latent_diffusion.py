@@ -17,10 +17,11 @@
 # InfoDist never shares a real image. It learns the real train split with a **latent
 # diffusion model** and later shares only images sampled from it. Two parts:
 #
-# 1. A **KL autoencoder** (diffusers `AutoencoderKL`) compresses each image to a small
-#    latent map (28 px → 7×7×4 by default). It is trained here on the real train split,
-#    or loaded from a pretrained diffusers folder or hub id (`ae_pretrained`; e.g. the
-#    Stable Diffusion VAE for 64 px and above, on a machine with internet).
+# 1. A **KL autoencoder** (diffusers `AutoencoderKL`) maps each image to a latent map
+#    (the demo: one level, 28 px → 28×28×4, which keeps the tissue's texture; every extra
+#    level halves the side and, at 28 px, blurs). It is trained here on the real train
+#    split, or loaded from a pretrained diffusers folder or hub id (`ae_pretrained`; e.g.
+#    the Stable Diffusion VAE for 64 px and above, on a machine with internet).
 # 2. A class-conditional **U-ViT** (the paper's denoiser) learns to remove noise from
 #    those latents. Time and class are two extra tokens; shallow blocks feed deep ones
 #    through long skips. A share of the labels is replaced by a *null class*
@@ -29,6 +30,12 @@
 # Training checkpoints every `ldm_checkpoint_every` steps. Interrupt the kernel at any
 # moment and run the cell again: it resumes from the last checkpoint. Both stages are
 # cached, so re-running with the same parameters loads the results instantly.
+#
+# **The demo loads a shipped generator.** Training the demo's pair takes about an hour on
+# 2 CPU cores, so the package carries it (`histodistill/assets/generators/demo/`, made by
+# `python -m histodistill.shipped build --profile demo`). It is loaded only when the data
+# and every field below equal those it was built for; change any of them, or set
+# `use_shipped_generator = False`, and both train here from scratch.
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
@@ -157,20 +164,23 @@ display(ae_texture.round(3))
 
 # %% [markdown]
 # ## The denoiser
-# The U-ViT learns to predict the noise added to a latent at a random diffusion time.
-# A progress bar shows the loss; the weights' moving average (EMA) is what gets saved.
+# The U-ViT learns to predict the noise added to a latent at a random diffusion time
+# (or, with `ldm_prediction_type = "v_prediction"` as in the demo, the velocity, with
+# min-SNR loss weighting). A progress bar shows the loss; the weights' moving average
+# (EMA) is what gets saved.
 
 # %%
 ldm_artifact = stages.fit_diffusion(ldm_cfg, vae_artifact, bundle)
 
 # %% [markdown]
 # ## Training curves
-# The autoencoder's reconstruction loss and the denoiser's noise-prediction loss per
-# step (faint) with a running mean. The denoiser's loss stays well above 0 by nature:
+# The autoencoder's losses and the denoiser's training loss per step (faint) with a
+# running mean. The denoiser's loss stays well above 0 by nature:
 # at high noise levels the noise cannot be predicted.
 
 # %%
-curves = {"autoencoder (L1, KL)": stages.history(vae_artifact), "U-ViT denoiser (noise MSE)": stages.history(ldm_artifact)}
+curves = {"autoencoder (L1, KL, Laplacian L1)": stages.history(vae_artifact),
+          "U-ViT denoiser (weighted MSE)": stages.history(ldm_artifact)}
 fig = plots_ldm.loss_curves(curves)
 plots.save(fig, "02_loss_curves", run_name)
 training = stages.training_summary(vae_artifact, ldm_artifact)

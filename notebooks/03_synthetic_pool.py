@@ -16,7 +16,8 @@
 #
 # The model from notebook 02 draws a large **pool** of synthetic images per class
 # (DPM-Solver++, classifier-free guidance). InfoDist later picks its small distilled set
-# from this pool, so before going on we ask three questions, all offline:
+# from this pool, so before going on we ask four questions, all offline and none on test
+# data:
 #
 # 1. **Does each image show its class?** A ConvNet trained on the *real* train split
 #    (the paper's embedding network, also used by notebook 04) classifies the pool. Its
@@ -24,9 +25,14 @@
 # 2. **Does the pool look like real data?** Fréchet distance and k-NN precision/recall
 #    in that ConvNet's feature space, against real val, next to what real train scores
 #    against real val (the floor two real samples reach).
-# 3. **Does it copy training images?** Each pool image's distance to its nearest real
+# 3. **Does it hold real tissue's texture?** Fine structure (mean absolute Laplacian) and
+#    contrast (pixel std) per class, as a share of real train's.
+# 4. **Does it copy training images?** Each pool image's distance to its nearest real
 #    train image, against the same distance for real val images, which the model never
 #    saw.
+#
+# First, the guidance scale: a small pool per scale, scored on real val by the same
+# judge, shows the trade-off and which scale a fixed rule picks.
 #
 # The pool is written as an `.npz` in MedMNIST layout (`train_images`, `train_labels`).
 
@@ -107,12 +113,11 @@ print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(cl
 # the most class-consistent). The profile's preset guidance cites this curve.
 
 # %%
-judge_val_accuracy = float(clf_history["val_acc"].max())
 sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg.steps)
-chosen = guidance.choose(sweep, judge_val_accuracy)
+chosen = guidance.choose(sweep)
 plots.save_table(sweep.set_index("guidance_scale"), "guidance_sweep", run_name)
 display(sweep.round(3))
-fig = plots_ldm.guidance_sweep(sweep, chosen, judge_val_accuracy)
+fig = plots_ldm.guidance_sweep(sweep, chosen)
 plots.save(fig, "03_guidance_sweep", run_name)
 if chosen != sampling_cfg.guidance_scale:
     print(f"note: the rule picks guidance {chosen:g} on val here; this pool uses {sampling_cfg.guidance_scale:g} "
@@ -195,7 +200,7 @@ plots.save(fig, "03_pool_texture", run_name)
 
 # %%
 mem = quality.memorisation(pool_feats, train_feats, val_feats, pool_images, train.images, val.images)
-summary = quality.memorisation_summary(mem)
+summary = quality.memorisation_summary(mem, pool_labels, class_names)
 plots.save_table(summary.set_index("space"), "pool_memorisation", run_name)
 display(summary.round(4))
 fig = plots_ldm.memorisation(mem)

@@ -135,17 +135,18 @@ def test_texture_table_ratios_per_class():
 # --- choosing the guidance scale on val ---------------------------------------------------------
 
 
-def sweep_table(rows):
-    return pd.DataFrame([dict(zip(["guidance_scale", "consistency_mean", "fd_pool_vs_val"], r)) for r in rows])
+def sweep_table(rows, judge):
+    keys = ["guidance_scale", "consistency_mean", "fd_pool_vs_val"]
+    return pd.DataFrame([{**dict(zip(keys, r)), "judge_val_accuracy": judge} for r in rows])
 
 
 def test_guidance_rule_prefers_fidelity_among_class_consistent_scales():
-    table = sweep_table([(1.0, 0.40, 50.0), (2.0, 0.70, 60.0), (3.0, 0.75, 55.0), (4.0, 0.80, 70.0)])
-    assert guidance.choose(table, judge_val_accuracy=0.66) == 3.0
+    rows = [(1.0, 0.40, 50.0), (2.0, 0.70, 60.0), (3.0, 0.75, 55.0), (4.0, 0.80, 70.0)]
+    assert guidance.choose(sweep_table(rows, judge=0.66)) == 3.0
     # None reaches the judge's accuracy: the most class-consistent one.
-    assert guidance.choose(table, judge_val_accuracy=0.90) == 4.0
+    assert guidance.choose(sweep_table(rows, judge=0.90)) == 4.0
     with pytest.raises(ValueError, match="empty"):
-        guidance.choose(table.iloc[:0], 0.5)
+        guidance.choose(sweep_table(rows, judge=0.5).iloc[:0])
 
 
 def test_sweep_config_is_checked():

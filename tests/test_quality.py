@@ -207,3 +207,6 @@ def test_memorisation_summary_has_one_row_per_space():
     summary = quality.memorisation_summary(result)
     assert summary["space"].tolist() == ["features", "pixels"]
     assert summary["n_below"].tolist() == [5, 5] and summary["median_pool_distance"].tolist() == [0.0, 0.0]
+    assert summary["expected_below_if_unseen"].tolist() == pytest.approx([0.05, 0.05])  # 1 % of 5
+    by_class = quality.memorisation_summary(result, np.array([0, 0, 1, 1, 1]), ["a", "b"])
+    assert by_class["flagged_by_class"].tolist() == ["a: 2; b: 3"] * 2
