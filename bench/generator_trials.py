@@ -8,10 +8,16 @@ Each row (setting, step, scale, scores, minutes of training so far) is printed a
 to bench/results/generator_trials.csv.
 
 The run shares the diffusion stage's resumable work folder, so a trial trained to its last
-step is the cached diffusion result notebook 02 would load for the same configuration.
+step is the cached result of the same configuration trained from scratch (notebook 02 with
+`use_shipped_generator = False`), which `python -m histodistill.shipped build` then packs.
 
-    python bench/generator_trials.py --set hidden_size=128 --set steps=14000 \\
-        --set prediction_type=v_prediction --set snr_gamma=5 --eval-every 3500 --scales 1.5 3
+A trial always trains (``shipped`` off). The committed trials (bench/results/generator_trials.csv)
+came from the demo preset of that time with the fields that became the current preset:
+
+    python bench/generator_trials.py --ae-set 'block_out_channels=(32,)' --ae-set edge_weight=1.0 \\
+        --set patch_size=4 --set steps=16000 --set prediction_type=v_prediction --set snr_gamma=5.0 \\
+        --set ema_decay=0.9995 --set lr=1e-3 --set warmup_steps=200 --set hidden_size=128 \\
+        --eval-every 4000 --scales 1.5 2.5 4.0 --per-class 40
 """
 
 from __future__ import annotations
@@ -58,11 +64,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     bundle = data.prepare_data(config.stage_config("data", args.profile))
-    ae_cfg = config.stage_config("autoencoder", args.profile, **parse_overrides(args.ae_set))
+    ae_cfg = config.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
     vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
     classifier = stages.load_classifier(stages.fit_classifier(config.stage_config("classifier", args.profile), bundle, progress=False))
     overrides = parse_overrides(args.set)
-    cfg = config.stage_config("diffusion", args.profile, **overrides)
+    cfg = config.stage_config("diffusion", args.profile, **{"shipped": False, **overrides})
     inputs = {"autoencoder": vae_artifact.key}
     work, key = cache.work_dir("diffusion", cfg, inputs, stages.VERSIONS["diffusion"])
     latents, labels = stages.training_latents(vae_artifact, bundle, cfg.augment)
