@@ -34,7 +34,6 @@ import torch
 from histodistill import cache, config, data, guidance, stages
 from histodistill.diffusion import Trainer
 from histodistill.pipeline import ClassConditionalLDMPipeline
-from histodistill.sampling import dpm_solver
 
 RESULTS = Path(__file__).parent / "results" / "generator_trials.csv"
 
@@ -74,6 +73,7 @@ def main() -> None:
     latents, labels = stages.training_latents(vae_artifact, bundle, cfg.augment)
     trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
     vae = stages.load_autoencoder(vae_artifact)
+    real_features = guidance.judge_features(classifier, bundle)
     setting = args.label or " ".join(["ae:" + a for a in args.ae_set] + args.set) or "preset"
     print(f"[trial] {setting}: key {key[:16]}, work folder {work}", flush=True)
     resumed_at, train_seconds = trainer.step, 0.0  # minutes count this process's training only
@@ -84,14 +84,13 @@ def main() -> None:
         if trainer.step % cfg.checkpoint_every:
             trainer.save_checkpoint()
         train_seconds += time.perf_counter() - start
-        pipe = ClassConditionalLDMPipeline(vae=vae, transformer=trainer.ema_model().cpu(),
-                                           scheduler=dpm_solver(trainer.noise), class_names=bundle.class_names)
+        pipe = ClassConditionalLDMPipeline.assemble(vae, trainer.ema_model().cpu(), cfg, bundle.class_names)
         loss = float(np.mean([h["loss"] for h in trainer.history[-200:]]))
         for scale in args.scales:
             t0 = time.perf_counter()
             pool_labels = np.repeat(np.arange(bundle.n_classes), args.per_class)
             images = pipe(pool_labels, args.sampling_steps, scale, seed=1, progress=False)
-            scores = guidance.pool_scores(images, pool_labels, classifier, bundle)
+            scores = guidance.pool_scores(images, pool_labels, classifier, bundle, real_features)
             row = {"profile": args.profile, "setting": setting, "key": key[:16], "step": trainer.step,
                    "loss_last200": round(loss, 5), "guidance_scale": scale, "sampling_steps": args.sampling_steps,
                    **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},

@@ -29,6 +29,11 @@ SWEEP_COLUMNS = ["guidance_scale", "judge_val_accuracy", "consistency_mean", "co
                  "precision_train", "recall_train", "memorised_pixels", "memorised_features", "n_pool"]
 
 
+def judge_features(classifier: convnet.ConvNet, bundle: DataBundle) -> dict[str, np.ndarray]:
+    """The judge's embeddings of real train and real val, computed once per sweep."""
+    return {split: convnet.embed(classifier, bundle.splits[split].images) for split in ("train", "val")}
+
+
 def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: convnet.ConvNet,
                 bundle: DataBundle, real_features: dict[str, np.ndarray] | None = None) -> dict:
     """One pool's summary: class consistency (mean and worst class) with the judge's own
@@ -42,7 +47,7 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
     train, val = bundle.splits["train"], bundle.splits["val"]
     names = bundle.class_names
     if real_features is None:
-        real_features = {"train": convnet.embed(classifier, train.images), "val": convnet.embed(classifier, val.images)}
+        real_features = judge_features(classifier, bundle)
     pool_pred = convnet.predict(classifier, pool_images).argmax(1)
     val_pred = convnet.predict(classifier, val.images).argmax(1)
     consistency, _ = quality.class_consistency(pool_pred, pool_labels, val_pred, val.labels, names)
@@ -77,8 +82,7 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
 def sweep(diffusion: cache.Artifact, cfg: GuidanceSweepConfig, classifier: convnet.ConvNet,
           bundle: DataBundle, sampling_steps: int, progress: bool = True) -> pd.DataFrame:
     """Score a small pool per guidance scale (each a cached pool stage); one row per scale."""
-    train, val = bundle.splits["train"], bundle.splits["val"]
-    real_features = {"train": convnet.embed(classifier, train.images), "val": convnet.embed(classifier, val.images)}
+    real_features = judge_features(classifier, bundle)
     rows = []
     for scale in cfg.scales:
         pool_cfg = SamplingConfig(per_class=cfg.per_class, steps=sampling_steps, guidance_scale=float(scale), seed=cfg.seed)

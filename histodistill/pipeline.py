@@ -21,7 +21,9 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin
 
 from . import autoencoder as ae
-from .sampling import denoise
+from .config import DiffusionConfig
+from .diffusion import build_noise_scheduler
+from .sampling import denoise, dpm_solver
 from .uvit import UViT
 
 
@@ -38,6 +40,14 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
         if len(names) != transformer.config.num_classes:
             raise ValueError(f"{len(names)} class names for a denoiser of {transformer.config.num_classes} classes")
         self.register_to_config(class_names=names)
+
+    @classmethod
+    def assemble(cls, vae: AutoencoderKL, transformer: UViT, cfg: DiffusionConfig,
+                 class_names: list[str]) -> "ClassConditionalLDMPipeline":
+        """The pipeline of a denoiser trained under `cfg`: its sampler is DPM-Solver++ on the
+        noise schedule it was trained with."""
+        return cls(vae=vae, transformer=transformer, scheduler=dpm_solver(build_noise_scheduler(cfg)),
+                   class_names=class_names)
 
     @property
     def class_names(self) -> list[str]:

@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def from_scratch_key(artifact: cache.Artifact) -> str:
     record = json.loads(artifact.file(cache.CONFIG_FILE).read_text())
     cfg = {**record["config"], "shipped": False} if "shipped" in record["config"] else record["config"]
     inputs = {k: v for k, v in record["inputs"].items() if k != "shipped"}
-    return cache.digest({"stage": record["stage"], "version": record["version"], "config": cfg, "inputs": inputs})
+    return cache.stage_key(record["stage"], cfg, inputs, record["version"])
 
 
 def shipped_digest(artifact: cache.Artifact) -> str | None:

@@ -27,9 +27,8 @@ from . import autoencoder as ae
 from . import cache, convnet, shipped
 from .config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
 from .data import DataBundle
-from .diffusion import Trainer, build_noise_scheduler
+from .diffusion import Trainer
 from .pipeline import ClassConditionalLDMPipeline
-from .sampling import dpm_solver
 from .uvit import UViT
 
 # Bump a version when the stage's code changes what it writes.
@@ -58,7 +57,7 @@ def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool =
     def build(folder: Path) -> None:
         train, val = bundle.splits["train"], bundle.splits["val"]
         if source:
-            model = AutoencoderKL.from_pretrained(source.file("vae"), low_cpu_mem_usage=False).eval()
+            model = ae.load_pretrained_autoencoder(str(source.file("vae"))).eval()
             history = pd.read_csv(source.file("autoencoder_history.csv"))
         elif cfg.pretrained:
             model = ae.load_pretrained_autoencoder(cfg.pretrained)
@@ -135,24 +134,17 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
 
     def build(folder: Path) -> None:
         if source:
+            transformer = UViT.from_pretrained(source.file("transformer"), low_cpu_mem_usage=False).eval()
             shutil.copy(source.file("diffusion_history.csv"), folder / "history.csv")
-            pipe = ClassConditionalLDMPipeline(
-                vae=load_autoencoder(autoencoder),
-                transformer=UViT.from_pretrained(source.file("transformer"), low_cpu_mem_usage=False).eval(),
-                scheduler=dpm_solver(build_noise_scheduler(cfg)), class_names=bundle.class_names,
-            )
-            pipe.save_pretrained(folder / "pipeline")
-            return
-        latents, labels = training_latents(autoencoder, bundle, cfg.augment)
-        trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
-        trainer.run(progress, max_steps)
-        if trainer.step < cfg.steps:
-            raise _StoppedEarly
-        trainer.history_frame().to_csv(folder / "history.csv", index=False)
-        pipe = ClassConditionalLDMPipeline(
-            vae=load_autoencoder(autoencoder), transformer=trainer.ema_model().cpu(),
-            scheduler=dpm_solver(trainer.noise), class_names=bundle.class_names,
-        )
+        else:
+            latents, labels = training_latents(autoencoder, bundle, cfg.augment)
+            trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
+            trainer.run(progress, max_steps)
+            if trainer.step < cfg.steps:
+                raise _StoppedEarly
+            transformer = trainer.ema_model().cpu()
+            trainer.history_frame().to_csv(folder / "history.csv", index=False)
+        pipe = ClassConditionalLDMPipeline.assemble(load_autoencoder(autoencoder), transformer, cfg, bundle.class_names)
         pipe.save_pretrained(folder / "pipeline")
 
     try:
