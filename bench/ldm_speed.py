@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import autoencoder, config, data
+from histodistill import autoencoder, config, data, machine
 from histodistill.diffusion import Trainer, build_denoiser, build_noise_scheduler
 from histodistill.pipeline import ClassConditionalLDMPipeline, dpm_solver
 
@@ -81,7 +80,7 @@ def _sync(device: str) -> None:
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()})"
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {machine.cpu_name()})"
 
 
 def main() -> None:

@@ -153,6 +153,13 @@ def cached(
     return Artifact(stage, key, final)
 
 
+def is_cached(stage: str, cfg: Any, inputs: dict[str, str] | None = None, version: int = 1,
+              cache_root: Path | None = None) -> bool:
+    """True when `cached` would return a stored result for these arguments without building."""
+    key = stage_key(stage, cfg, dict(inputs or {}), version)
+    return is_complete((cache_root or paths.cache_dir()) / stage / key[:KEY_CHARS], key)
+
+
 def is_complete(folder: Path, key: str) -> bool:
     """True only if `folder` holds a finished result for `key` whose files are intact."""
     marker = _read_json(folder / MARKER)

@@ -161,6 +161,11 @@ class DiffusionConfig:
             raise ValueError("snr_gamma must be positive (or None for no weighting)")
 
 
+# The sampler's two forms of DPM-Solver++ (`sampling.dpm_solver`): the ODE (deterministic)
+# and the SDE (fresh noise at every step).
+SOLVERS = ("dpmsolver++", "sde-dpmsolver++")
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How the synthetic pool is drawn from the trained model (DPM-Solver++)."""
@@ -169,26 +174,33 @@ class SamplingConfig:
     steps: int = 25  # DPM-Solver steps
     guidance_scale: float = 2.0  # classifier-free guidance; 1.0 means none
     batch_size: int = 256  # latents denoised at once
-    seed: int = 0  # seed of the initial noise: same seed, same pool
+    seed: int = 0  # seed of the initial noise (and of the SDE's step noise): same seed, same pool
+    solver: str = "dpmsolver++"  # "dpmsolver++" (ODE, deterministic) or "sde-dpmsolver++" (stochastic)
 
     def __post_init__(self) -> None:
         if self.per_class < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError("per_class, steps and batch_size must be positive")
         if self.guidance_scale < 0:
             raise ValueError("guidance_scale must be >= 0")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, not {self.solver!r}")
 
 
 @dataclass(frozen=True)
 class GuidanceSweepConfig:
-    """The small pools that choose the guidance scale on real val (notebook 03, `guidance.py`)."""
+    """The small pools that choose the sampler (guidance scale and solver) on real val
+    (notebook 03, `guidance.py`): one pool per scale and solver."""
 
-    scales: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)  # guidance scales compared
+    scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)  # guidance scales compared
+    solvers: tuple[str, ...] = SOLVERS  # DPM-Solver++ forms compared at each scale
     per_class: int = 40  # images per class sampled at each scale
     seed: int = 1  # seed of their initial noise (the main pool's is another)
 
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) < 0:
             raise ValueError("scales must be a non-empty tuple of guidance scales >= 0")
+        if not self.solvers or any(s not in SOLVERS for s in self.solvers):
+            raise ValueError(f"solvers must be a non-empty tuple drawn from {SOLVERS}")
         if self.per_class < 2:
             raise ValueError("per_class must be at least 2 (Fréchet distance needs a covariance)")
 
@@ -375,7 +387,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diffusion": DiffusionConfig(hidden_size=128, patch_size=4, steps=16000, lr=1e-3, warmup_steps=200,
                                      ema_decay=0.9995, prediction_type="v_prediction", snr_gamma=5.0,
                                      shipped=True),
-        "sampling": SamplingConfig(steps=20, guidance_scale=3.0),
+        # The sampler the val rule picks in notebook 03 (guidance_sweep.csv, 03_guidance_sweep.png).
+        "sampling": SamplingConfig(steps=20, guidance_scale=2.0, solver="sde-dpmsolver++"),
         "guidance_sweep": GuidanceSweepConfig(),
         "selection": SelectionConfig(ipc=10),
         # Sized so notebooks 05 + 06 fit in about 25 minutes on 2 CPU cores: networks at

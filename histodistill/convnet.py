@@ -64,8 +64,11 @@ class ImageClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """Raw class scores; with `with_features`, (scores, features) from one pass."""
+        features = self.features(x)
+        logits = self.classifier(features)
+        return (logits, features) if with_features else logits
 
 
 class ConvNet(ImageClassifier):

@@ -1,6 +1,7 @@
-"""Training a classifier on a (small) training set and judging it once on test.
+"""Training classifiers on (small) training sets and judging each once on test.
 
     >>> model, history = downstream.train_on_set(train_x, train_y, val_x, val_y, 9, cfg)
+    >>> results = downstream.train_runs(sets, val_x, val_y, 9, cfg, seeds=[0, 1, 2, 3, 4])
     >>> downstream.evaluate_on_test(model, test_x, test_y)   # touch test once, at the very end
 
 The recipe follows the paper's downstream training (see METHOD.md, step 7): SGD with
@@ -12,6 +13,17 @@ cross-entropy optionally plus a contrastive term. Unlike the released code:
   statistics, stored in the model) and must share one resolution;
 - cross-entropy sees raw logits (the softmax is never applied twice);
 - the epoch kept is the one whose EMA weights score best on **val**; test is not looked at.
+
+**Several runs train as one.** A table row is trained once per seed on sets of equal size
+(the same set, or one random subset per run). On a few CPU cores a small run spends most of
+its time in per-step overhead, so `train_runs` stacks the runs' weights
+(`torch.func.stack_module_state`) and serves every run with one `vmap`-ed forward pass. Each
+run keeps its own initialisation, batch order, augmentation draws, normalisation, EMA and
+best val epoch, as if trained alone: SGD (momentum, weight decay) and the EMA act element
+by element, and the loss is the sum of the runs' losses, so each run's gradient is its own.
+The batched convolution sums in another order than a single one, so weights agree to float
+precision after a few steps (tested) and drift apart over a long run as they would on
+another CPU. `train_on_set` is `train_runs` with one run.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers.training_utils import EMAModel
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from . import convnet, metrics
@@ -52,72 +65,128 @@ def train_on_set(
     progress: bool = True,
     device: str | torch.device | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Train `recipe.network` on uint8 images; returns the EMA model of the best val epoch
-    (eval mode) and one history row per evaluation (epoch, loss, val acc/auc/macro F1, lr)."""
-    for name, images in (("train", train_images), ("val", val_images)):
+    """Train `recipe.network` on uint8 images at `recipe.seed`; returns the EMA model of the
+    best val epoch (eval mode) and one history row per evaluation (epoch, loss, val
+    acc/auc/macro F1, lr)."""
+    return train_runs([(train_images, train_labels)], val_images, val_labels, n_classes, recipe,
+                      [recipe.seed], progress, device)[0]
+
+
+def _check_sets(train_sets, val_images: np.ndarray, seeds: list[int]) -> None:
+    if not train_sets or len(train_sets) != len(seeds):
+        raise ValueError(f"need one training set per seed, not {len(train_sets)} sets for {len(seeds)} seeds")
+    for name, images in [("val", val_images)] + [(f"train set {i}", s[0]) for i, s in enumerate(train_sets)]:
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"{name} images must be uint8 (N, S, S, C), not {images.dtype} {images.shape}")
-    if train_images.shape[1:] != val_images.shape[1:]:
-        raise ValueError(f"train and val images differ in shape: {train_images.shape[1:]} vs "
+    shapes = {s[0].shape for s in train_sets}
+    if len(shapes) != 1:
+        raise ValueError(f"the runs trained together need training sets of one shape, not {sorted(shapes)}")
+    if train_sets[0][0].shape[1:] != val_images.shape[1:]:
+        raise ValueError(f"train and val images differ in shape: {train_sets[0][0].shape[1:]} vs "
                          f"{val_images.shape[1:]}; resize them to one resolution")
+
+
+def train_runs(
+    train_sets: list[tuple[np.ndarray, np.ndarray]],
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    n_classes: int,
+    recipe: DownstreamConfig,
+    seeds: list[int],
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> list[tuple[torch.nn.Module, pd.DataFrame]]:
+    """Train `recipe.network` once per seed, run i on `train_sets[i]` (uint8 images, labels;
+    all of one shape) with `recipe` at seed `seeds[i]`; returns, per run, the EMA model of
+    its best val epoch (eval mode) and its history (epoch, loss, val acc/auc/macro F1, lr)."""
+    _check_sets(train_sets, val_images, seeds)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        model = build_network(recipe.network, n_classes, train_images.shape[1], train_images.shape[3],
-                              recipe.width_scale)
-    mean, std = convnet.channel_stats(train_images)  # one normalisation for train, val and test
-    model.mean.copy_(torch.from_numpy(mean))
-    model.std.copy_(torch.from_numpy(std))
-    model.to(device)
+    image_size, channels = train_sets[0][0].shape[1], train_sets[0][0].shape[3]
+    models, inputs, targets = [], [], []
+    for seed, (images, labels) in zip(seeds, train_sets):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_network(recipe.network, n_classes, image_size, channels, recipe.width_scale)
+        mean, std = convnet.channel_stats(images)  # one normalisation for the run's train, val and test
+        model.mean.copy_(torch.from_numpy(mean))
+        model.std.copy_(torch.from_numpy(std))
+        models.append(model.to(device))
+        inputs.append(convnet.to_tensor(images, mean, std))
+        targets.append(torch.as_tensor(np.asarray(labels), dtype=torch.long))
+    params, buffers = stack_module_state(models)
+    names = list(params)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+
+    def forward(p, b, x):
+        return functional_call(skeleton, (p, b), (x,), {"with_features": True})
+
+    def single_forward(p, b, x):
+        # One run needs no vmap (and group norm under vmap fails on a run dimension of 1).
+        logits, features = forward({k: v[0] for k, v in p.items()}, {k: v[0] for k, v in b.items()}, x[0])
+        return logits[None], features[None]
+
+    batched_forward = vmap(forward) if len(seeds) > 1 else single_forward
     # diffusers' EMA (as for the denoiser): its decay warms up as min(decay, (1+t)/(10+t)),
-    # so a short run's average is not dominated by the random initial weights (a fixed
-    # 0.995 keeps 0.995^100 = 61 % of them after 100 steps).
-    ema = EMAModel(model.parameters(), decay=recipe.ema_decay)
-    ema_model = copy.deepcopy(model)  # carries the EMA weights for evaluation
-    optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+    # so a short run's average is not dominated by the random initial weights.
+    ema = EMAModel([params[n] for n in names], decay=recipe.ema_decay)
+    optimiser = torch.optim.SGD([params[n] for n in names], lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
-    generator = torch.Generator().manual_seed(recipe.seed)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     augmenter = DSA() if recipe.dsa else None
-    x_all = convnet.to_tensor(train_images, mean, std)
-    y_all = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
-    steps_per_epoch = math.ceil(len(y_all) / recipe.batch_size)
-    total, step, rows = recipe.epochs * steps_per_epoch, 0, []
-    best_score, best_state = -1.0, None
-    bar = tqdm(range(1, recipe.epochs + 1), desc=f"train {recipe.network}", unit="epoch", disable=not progress)
+    n = len(targets[0])
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    total, step = recipe.epochs * steps_per_epoch, 0
+    histories: list[list[dict]] = [[] for _ in seeds]
+    best_scores, best_states = [-1.0] * len(seeds), [None] * len(seeds)
+    eval_models = [copy.deepcopy(m) for m in models]  # carry each run's EMA weights for evaluation
+    with_features = recipe.contrastive == "supcon"
+    label = f"train {recipe.network}" + (f" x{len(seeds)}" if len(seeds) > 1 else "")
+    bar = tqdm(range(1, recipe.epochs + 1), desc=label, unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        order = torch.randperm(len(y_all), generator=generator)
-        loss_sum = 0.0
-        for start in range(0, len(order), recipe.batch_size):
-            idx = order[start : start + recipe.batch_size]
-            x, y = x_all[idx], y_all[idx]
-            if augmenter is not None:
-                x, _ = augmenter.augment(x, generator)
-            x, y = x.to(device), y.to(device)
+        orders = [torch.randperm(n, generator=g) for g in generators]
+        loss_sums = [0.0] * len(seeds)
+        for start in range(0, n, recipe.batch_size):
+            xs, ys = [], []
+            for run, (order, generator) in enumerate(zip(orders, generators)):
+                idx = order[start : start + recipe.batch_size]
+                x = inputs[run][idx]
+                if augmenter is not None:
+                    x, _ = augmenter.augment(x, generator)
+                xs.append(x)
+                ys.append(targets[run][idx])
+            x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
             lr = learning_rate(step, total, recipe.lr, recipe.warmup_fraction)
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            loss = combined_loss(model(x), model.features(x) if recipe.contrastive == "supcon" else None, y,
-                                 recipe.contrastive, recipe.contrastive_weight)
+            logits, features = batched_forward(params, buffers, x)
+            losses = [combined_loss(logits[r], features[r] if with_features else None, y[r],
+                                    recipe.contrastive, recipe.contrastive_weight) for r in range(len(seeds))]
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.stack(losses).sum().backward()
             optimiser.step()
-            ema.step(model.parameters())
+            ema.step([params[n_] for n_ in names])
             step += 1
-            loss_sum += loss.item() * len(y)
+            for r, loss in enumerate(losses):
+                loss_sums[r] += loss.item() * y.shape[1]
         if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
-            ema.copy_to(ema_model.parameters())
-            scores = metrics.evaluate(val_labels, convnet.predict(ema_model, val_images))
-            rows.append({"epoch": epoch, "loss": loss_sum / len(y_all), "val_acc": scores["acc"],
-                         "val_auc": scores["auc"], "val_macro_f1": scores["macro_f1"], "lr": lr})
-            # Selection on val only, by AUC (accuracy when a class is missing from val and
-            # AUC is undefined); ties keep the earlier epoch.
-            score = scores["auc"] if np.isfinite(scores["auc"]) else scores["acc"]
-            if score > best_score:
-                best_score, best_state = score, copy.deepcopy(ema_model.state_dict())
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", val_acc=f"{scores['acc']:.3f}")
-    ema_model.load_state_dict(best_state)  # the last epoch is always evaluated, so one exists
-    return ema_model.eval(), pd.DataFrame(rows)
+            for r, model in enumerate(eval_models):
+                state = {name: shadow[r] for name, shadow in zip(names, ema.shadow_params)}
+                model.load_state_dict(state, strict=False)  # buffers (mean, std) are the run's already
+                scores = metrics.evaluate(val_labels, convnet.predict(model, val_images))
+                histories[r].append({"epoch": epoch, "loss": loss_sums[r] / n, "val_acc": scores["acc"],
+                                     "val_auc": scores["auc"], "val_macro_f1": scores["macro_f1"], "lr": lr})
+                # Selection on val only, by AUC (accuracy when a class is missing from val and
+                # AUC is undefined); ties keep the earlier epoch.
+                score = scores["auc"] if np.isfinite(scores["auc"]) else scores["acc"]
+                if score > best_scores[r]:
+                    best_scores[r], best_states[r] = score, copy.deepcopy(model.state_dict())
+            bar.set_postfix(loss=f"{np.mean(loss_sums) / n:.3f}",
+                            val_acc=f"{np.mean([h[-1]['val_acc'] for h in histories]):.3f}")
+    out = []
+    for model, state, history in zip(eval_models, best_states, histories):
+        model.load_state_dict(state)  # the last epoch is always evaluated, so one exists
+        out.append((model.eval(), pd.DataFrame(history)))
+    return out
 
 
 def evaluate_on_test(model: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray) -> dict:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from . import cache, convnet, distill, dm, downstream, metrics, paths, stages
@@ -36,6 +37,16 @@ from .data import DataBundle
 from .dsa import DSA
 
 VERSIONS = {"model": 1, "dm": 1}
+# Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
+# GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
+# on CPU the batched (grouped) convolutions are slower than one run after another
+# (bench/multiseed_speed.py: 0.82x for the demo's ConvNet, 1.03x for its ResNet-18, 5 runs on
+# 2 cores), so the CPU trains one run at a time.
+RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
+
+
+def runs_together_default() -> int:
+    return RUNS_TOGETHER["cuda" if torch.cuda.is_available() else "cpu"]
 MAIN_ROWS = (
     "Full real train set",
     "Random real",
@@ -128,16 +139,24 @@ def from_dm(artifact: cache.Artifact) -> TrainingSet:
 # --- one model -----------------------------------------------------------------------------
 
 
+def _model_inputs(train_set: TrainingSet, bundle: DataBundle) -> dict[str, str]:
+    return {"train_set": train_set.key, "data": bundle.artifact.key}
+
+
 def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundle, progress: bool = False,
-                cache_root: Path | None = None, log=print) -> cache.Artifact:
+                cache_root: Path | None = None, log=print, trained=None) -> cache.Artifact:
     """Train `cfg.network` on `train_set`, keep the EMA weights of the best val epoch, and
     evaluate them once on test (cached): ``result.json`` (test ACC/AUC/macro F1, per-class
-    values, best epoch), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation)."""
+    values, best epoch), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation).
+    `trained` (model, history) stores a model `downstream.train_runs` trained with others."""
 
     def build(folder: Path) -> None:
         val, test = bundle.splits["val"], bundle.splits["test"]
-        model, history = downstream.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
-                                                 bundle.n_classes, cfg, progress=progress)
+        if trained is None:
+            model, history = downstream.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
+                                                     bundle.n_classes, cfg, progress=progress)
+        else:
+            model, history = trained
         probs = convnet.predict(model, test.images)
         scores = metrics.evaluate(test.labels, probs)
         best = history.loc[history["val_auc"].fillna(history["val_acc"]).idxmax()]
@@ -147,8 +166,7 @@ def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundl
         np.save(folder / "test_probs.npy", probs.astype(np.float32))
         history.to_csv(folder / "history.csv", index=False)
 
-    inputs = {"train_set": train_set.key, "data": bundle.artifact.key}
-    return cache.cached("model", cfg, build, inputs, VERSIONS["model"], cache_root, log=log)
+    return cache.cached("model", cfg, build, _model_inputs(train_set, bundle), VERSIONS["model"], cache_root, log=log)
 
 
 def load_result(artifact: cache.Artifact) -> dict:
@@ -159,16 +177,46 @@ def test_probabilities(artifact: cache.Artifact) -> np.ndarray:
     return np.load(artifact.file("test_probs.npy"), allow_pickle=False)
 
 
+def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | None = None, desc: str = "models",
+                   progress: bool = True, cache_root: Path | None = None) -> int:
+    """Train the models of `jobs` that are not cached yet, `runs_together` at a time
+    (`downstream.train_runs`): jobs whose recipes differ only in the seed and whose sets
+    have one shape train as one group, whatever their row; None: the device's default
+    (`RUNS_TOGETHER`). Returns how many were trained."""
+    runs_together = runs_together or runs_together_default()
+    pending: dict[tuple, list[Job]] = {}
+    seen = set()
+    for job in jobs:
+        inputs = _model_inputs(job.train_set, bundle)
+        key = cache.stage_key("model", job.cfg, inputs, VERSIONS["model"])
+        if key in seen or cache.is_cached("model", job.cfg, inputs, VERSIONS["model"], cache_root):
+            continue
+        seen.add(key)
+        group = (dataclasses.replace(job.cfg, seed=0), job.train_set.images.shape)
+        pending.setdefault(group, []).append(job)
+    chunks = [group[i : i + runs_together] for group in pending.values() for i in range(0, len(group), runs_together)]
+    val = bundle.splits["val"]
+    bar = tqdm(chunks, desc=desc, unit="group", disable=not progress or not chunks)
+    for chunk in bar:
+        cfg = chunk[0].cfg
+        bar.set_postfix_str(f"{cfg.network}, {len(chunk)} runs of {len(chunk[0].train_set.labels)} images")
+        results = downstream.train_runs([(j.train_set.images, j.train_set.labels) for j in chunk], val.images,
+                                        val.labels, bundle.n_classes, cfg, [j.cfg.seed for j in chunk], progress=False)
+        for job, trained in zip(chunk, results):
+            train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None,
+                        trained=trained)
+    return len(seen)
+
+
 def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
-             cache_root: Path | None = None) -> pd.DataFrame:
-    """Train (or read from the cache) every job's model; one row per model: row, variant,
-    network, seed, ipc, n_train, test acc/auc/macro_f1, best epoch, the model's cache key."""
-    records, built = [], []
-    bar = tqdm(jobs, desc=desc, unit="model", disable=not progress)
-    for job in bar:
-        bar.set_postfix_str(f"{job.row} {job.variant} {job.cfg.network} seed {job.cfg.seed}".replace("  ", " "))
-        artifact = train_model(job.cfg, job.train_set, bundle, cache_root=cache_root,
-                               log=lambda message: built.append(message) if "built" in message else None)
+             cache_root: Path | None = None, runs_together: int | None = None) -> pd.DataFrame:
+    """Train (or read from the cache) every job's model, several runs at a time
+    (`train_together`); one row per model: row, variant, network, seed, ipc, n_train, test
+    acc/auc/macro_f1, best epoch, the model's cache key."""
+    trained = train_together(jobs, bundle, runs_together, desc, progress, cache_root)
+    records = []
+    for job in jobs:
+        artifact = train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None)
         result = load_result(artifact)
         records.append({
             "row": job.row, "variant": job.variant, "network": job.cfg.network, "seed": job.cfg.seed,
@@ -176,7 +224,7 @@ def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress
             "macro_f1": result["macro_f1"], "best_epoch": result["best_epoch"], "model_key": artifact.key,
         })
     if progress:
-        print(f"{len(jobs)} models: {len(built)} trained now, {len(jobs) - len(built)} read from the cache")
+        print(f"{len(jobs)} models: {trained} trained now, {len(jobs) - trained} read from the cache")
     return pd.DataFrame(records)
 
 

@@ -1,18 +1,20 @@
-"""Choosing the sampler's guidance scale without test data.
+"""Choosing the sampler (guidance scale and solver) without test data.
 
 Classifier-free guidance trades diversity and texture for class identity: too little and
-the pool mixes classes, too much and every image flattens into its class's mean. The
-scale is chosen on real **val** and on the pool itself, never on test data: for each scale
-of a sweep, a small pool is sampled (a cached pool stage) and scored by the real-trained
-judge ConvNet against real val (class consistency, Fréchet distance with its real-train
-floor, precision/recall), by its texture against real train, and by the copy check.
+the pool mixes classes, too much and every image flattens into its class's mean. The SDE
+form of DPM-Solver++ adds fresh noise at every step, which moves that trade-off. Both are
+chosen on real **val** and on the pool itself, never on test data: for each scale and
+solver of a sweep, a small pool is sampled (a cached pool stage) and scored by the
+real-trained judge ConvNet against real val (class consistency, Fréchet distance with its
+real-train floor, precision/recall), by its texture against real train, and by the copy
+check.
 
     >>> sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_steps=20)
-    >>> guidance.choose(sweep)   # the rule below, on val and pool only
+    >>> guidance.choose(sweep)   # (solver, scale) by the rule below, on val and pool only
 
-The rule (`choose`): among the scales whose pool class consistency (mean over classes)
+The rule (`choose`): among the settings whose pool class consistency (mean over classes)
 reaches the judge's own real-val accuracy (likewise), the one with the smallest Fréchet
-distance to real val; when no scale reaches it, the most class-consistent one.
+distance to real val; when none reaches it, the most class-consistent one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from . import cache, convnet, quality, stages
 from .config import GuidanceSweepConfig, SamplingConfig
 from .data import DataBundle
 
-SWEEP_COLUMNS = ["guidance_scale", "judge_val_accuracy", "consistency_mean", "consistency_min", "texture_ratio_min",
+SWEEP_COLUMNS = ["solver", "guidance_scale", "judge_val_accuracy", "consistency_mean", "consistency_min", "texture_ratio_min",
                  "texture_ratio_max", "fd_pool_vs_val", "fd_train_vs_val", "fd_ratio", "precision", "recall",
                  "precision_train", "recall_train", "memorised_pixels", "memorised_features", "n_pool"]
 
@@ -81,23 +83,40 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
 
 def sweep(diffusion: cache.Artifact, cfg: GuidanceSweepConfig, classifier: convnet.ConvNet,
           bundle: DataBundle, sampling_steps: int, progress: bool = True) -> pd.DataFrame:
-    """Score a small pool per guidance scale (each a cached pool stage); one row per scale."""
+    """Score a small pool per solver and guidance scale (each a cached pool stage); one row
+    per pair, solvers in the order given."""
     real_features = judge_features(classifier, bundle)
     rows = []
-    for scale in cfg.scales:
-        pool_cfg = SamplingConfig(per_class=cfg.per_class, steps=sampling_steps, guidance_scale=float(scale), seed=cfg.seed)
-        images, labels, _ = stages.load_pool(stages.sample_pool(pool_cfg, diffusion, progress))
-        rows.append({"guidance_scale": float(scale), **pool_scores(images, labels, classifier, bundle, real_features)})
+    for solver in cfg.solvers:
+        for scale in cfg.scales:
+            pool_cfg = SamplingConfig(per_class=cfg.per_class, steps=sampling_steps, guidance_scale=float(scale),
+                                      seed=cfg.seed, solver=solver)
+            images, labels, _ = stages.load_pool(stages.sample_pool(pool_cfg, diffusion, progress))
+            scores = pool_scores(images, labels, classifier, bundle, real_features)
+            rows.append({"solver": solver, "guidance_scale": float(scale), **scores})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
-def choose(sweep_table: pd.DataFrame) -> float:
-    """The guidance scale the rule picks (see the module's docstring); the judge's real-val
-    accuracy (mean over classes) is the sweep's ``judge_val_accuracy`` column."""
+def choose(sweep_table: pd.DataFrame) -> tuple[str, float]:
+    """(solver, guidance scale) the rule picks (see the module's docstring); the judge's
+    real-val accuracy (mean over classes) is the sweep's ``judge_val_accuracy`` column.
+    Ties go to the lower scale, then to the sweep's first solver."""
     if sweep_table.empty:
         raise ValueError("the guidance sweep is empty: give at least one scale")
-    consistent = sweep_table[sweep_table["consistency_mean"] >= sweep_table["judge_val_accuracy"]]
+    table = sweep_table.assign(order=range(len(sweep_table)))
+    consistent = table[table["consistency_mean"] >= table["judge_val_accuracy"]]
     if len(consistent):
-        return float(consistent.sort_values(["fd_pool_vs_val", "guidance_scale"]).iloc[0]["guidance_scale"])
-    return float(sweep_table.sort_values(["consistency_mean", "guidance_scale"], ascending=[False, True])
-                 .iloc[0]["guidance_scale"])
+        row = consistent.sort_values(["fd_pool_vs_val", "guidance_scale", "order"]).iloc[0]
+    else:
+        row = table.sort_values(["consistency_mean", "guidance_scale", "order"], ascending=[False, True, True]).iloc[0]
+    return str(row["solver"]), float(row["guidance_scale"])
+
+
+def verdict(chosen: tuple[str, float], sampling: SamplingConfig) -> str:
+    """One line: does the pool's sampler follow the rule, and if not, what to set."""
+    solver, scale = chosen
+    if (solver, scale) == (sampling.solver, sampling.guidance_scale):
+        return f"the pool's sampler ({solver}, guidance {scale:g}) is the one the rule picks on val"
+    return (f"note: the rule picks {solver} at guidance {scale:g} on val here; this pool uses {sampling.solver} at "
+            f"{sampling.guidance_scale:g} (the profile's preset or your parameters). Set solver={solver!r}, "
+            f"guidance_scale={scale:g} to follow the rule.")

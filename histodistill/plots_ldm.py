@@ -10,7 +10,7 @@ import seaborn as sns
 
 from .plots import pick_per_class, show_grid, style, tile
 
-REAL, SYNTH, FLOOR = "#4C72B0", "#C44E52", "#8C8C8C"
+REAL, SYNTH, FLOOR, ACCENT = "#4C72B0", "#C44E52", "#8C8C8C", "#DD8452"
 
 
 def loss_curves(curves: dict[str, pd.DataFrame], smooth: int = 50) -> plt.Figure:
@@ -185,41 +185,46 @@ def texture(table: pd.DataFrame, band: tuple[float, float] = (0.8, 1.25)) -> plt
     return fig
 
 
-def guidance_sweep(sweep: pd.DataFrame, chosen: float) -> plt.Figure:
-    """What each guidance scale gives on real val and the pool: class consistency (against
-    the judge's own val accuracy), Fréchet distance (against the real-train floor),
-    precision/recall and texture range; the chosen scale marked."""
+def guidance_sweep(sweep: pd.DataFrame, chosen: tuple[str, float]) -> plt.Figure:
+    """What each guidance scale and solver gives on real val and the pool: class consistency
+    (against the judge's own val accuracy), Fréchet distance (against the real-train floor),
+    precision/recall and texture range; one line style per solver, the chosen setting ringed."""
     style()
-    s = sweep.sort_values("guidance_scale")
-    x = s["guidance_scale"]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    ax = axes[0]
-    ax.plot(x, s["consistency_mean"], "o-", color=SYNTH, label="mean over classes")
-    ax.plot(x, s["consistency_min"], "o--", color=SYNTH, alpha=0.5, label="worst class")
-    ax.axhline(float(s["judge_val_accuracy"].iloc[0]), color=REAL, linewidth=1, label="judge on real val")
-    ax.set_title("class consistency", fontweight="bold", fontsize=10)
-    ax.set_ylim(0, 1.02)
-    ax = axes[1]
-    ax.plot(x, s["fd_pool_vs_val"], "o-", color=SYNTH, label="pool vs val")
-    ax.plot(x, s["fd_train_vs_val"], "o-", color=FLOOR, label="real train vs val (floor)")
-    ax.set_title("Fréchet distance (lower is better)", fontweight="bold", fontsize=10)
-    ax = axes[2]
-    ax.plot(x, s["precision"], "o-", color=SYNTH, label="precision")
-    ax.plot(x, s["recall"], "s--", color=SYNTH, alpha=0.6, label="recall")
-    if "recall_train" in s:
-        ax.plot(x, s["precision_train"], "o-", color=FLOOR, label="precision, real train")
-        ax.plot(x, s["recall_train"], "s--", color=FLOOR, alpha=0.6, label="recall, real train")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("precision / recall vs val", fontweight="bold", fontsize=10)
-    ax = axes[3]
-    ax.fill_between(x, s["texture_ratio_min"], s["texture_ratio_max"], color=SYNTH, alpha=0.3, label="range over classes")
-    ax.axhspan(0.8, 1.25, color=REAL, alpha=0.12, linewidth=0)
-    ax.axhline(1.0, color=REAL, linewidth=1)
-    ax.set_title("texture ratio, pool / real", fontweight="bold", fontsize=10)
-    for ax in axes:
-        ax.axvline(chosen, color="black", linestyle=":", linewidth=1)
+    solvers = list(dict.fromkeys(sweep["solver"]))
+    dashes = {solver: ls for solver, ls in zip(solvers, ["-", "--", ":", "-."])}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    first = sweep.sort_values("guidance_scale")
+    for solver in solvers:
+        s = sweep[sweep["solver"] == solver].sort_values("guidance_scale")
+        x, ls, tag = s["guidance_scale"], dashes[solver], f" ({solver})"
+        axes[0].plot(x, s["consistency_mean"], "o" + ls, color=SYNTH, label="mean over classes" + tag)
+        axes[0].plot(x, s["consistency_min"], "v" + ls, color=SYNTH, alpha=0.45, label="worst class" + tag)
+        axes[1].plot(x, s["fd_pool_vs_val"], "o" + ls, color=SYNTH, label="pool vs val" + tag)
+        axes[2].plot(x, s["precision"], "o" + ls, color=SYNTH, label="precision" + tag)
+        axes[2].plot(x, s["recall"], "s" + ls, color=ACCENT, label="recall" + tag)
+        axes[3].plot(x, s["texture_ratio_min"], "o" + ls, color=SYNTH, label="lowest class" + tag)
+        axes[3].plot(x, s["texture_ratio_max"], "^" + ls, color=SYNTH, alpha=0.45, label="highest class" + tag)
+    axes[0].axhline(float(first["judge_val_accuracy"].iloc[0]), color=REAL, linewidth=1, label="judge on real val")
+    axes[1].axhline(float(first["fd_train_vs_val"].iloc[0]), color=FLOOR, linewidth=1, label="real train vs val (floor)")
+    axes[2].axhline(float(first["precision_train"].iloc[0]), color=FLOOR, linewidth=1, label="precision, real train")
+    axes[2].axhline(float(first["recall_train"].iloc[0]), color=FLOOR, linewidth=1, linestyle="--",
+                    label="recall, real train")
+    axes[3].axhspan(0.8, 1.25, color=REAL, alpha=0.12, linewidth=0)
+    axes[3].axhline(1.0, color=REAL, linewidth=1)
+    titles = ["class consistency", "Fréchet distance to val (lower is better)", "precision / recall vs val",
+              "texture ratio, pool / real"]
+    row = sweep[(sweep["solver"] == chosen[0]) & (sweep["guidance_scale"] == chosen[1])]
+    marks = ["consistency_mean", "fd_pool_vs_val", "recall", "texture_ratio_min"]
+    for ax, title, mark in zip(axes, titles, marks):
+        ax.set_title(title, fontweight="bold", fontsize=10)
         ax.set_xlabel("guidance scale")
-        ax.legend(frameon=False, fontsize=8)
-    fig.suptitle(f"Choosing the guidance scale on real val and the pool (chosen: {chosen:g})", fontweight="bold")
+        if len(row):
+            ax.plot(row["guidance_scale"], row[mark], "o", markersize=13, markerfacecolor="none",
+                    markeredgecolor="black", markeredgewidth=1.5)
+        ax.legend(frameon=False, fontsize=7)
+    axes[0].set_ylim(0, 1.02)
+    axes[2].set_ylim(0, 1.02)
+    fig.suptitle(f"Choosing the sampler on real val and the pool (chosen: {chosen[0]}, guidance {chosen[1]:g}; ringed)",
+                 fontweight="bold")
     fig.tight_layout()
     return fig

@@ -1,7 +1,11 @@
 """Drawing the synthetic pool: DPM-Solver++ (diffusers) with classifier-free guidance.
 
-The initial noise of every image comes from one seeded generator, drawn class by class
-in a fixed order, so the same seed and configuration always give the same pool.
+Two solvers: "dpmsolver++" (deterministic: the image is a function of its initial noise)
+and "sde-dpmsolver++" (stochastic: fresh noise at every step, which keeps more diversity
+and fine texture at the same number of steps; Lu et al. 2022). The initial noise of every
+image comes from one seeded generator, drawn class by class in a fixed order; the SDE's
+step noise comes from one seeded stream per image. So the same seed and configuration
+always give the same pool, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
 from tqdm.auto import tqdm
 
-from .config import SamplingConfig
+from .config import SOLVERS, SamplingConfig
 from .uvit import UViT
 
 
@@ -22,12 +26,26 @@ from .uvit import UViT
 TIMESTEP_SPACING = "trailing"
 
 
-def dpm_solver(scheduler: SchedulerMixin) -> DPMSolverMultistepScheduler:
-    """The sampler (DPM-Solver++) for a model trained under `scheduler`'s noise schedule:
-    the one constructor the pool, the pipeline and the ablations all use."""
+def check_solver(solver: str) -> str:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+    return solver
+
+
+def dpm_solver(scheduler: SchedulerMixin, solver: str = "dpmsolver++") -> DPMSolverMultistepScheduler:
+    """The sampler (DPM-Solver++, ODE or SDE form) for a model trained under `scheduler`'s
+    noise schedule: the one constructor the pool, the pipeline and the ablations all use."""
     return DPMSolverMultistepScheduler.from_config(
-        scheduler.config, algorithm_type="dpmsolver++", timestep_spacing=TIMESTEP_SPACING
+        scheduler.config, algorithm_type=check_solver(solver), timestep_spacing=TIMESTEP_SPACING
     )
+
+
+def step_noise_streams(seed: int, n: int) -> list[torch.Generator]:
+    """One generator per image for the SDE's step noise, seeded from `seed` and the image's
+    index (through numpy's SeedSequence, so streams do not overlap): an image's noise does
+    not depend on which batch it falls in."""
+    states = np.random.SeedSequence([seed, 0x5DE]).generate_state(n, dtype=np.uint64)
+    return [torch.Generator().manual_seed(int(s) >> 1) for s in states]
 
 
 def guided_noise(model: UViT, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
@@ -50,22 +68,31 @@ def denoise(
     generator: torch.Generator,
     batch_size: int = 256,
     progress: bool = True,
+    solver: str = "dpmsolver++",
+    seed: int = 0,
 ) -> torch.Tensor:
-    """Latents for `labels` by DPM-Solver++ under `scheduler`'s noise schedule. All the
-    initial noise is drawn first, in label order, so batching does not change the result."""
+    """Latents for `labels` by DPM-Solver++ (`solver`: ODE or SDE form) under `scheduler`'s
+    noise schedule. All the initial noise is drawn first from `generator`, in label order,
+    and the SDE's step noise comes from per-image streams seeded by `seed`, so batching does
+    not change the result."""
     model.eval()
+    check_solver(solver)
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     noise = torch.randn((len(labels), *shape), generator=generator)
+    streams = step_noise_streams(seed, len(labels)) if solver.startswith("sde") else None
     out = []
     for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
         x = noise[start : start + batch_size].to(model.device)
         y = torch.as_tensor(labels[start : start + batch_size], dtype=torch.long, device=model.device)
         # A fresh solver per batch: its multistep history must not leak between batches.
-        solver = dpm_solver(scheduler)
-        solver.set_timesteps(steps)
-        for t in solver.timesteps:
+        sampler = dpm_solver(scheduler, solver)
+        sampler.set_timesteps(steps)
+        for t in sampler.timesteps:
             eps = guided_noise(model, x, t.expand(len(x)), y, guidance_scale)
-            x = solver.step(eps, t, x).prev_sample
+            step_noise = None
+            if streams is not None:
+                step_noise = torch.stack([torch.randn(shape, generator=g) for g in streams[start : start + len(x)]])
+            x = sampler.step(eps, t, x, variance_noise=step_noise).prev_sample
         out.append(x.cpu())
     return torch.cat(out) if out else torch.zeros((0, *shape))
 
@@ -81,5 +108,5 @@ def sample_latents(
     labels = np.repeat(np.arange(n_classes), cfg.per_class)
     generator = torch.Generator().manual_seed(cfg.seed)
     latents = denoise(model, noise_scheduler, labels, cfg.steps, cfg.guidance_scale, generator,
-                      cfg.batch_size, progress)
+                      cfg.batch_size, progress, cfg.solver, cfg.seed)
     return latents, labels

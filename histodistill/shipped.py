@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from . import cache
+from . import cache, machine
 from . import config as config_mod
 
 ASSETS = Path(__file__).parent / "assets" / "generators"
@@ -174,7 +174,7 @@ def build(profile: str, out: Path | None = None, progress: bool = True, cache_ro
             "diffusion training": round(float(history["seconds"].iloc[-1]) / 60, 1) if "seconds" in history else None,
         },
         "built": records["diffusion"]["created"],
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu": machine.cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(),
                     "device": "cuda" if torch.cuda.is_available() else "cpu"},
         "files": {f.relative_to(tmp).as_posix(): cache.sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()},
@@ -185,16 +185,6 @@ def build(profile: str, out: Path | None = None, progress: bool = True, cache_ro
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"[shipped] wrote {out} ({size / 2**20:.1f} MiB)")
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -195,7 +195,7 @@ def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool =
     def build(folder: Path) -> None:
         pipe = load_pipeline(diffusion)
         labels = np.repeat(np.arange(len(pipe.class_names)), cfg.per_class)
-        images = pipe(labels, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size, progress)
+        images = pipe(labels, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size, progress, cfg.solver)
         write_medmnist_npz(folder / POOL_FILE, images, labels, pipe.class_names)
 
     return cache.cached("pool", cfg, build, {"diffusion": diffusion.key}, VERSIONS["pool"], cache_root)

@@ -74,7 +74,6 @@ ldm_checkpoint_every = None  # steps between checkpoints (the resume points)
 ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
 
 # %%
-import pandas as pd
 from IPython.display import display
 
 from histodistill import autoencoder, config, data, plots, plots_ldm, quality, runs, stages

@@ -1,5 +1,6 @@
 """The latent diffusion model's parts: U-ViT, the autoencoder, and resumable training."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -183,6 +184,23 @@ def test_sampler_is_deterministic_for_a_seed_and_class_ordered():
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     c, _ = sample_latents(model, noise, 3, config.stage_config("sampling", "smoke", per_class=3, steps=4, seed=1), progress=False)
     assert not torch.allclose(a, c)
+
+
+def test_sde_sampler_is_seeded_per_image_and_independent_of_batch_size():
+    from histodistill.diffusion import build_noise_scheduler
+    from histodistill.sampling import sample_latents
+
+    model = tiny_uvit().eval()
+    noise = build_noise_scheduler(config.stage_config("diffusion", "smoke"))
+    cfg = config.stage_config("sampling", "smoke", per_class=3, steps=4, batch_size=4, solver="sde-dpmsolver++")
+    a, _ = sample_latents(model, noise, 3, cfg, progress=False)
+    b, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, batch_size=2), progress=False)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # other batches, same images
+    ode, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, solver="dpmsolver++"), progress=False)
+    assert not torch.allclose(a, ode)  # the step noise is really added
+    other, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, seed=1), progress=False)
+    assert not torch.allclose(a, other)
 
 
 def test_guidance_scale_one_is_the_conditional_model():

@@ -13,7 +13,7 @@ import scipy.ndimage
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import autoencoder, cache, config, data, guidance, quality, shipped, stages
+from histodistill import autoencoder, config, data, guidance, quality, shipped, stages
 from histodistill.diffusion import Trainer, build_noise_scheduler, loss_weights
 from histodistill.sampling import TIMESTEP_SPACING, dpm_solver
 
@@ -135,18 +135,28 @@ def test_texture_table_ratios_per_class():
 # --- choosing the guidance scale on val ---------------------------------------------------------
 
 
-def sweep_table(rows, judge):
+def sweep_table(rows, judge, solver="dpmsolver++"):
     keys = ["guidance_scale", "consistency_mean", "fd_pool_vs_val"]
-    return pd.DataFrame([{**dict(zip(keys, r)), "judge_val_accuracy": judge} for r in rows])
+    return pd.DataFrame([{"solver": solver, **dict(zip(keys, r)), "judge_val_accuracy": judge} for r in rows])
 
 
 def test_guidance_rule_prefers_fidelity_among_class_consistent_scales():
     rows = [(1.0, 0.40, 50.0), (2.0, 0.70, 60.0), (3.0, 0.75, 55.0), (4.0, 0.80, 70.0)]
-    assert guidance.choose(sweep_table(rows, judge=0.66)) == 3.0
+    assert guidance.choose(sweep_table(rows, judge=0.66)) == ("dpmsolver++", 3.0)
     # None reaches the judge's accuracy: the most class-consistent one.
-    assert guidance.choose(sweep_table(rows, judge=0.90)) == 4.0
+    assert guidance.choose(sweep_table(rows, judge=0.90)) == ("dpmsolver++", 4.0)
     with pytest.raises(ValueError, match="empty"):
         guidance.choose(sweep_table(rows, judge=0.5).iloc[:0])
+
+
+def test_guidance_rule_compares_solvers_and_breaks_ties_in_sweep_order():
+    ode = sweep_table([(2.0, 0.70, 60.0), (3.0, 0.80, 55.0)], judge=0.66)
+    sde = sweep_table([(2.0, 0.75, 52.0), (3.0, 0.85, 58.0)], judge=0.66, solver="sde-dpmsolver++")
+    assert guidance.choose(pd.concat([ode, sde], ignore_index=True)) == ("sde-dpmsolver++", 2.0)
+    tied = sweep_table([(2.0, 0.75, 55.0)], judge=0.66, solver="sde-dpmsolver++")
+    assert guidance.choose(pd.concat([ode, tied], ignore_index=True)) == ("sde-dpmsolver++", 2.0)  # 55 vs 55: lower scale
+    same = pd.concat([ode.iloc[[1]], tied.assign(guidance_scale=3.0)], ignore_index=True)
+    assert guidance.choose(same) == ("dpmsolver++", 3.0)  # same FD and scale: the sweep's first solver
 
 
 def test_sweep_config_is_checked():
@@ -154,6 +164,10 @@ def test_sweep_config_is_checked():
         config.GuidanceSweepConfig(scales=())
     with pytest.raises(ValueError, match="per_class"):
         config.GuidanceSweepConfig(per_class=1)
+    with pytest.raises(ValueError, match="solvers"):
+        config.GuidanceSweepConfig(solvers=("euler",))
+    with pytest.raises(ValueError, match="solver"):
+        config.SamplingConfig(solver="ddim")
 
 
 # --- the shipped generator -------------------------------------------------------------------

@@ -93,7 +93,9 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     texture = pd.read_csv(output_root / "paper_results/smoke/pool_texture.csv", index_col="class")
     assert len(texture) == 9 + 1 and (texture["texture_ratio"] >= 0).all()
     sweep = pd.read_csv(output_root / "paper_results/smoke/guidance_sweep.csv")
-    assert sweep["guidance_scale"].tolist() == [1.0, 3.0]  # the smoke preset's sweep
+    # The smoke preset's sweep: both solvers at scales 1 and 3.
+    assert list(zip(sweep["solver"], sweep["guidance_scale"])) == [
+        ("dpmsolver++", 1.0), ("dpmsolver++", 3.0), ("sde-dpmsolver++", 1.0), ("sde-dpmsolver++", 3.0)]
     distilled = output_root / "paper_results/smoke/distilled"
     assert {"distilled.npz", "data_card.json"} <= {p.name for p in distilled.iterdir()}
     assert len(list(distilled.glob("grid_*.png"))) == 9
