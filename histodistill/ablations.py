@@ -6,9 +6,11 @@
 
 Each ablation is a list of `evaluation.Job`s (a variant label, a training set, a recipe).
 Unless an ablation varies it, a variant trains like the main table's InfoDist (CE) row:
-notebook 04's selection, cross-entropy, `abl.network`, seeds `seed .. seed + abl.seeds - 1`.
-So the variants that coincide with the main table (InfoDist with the knn graph, k-means,
-random, the contrastive row, random real at the same IPC) are read from its cache.
+cross-entropy, `abl.network`, and run i at training seed `seed + i` on the selection made
+with seed `selection seed + i` (run 0: notebook 04's). So the variants that coincide with
+the main table (InfoDist with the run's graph, k-means, random, the contrastive row, random
+real at the same IPC) are read from its cache. Each variant is compared with its reference
+variant run by run (`references`, `evaluation.paired_differences`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from . import convnet, distill, evaluation, plots_eval, quality, stages
 from .config import AblationConfig, DownstreamConfig
 from .evaluation import Job, from_selection
+from .graphs import GraphError
 
 NAMES = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance")
 
@@ -34,6 +37,7 @@ class Result:
     summary: pd.DataFrame  # one line per variant and network, with the variant's parameters
     figure: plt.Figure
     notes: list[str] = field(default_factory=list)  # variants skipped, and other remarks
+    paired: pd.DataFrame | None = None  # each variant minus its reference, with intervals
 
 
 def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bool = True) -> Result:
@@ -46,15 +50,48 @@ def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bo
     runs = evaluation.run_jobs(jobs, up.bundle, desc=f"ablation {name}", progress=progress)
     summary = evaluation.summarise_runs(runs, by=("variant", "network"))
     summary = params.merge(summary, on="variant", how="right")
-    return Result(name, runs, summary, _figure(name, summary), notes)
+    paired = evaluation.paired_differences(runs, up.bundle, references(name, params, up), by="variant")
+    return Result(name, runs, summary, _figure(name, summary), notes, paired)
 
 
-def _jobs(row: str, variant: str, train_set, base: DownstreamConfig, seeds: list[int], **changes) -> list[Job]:
-    return [Job(row, train_set, dataclasses.replace(base, seed=s, **changes), variant) for s in seeds]
+def references(name: str, params: pd.DataFrame, up) -> dict[str, str]:
+    """Which variant each variant of ablation `name` is compared with (paired, with
+    intervals): the main table's setting where the ablation has it (CE only; the run's
+    selection graph; centrality; the whole pool; the run's guidance scale), and for the
+    IPC ablation, random real against InfoDist at each IPC."""
+    variants = list(params["variant"])
+    if name == "ipc":
+        return {f"Random real, IPC {i}": f"InfoDist, IPC {i}" for i in params["images per class"]
+                if f"Random real, IPC {i}" in variants and f"InfoDist, IPC {i}" in variants}
+    if name == "contrastive":
+        reference = "CE only"
+    elif name == "selection":
+        reference = f"infodist:{up.selection_cfg.graph}"
+    elif name == "rank":
+        reference = "centrality"
+    elif name == "pool_size":
+        reference = variants[int(np.argmax(params["pool per class"]))] if variants else ""
+    else:  # guidance
+        reference = f"guidance {up.sampling_cfg.guidance_scale:g}"
+    return {v: reference for v in variants if v != reference} if reference in variants else {}
+
+
+def _jobs(row: str, variant: str, train_sets, base: DownstreamConfig, seeds: list[int], **changes) -> list[Job]:
+    """One job per seed; `train_sets` holds run i's set at position i."""
+    return [Job(row, train_set, dataclasses.replace(base, seed=s, **changes), variant)
+            for s, train_set in zip(seeds, train_sets)]
+
+
+def _selected(up, seeds: list[int], pool=None, **changes) -> list:
+    """Run i's training set: the selection with seed `selection seed + i` (from `pool`, by
+    default the run's)."""
+    pool = pool or up.pool
+    return [from_selection(up.select(seed=up.selection_cfg.seed + i, pool=pool, **changes), pool)
+            for i in range(len(seeds))]
 
 
 def _contrastive(up, base, abl, seeds):
-    infodist = from_selection(up.select(method="infodist"), up.pool)
+    infodist = _selected(up, seeds, method="infodist")
     jobs = _jobs("InfoDist", "CE only", infodist, base, seeds)
     params = [{"variant": "CE only", "contrastive": "none", "weight": 0.0}]
     for kind in abl.contrastive_kinds:
@@ -66,30 +103,30 @@ def _contrastive(up, base, abl, seeds):
 
 
 def _selection(up, base, abl, seeds):
-    jobs, params = [], []
+    jobs, params, notes = [], [], []
     for method in abl.methods:
         name, _, graph = method.partition(":")
         changes = {"method": name, **({"graph": graph} if graph else {})}
-        if name == "random":  # a new random subset per run, as in the main table
-            for s in seeds:
-                jobs += _jobs(method, method, from_selection(up.select(seed=s, **changes), up.pool), base, [s])
-        else:
-            jobs += _jobs(method, method, from_selection(up.select(**changes), up.pool), base, seeds)
+        try:
+            sets = _selected(up, seeds, **changes)
+        except GraphError as err:  # e.g. the released graph, empty on large classes
+            notes.append(f"{method} skipped: {str(err).split('. ')[0]}")
+            continue
+        jobs += _jobs(method, method, sets, base, seeds)
         params.append({"variant": method, "method": name, "graph": graph or ""})
-    return jobs, pd.DataFrame(params), []
+    return jobs, pd.DataFrame(params), notes
 
 
 def _rank(up, base, abl, seeds):
     jobs, params, picked = [], [], {}
     for rank in ("centrality", "flow"):
-        artifact = up.select(method="infodist", rank=rank)
-        picked[rank] = set(distill.load_selection(artifact)[0].tolist())
-        jobs += _jobs("InfoDist", rank, from_selection(artifact, up.pool), base, seeds)
+        picked[rank] = set(distill.load_selection(up.select(method="infodist", rank=rank))[0].tolist())  # run 0's
+        jobs += _jobs("InfoDist", rank, _selected(up, seeds, method="infodist", rank=rank), base, seeds)
         params.append({"variant": rank, "rank": rank})
     shared = len(picked["centrality"] & picked["flow"]) / max(1, len(picked["centrality"]))
     for p in params:
         p["shared_with_other_rank"] = shared
-    note = f"the two rankings pick {shared:.0%} of the same images"
+    note = f"the two rankings pick {shared:.0%} of the same images (run 0's selections)"
     return jobs, pd.DataFrame(params), [note]
 
 
@@ -101,14 +138,14 @@ def _ipc(up, base, abl, seeds):
     for ipc in abl.ipcs:
         if ipc <= pool_min:
             label = f"InfoDist, IPC {ipc}"
-            jobs += _jobs("InfoDist", label, from_selection(up.select(method="infodist", ipc=ipc), up.pool), base, seeds)
+            jobs += _jobs("InfoDist", label, _selected(up, seeds, method="infodist", ipc=ipc), base, seeds)
             params.append({"variant": label, "method": "InfoDist", "images per class": ipc})
         else:
             notes.append(f"InfoDist at IPC {ipc} skipped: the pool holds {pool_min} images in its smallest class")
         if ipc <= real_min:
             label = f"Random real, IPC {ipc}"
-            for s in seeds:
-                jobs += _jobs("Random real", label, evaluation.random_real(up.bundle, ipc, s), base, [s])
+            real = [evaluation.random_real(up.bundle, ipc, up.selection_cfg.seed + i) for i in range(len(seeds))]
+            jobs += _jobs("Random real", label, real, base, seeds)
             params.append({"variant": label, "method": "Random real", "images per class": ipc})
         else:
             notes.append(f"Random real at IPC {ipc} skipped: the smallest real class has {real_min} train images")
@@ -126,7 +163,7 @@ def _pool_size(up, base, abl, seeds):
             continue
         pool = up.pool if size == full else up.pool_subset(size)  # the whole pool: the main table's models
         label = f"{size} per class"
-        jobs += _jobs("InfoDist", label, from_selection(up.select(pool=pool), pool), base, seeds)
+        jobs += _jobs("InfoDist", label, _selected(up, seeds, pool=pool), base, seeds)
         params.append({"variant": label, "pool per class": size})
     return jobs, pd.DataFrame(params), notes
 
@@ -143,7 +180,7 @@ def _guidance(up, base, abl, seeds):
                                              val.labels, names)  # notebook 03's measure
         consistency = float(table.set_index("class").loc["mean over classes", "pool_accuracy"])
         label = f"guidance {scale:g}"
-        jobs += _jobs("InfoDist", label, from_selection(up.select(pool=pool), pool), base, seeds)
+        jobs += _jobs("InfoDist", label, _selected(up, seeds, pool=pool), base, seeds)
         params.append({"variant": label, "guidance": scale, "pool class consistency": consistency})
     note = f"each guidance scale samples a fresh pool of {abl.guidance_per_class} images per class"
     return jobs, pd.DataFrame(params), [note]
@@ -179,9 +216,12 @@ def _figure(name: str, summary: pd.DataFrame) -> plt.Figure:
 
 
 def save(result: Result, run_name: str) -> list:
-    """``paper_results/<run>/ablation_<name>.csv/.md/.tex`` and ``figures/<run>/06_ablation_<name>.png``."""
+    """``paper_results/<run>/ablation_<name>.csv/.md/.tex``, the paired differences
+    ``ablation_<name>_paired.csv/.md`` and ``figures/<run>/06_ablation_<name>.png``."""
     from . import plots
 
     paths = evaluation.write_tables(result.summary, f"ablation_{result.name}", run_name, index="variant")
+    if result.paired is not None and len(result.paired):
+        paths += evaluation.write_paired(result.paired, f"ablation_{result.name}_paired", run_name, by="variant")
     plots.save(result.figure, f"06_ablation_{result.name}", run_name)
     return paths

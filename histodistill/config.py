@@ -218,9 +218,9 @@ class SelectionConfig:
     graph: str = "knn"  # infodist: knn (sparse, scales) | paper (the released code's) | umap
     rank: str = "centrality"  # infodist: order inside a module, modular centrality or flow
     k: int = 10  # knn graph: neighbours per image
-    # The released code's scale is 1.0; on ConvNet features it leaves the graph nearly empty
-    # (detected and refused). "auto" sets the scale so each row has ~10 effective neighbours.
-    distance_scale: float | str = "auto"  # paper graph: "auto" or a number
+    # The released code's scale is 1.0: its rows are nearly uniform (one module per class at
+    # ~200 images) and from ~1000 images per class the graph is empty (refused); use knn.
+    distance_scale: float = 1.0  # paper graph: inverse temperature of its softmax over 1/distance
     trials: int = 5  # Infomap trials (the best is kept)
     seed: int = 0  # seed of Infomap, k-means, UMAP and random selection
 
@@ -235,10 +235,16 @@ class SelectionConfig:
             raise ValueError("rank must be 'centrality' or 'flow'")
         if self.ipc < 1 or self.k < 1 or self.trials < 1:
             raise ValueError("ipc, k and trials must be positive")
+        if isinstance(self.distance_scale, bool) or not isinstance(self.distance_scale, (int, float)) \
+                or not self.distance_scale > 0:
+            raise ValueError(f"distance_scale must be a positive number, not {self.distance_scale!r}")
 
 
 NETWORKS = ("convnet", "resnet18")
-CONTRASTIVE = ("none", "supcon", "push_pull")
+# Contrastive terms next to cross-entropy (losses.combined_loss): "supcon" is the reference
+# SupCon (two augmented views, projection head), "supcon_1view" the single-view form on the
+# network's features, "push_pull" the released code's semi-push-pull on class scores.
+CONTRASTIVE = ("none", "supcon", "supcon_1view", "push_pull")
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,7 @@ class DownstreamConfig:
     warmup_fraction: float = 0.5  # share of the steps warming up linearly, then cosine decay (paper: 500 of 1000)
     ema_decay: float = 0.995  # weight EMA (warm-up as diffusers'); the EMA weights are evaluated and kept
     dsa: bool = True  # differentiable Siamese augmentation, one family per batch
-    contrastive: str = "none"  # none | supcon (on features) | push_pull (the released code's, on class scores)
+    contrastive: str = "none"  # none | supcon (two views, projection head) | supcon_1view | push_pull (released code's)
     contrastive_weight: float = 0.1  # weight of the contrastive term next to cross-entropy
     eval_every: int = 10  # epochs between val evaluations (the last epoch is always evaluated)
     seed: int = 0  # seed of initialisation, batches and augmentation
@@ -283,7 +289,7 @@ class EvaluationConfig:
     # The full real train set is many times larger than a distilled one: it gets its own,
     # smaller number of epochs (medmnist's baseline trains 100).
     real_epochs: int = 100  # epochs for the "full real train set" row
-    contrastive: str = "supcon"  # the term of the "InfoDist (CE + contrastive)" row: supcon | push_pull
+    contrastive: str = "supcon"  # the term of the "InfoDist (CE + contrastive)" row: supcon | supcon_1view | push_pull
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in NETWORKS]
@@ -291,8 +297,8 @@ class EvaluationConfig:
             raise ValueError(f"networks must be a non-empty tuple of {NETWORKS} (got {self.networks})")
         if self.seeds < 1 or self.real_epochs < 1:
             raise ValueError("seeds and real_epochs must be positive")
-        if self.contrastive not in ("supcon", "push_pull"):
-            raise ValueError("contrastive must be 'supcon' or 'push_pull'")
+        if self.contrastive not in CONTRASTIVE[1:]:
+            raise ValueError(f"contrastive must be one of {CONTRASTIVE[1:]}")
 
 
 @dataclass(frozen=True)
@@ -322,7 +328,7 @@ class AblationConfig:
 
     network: str = "convnet"  # the network every ablation trains
     seeds: int = 3  # training runs per variant
-    contrastive_kinds: tuple[str, ...] = ("supcon", "push_pull")  # contrastive terms compared with CE alone
+    contrastive_kinds: tuple[str, ...] = CONTRASTIVE[1:]  # contrastive terms compared with CE alone
     contrastive_weights: tuple[float, ...] = (0.03, 0.1, 0.3)  # weights of each contrastive term
     methods: tuple[str, ...] = ("random", "kmeans", "herding", "infodist:paper", "infodist:knn", "infodist:umap")  # selections compared
     ipcs: tuple[int, ...] = (1, 10, 50, 100)  # images per class compared (those the pool and data allow)
@@ -335,9 +341,9 @@ class AblationConfig:
             raise ValueError(f"network {self.network!r} is not one of {NETWORKS}")
         if self.seeds < 1 or self.guidance_per_class < 1:
             raise ValueError("seeds and guidance_per_class must be positive")
-        bad = [k for k in self.contrastive_kinds if k not in ("supcon", "push_pull")]
+        bad = [k for k in self.contrastive_kinds if k not in CONTRASTIVE[1:]]
         if bad:
-            raise ValueError(f"contrastive_kinds {bad} are not supcon or push_pull")
+            raise ValueError(f"contrastive_kinds {bad} are not among {CONTRASTIVE[1:]}")
         for method in self.methods:
             base, _, graph = method.partition(":")
             if base not in SELECTION_METHODS or (graph and (base != "infodist" or graph not in ("knn", "paper", "umap"))):
@@ -373,7 +379,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluation": EvaluationConfig(seeds=2, real_epochs=2),
         "dm": DMConfig(iterations=3, batch_real=16, embed_width=16),
         "ablation": AblationConfig(seeds=1, contrastive_weights=(0.1,), ipcs=(1, 2, 4), pool_sizes=(2, 4),
-                                   guidance_scales=(1.0, 4.0), guidance_per_class=4),
+                                   guidance_scales=(2.0, 4.0), guidance_per_class=4),
     },
     "demo": {
         "data": DataConfig(),

@@ -18,7 +18,7 @@ from . import cache, convnet, selection, stages
 from .config import SelectionConfig
 from .graphs import umap_embedding
 
-VERSIONS = {"embedding": 1, "selection": 2}
+VERSIONS = {"embedding": 1, "selection": 3}  # 3: coverage columns in graphs.csv
 PRODUCT = "distilled"  # the exported data set's folder inside the selection artifact
 
 

@@ -7,7 +7,11 @@
 The recipe follows the paper's downstream training (see METHOD.md, step 7): SGD with
 momentum and weight decay, a linear warm-up then cosine decay, an exponential moving
 average of the weights, differentiable Siamese augmentation (one family per batch), and
-cross-entropy optionally plus a contrastive term. Unlike the released code:
+cross-entropy optionally plus a contrastive term: the reference SupCon ("supcon": two
+independently augmented views of each batch, cross-entropy on the first, SupCon on both
+views' embeddings through a projection head that is dropped after training; Khosla et al.
+2020), SupCon on one view's features ("supcon_1view", this project's former form), or the
+released code's semi-push-pull on class scores. Unlike the released code:
 
 - train, val and test images get the same normalisation (the train set's channel
   statistics, stored in the model) and must share one resolution;
@@ -41,7 +45,7 @@ from tqdm.auto import tqdm
 from . import convnet, metrics
 from .config import DownstreamConfig
 from .dsa import DSA
-from .losses import combined_loss
+from .losses import ProjectionHead, combined_loss
 from .networks import build_network
 
 
@@ -102,11 +106,14 @@ def train_runs(
     _check_sets(train_sets, val_images, seeds)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     image_size, channels = train_sets[0][0].shape[1], train_sets[0][0].shape[3]
-    models, inputs, targets = [], [], []
+    two_views = recipe.contrastive == "supcon"  # the reference SupCon: two views and a projection head
+    models, heads, inputs, targets = [], [], [], []
     for seed, (images, labels) in zip(seeds, train_sets):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_network(recipe.network, n_classes, image_size, channels, recipe.width_scale)
+            if two_views:  # drawn after the network, whose initialisation stays the CE run's
+                heads.append(ProjectionHead(model.feature_dim).to(device))
         mean, std = convnet.channel_stats(images)  # one normalisation for the run's train, val and test
         model.mean.copy_(torch.from_numpy(mean))
         model.std.copy_(torch.from_numpy(std))
@@ -126,11 +133,21 @@ def train_runs(
         return logits[None], features[None]
 
     batched_forward = vmap(forward) if len(seeds) > 1 else single_forward
+    trained = [params[n] for n in names]
+    if two_views:
+        head_params, _ = stack_module_state(heads)
+        head_skeleton = copy.deepcopy(heads[0]).to("meta")
+
+        def project(hp, features):
+            return functional_call(head_skeleton, hp, (features,))
+
+        batched_project = (vmap(project) if len(seeds) > 1
+                           else lambda hp, f: project({k: v[0] for k, v in hp.items()}, f[0])[None])
+        trained += list(head_params.values())
     # diffusers' EMA (as for the denoiser): its decay warms up as min(decay, (1+t)/(10+t)),
     # so a short run's average is not dominated by the random initial weights.
     ema = EMAModel([params[n] for n in names], decay=recipe.ema_decay)
-    optimiser = torch.optim.SGD([params[n] for n in names], lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimiser = torch.optim.SGD(trained, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     augmenter = DSA() if recipe.dsa else None
     n = len(targets[0])
@@ -139,7 +156,7 @@ def train_runs(
     histories: list[list[dict]] = [[] for _ in seeds]
     best_scores, best_states = [-1.0] * len(seeds), [None] * len(seeds)
     eval_models = [copy.deepcopy(m) for m in models]  # carry each run's EMA weights for evaluation
-    with_features = recipe.contrastive == "supcon"
+    with_features = recipe.contrastive == "supcon_1view"
     label = f"train {recipe.network}" + (f" x{len(seeds)}" if len(seeds) > 1 else "")
     bar = tqdm(range(1, recipe.epochs + 1), desc=label, unit="epoch", disable=not progress)
     for epoch in bar:
@@ -150,16 +167,19 @@ def train_runs(
             for run, (order, generator) in enumerate(zip(orders, generators)):
                 idx = order[start : start + recipe.batch_size]
                 x = inputs[run][idx]
-                if augmenter is not None:
-                    x, _ = augmenter.augment(x, generator)
-                xs.append(x)
+                view = augmenter.augment(x, generator)[0] if augmenter is not None else x
+                if two_views:  # a second, independently augmented view of the same images
+                    view = torch.cat([view, augmenter.augment(x, generator)[0] if augmenter is not None else x])
+                xs.append(view)
                 ys.append(targets[run][idx])
             x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
             lr = learning_rate(step, total, recipe.lr, recipe.warmup_fraction)
             for group in optimiser.param_groups:
                 group["lr"] = lr
             logits, features = batched_forward(params, buffers, x)
-            losses = [combined_loss(logits[r], features[r] if with_features else None, y[r],
+            if two_views:  # cross-entropy on the first view; SupCon on both views' projections
+                logits, features = logits[:, : y.shape[1]], batched_project(head_params, features)
+            losses = [combined_loss(logits[r], features[r] if with_features or two_views else None, y[r],
                                     recipe.contrastive, recipe.contrastive_weight) for r in range(len(seeds))]
             optimiser.zero_grad(set_to_none=True)
             torch.stack(losses).sum().backward()

@@ -10,13 +10,17 @@ shared by notebook 05 and an ablation in 06 trains once, and a changed parameter
 only the models it touches. A model's stage keeps its test metrics, its test-set class
 probabilities (for confusion matrices) and its val history; the weights are not kept.
 
-Rows of the main table, each run `seeds` times (training seed `seed + i` for run i):
+Rows of the main table, each run `seeds` times (run i: training seed `seed + i`, and every
+other seed of the row moved by i too, see `main_jobs`):
 
 - the full real train set, and a random real subset at the selection's IPC (a new subset
   per run, so the spread includes the choice of images);
-- random and k-means selections from the synthetic pool (random: a new subset per run);
-- InfoDist (notebook 04's selection) with cross-entropy only, and with the contrastive term;
-- Distribution Matching distilled from the real train set at the same IPC (one set).
+- random and k-means selections from the synthetic pool (a new subset / k-means seed per run);
+- InfoDist with cross-entropy only, and with the contrastive term (Infomap seed per run;
+  run 0 is notebook 04's selection);
+- Distribution Matching distilled from the real train set at the same IPC, from real images
+  as the DM paper's headline runs (a DM seed per run; the row's name says when it ran fewer
+  iterations than the paper's 20,000).
 """
 
 from __future__ import annotations
@@ -57,6 +61,14 @@ MAIN_ROWS = (
     "Distribution Matching",
 )
 REAL_ROWS = ("Full real train set", "Random real")  # references, not shareable data
+DM_PAPER_ITERATIONS = 20000  # the DM paper's headline runs (Zhao & Bilen 2023), from real images
+
+
+def dm_row(cfg: DMConfig) -> str:
+    """The DM row's name: it says so when the run is shorter than the DM paper's."""
+    if cfg.iterations >= DM_PAPER_ITERATIONS:
+        return "Distribution Matching"
+    return f"Distribution Matching ({cfg.iterations:,} of the paper's {DM_PAPER_ITERATIONS:,} iterations)"
 
 
 @dataclass(frozen=True)
@@ -241,30 +253,39 @@ def seeds(cfg: DownstreamConfig, n: int) -> list[int]:
 
 
 def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig,
-              progress: bool = True) -> tuple[list[Job], cache.Artifact]:
-    """Every model of the main table (rows x networks x seeds), and the DM stage (built here
-    if not cached). `up` is the run's `upstream.Upstream`."""
+              progress: bool = True) -> tuple[list[Job], list[cache.Artifact]]:
+    """Every model of the main table (rows x networks x runs), and the DM stages (one per
+    run, built here if not cached). `up` is the run's `upstream.Upstream`.
+
+    Every source of randomness varies with the run: run i trains at seed `down.seed + i`
+    and draws its subsets, its Infomap and k-means seeds (`selection seed + i`) and its DM
+    images (`dm seed + i`) anew; run 0 is notebook 04's selection. The pool itself stays
+    the one notebook 03 sampled. Run i of every row starts from the same network weights
+    and, where the sets have equal size, sees the same batch order, so rows compare pairwise."""
     ipc = up.selection_cfg.ipc
+    select_seed = up.selection_cfg.seed
     ce = dataclasses.replace(down, contrastive="none")
     with_term = dataclasses.replace(down, contrastive=ev.contrastive)
-    infodist = from_selection(up.select(method="infodist"), up.pool)
-    kmeans = from_selection(up.select(method="kmeans"), up.pool)
-    dm_artifact = distribution_matching(dm_cfg, up.bundle, ipc, progress)
-    dm_set = from_dm(dm_artifact)
+    dm_artifacts = [distribution_matching(dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i), up.bundle, ipc, progress)
+                    for i in range(ev.seeds)]
     jobs = []
     for network in ev.networks:
-        for seed in seeds(down, ev.seeds):
+        for i, seed in enumerate(seeds(down, ev.seeds)):
             def job(row, train_set, cfg=ce, **changes):
                 jobs.append(Job(row, train_set, dataclasses.replace(cfg, network=network, seed=seed, **changes)))
 
+            def selected(method):
+                return from_selection(up.select(method=method, seed=select_seed + i), up.pool)
+
+            infodist = selected("infodist")
             job("Full real train set", full_real(up.bundle), epochs=ev.real_epochs)
-            job("Random real", random_real(up.bundle, ipc, seed))
-            job("Random synthetic", from_selection(up.select(method="random", seed=seed), up.pool))
-            job("k-means synthetic", kmeans)
+            job("Random real", random_real(up.bundle, ipc, select_seed + i))
+            job("Random synthetic", selected("random"))
+            job("k-means synthetic", selected("kmeans"))
             job("InfoDist (CE)", infodist)
             job("InfoDist (CE + contrastive)", infodist, with_term)
-            job("Distribution Matching", dm_set)
-    return jobs, dm_artifact
+            job(dm_row(dm_cfg), from_dm(dm_artifacts[i]))
+    return jobs, dm_artifacts
 
 
 def summarise_runs(runs: pd.DataFrame, by: tuple[str, ...] = ("row", "network")) -> pd.DataFrame:
@@ -314,6 +335,67 @@ def write_tables(summary: pd.DataFrame, name: str, run_name: str, index: str = "
     latex = latex.map(lambda v: str(v).replace("±", "$\\pm$"))
     (folder / f"{name}.tex").write_text(latex.to_latex(escape=False) + "\n")
     return [folder / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+PAIRED_COLUMNS = ["network", "metric", "reference", "n_runs", "n_test", "diff", "low", "high", "excludes_zero"]
+
+
+def paired_differences(runs: pd.DataFrame, bundle: DataBundle, reference: str | dict[str, str], by: str = "row",
+                       n_boot: int = 2000, level: float = 0.95, cache_root: Path | None = None) -> pd.DataFrame:
+    """Groups of `runs` (by `by`: a row or an ablation variant) against a reference group,
+    per network and metric: the mean paired difference (group - reference) on test and its
+    confidence interval from `metrics.paired_bootstrap` (runs paired by seed; the method is
+    `metrics.BOOTSTRAP_METHOD`). `reference` names one group that every other is compared
+    with, or maps each compared group to its own reference. Runs whose seed the reference
+    lacks are left out. ``excludes_zero``: the interval does not hold 0."""
+    labels = bundle.splits["test"].labels
+    groups = list(dict.fromkeys(runs[by]))
+    pairs = reference if isinstance(reference, dict) else {g: reference for g in groups if g != reference}
+    rows = []
+    for network, part in runs.groupby("network", sort=False):
+        for group, ref_name in pairs.items():
+            ref = part[part[by] == ref_name].set_index("seed")
+            other = part[part[by] == group].set_index("seed")
+            if ref.empty or other.empty:
+                continue
+            seeds = [s for s in other.index if s in ref.index]
+            if not seeds:
+                continue
+            load = lambda keys: np.stack([test_probabilities(model_artifact(k, cache_root)) for k in keys])
+            result = metrics.paired_bootstrap(load(other.loc[seeds, "model_key"]), load(ref.loc[seeds, "model_key"]),
+                                              labels, n_boot=n_boot, level=level)
+            for metric, r in result.items():
+                rows.append({by: group, "network": network, "metric": metric, "reference": ref_name, **r,
+                             "excludes_zero": bool(r["low"] > 0 or r["high"] < 0)})
+    return pd.DataFrame(rows, columns=[by] + PAIRED_COLUMNS)
+
+
+def format_difference(diff: float, low: float, high: float, digits: int = 3) -> str:
+    """'+0.029 [-0.012, +0.070]': a difference and its interval."""
+    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def paired_markdown(table: pd.DataFrame, by: str = "row") -> str:
+    """`paired_differences` as markdown: one column per network and metric, "difference
+    [interval]", with the method stated under the table."""
+    shown = table.assign(value=[format_difference(d, lo, hi) for d, lo, hi in zip(table["diff"], table["low"], table["high"])])
+    labels = dict(METRIC_LABELS)
+    shown["column"] = [f"{network} {labels.get(metric, metric)}" for network, metric in zip(shown["network"], shown["metric"])]
+    wide = shown.pivot(index=by, columns="column", values="value")
+    wide = wide.reindex(index=list(dict.fromkeys(shown[by])), columns=list(dict.fromkeys(shown["column"])))
+    references = list(dict.fromkeys(table["reference"]))
+    against = references[0] if len(references) == 1 else "each line's reference (the csv's `reference` column)"
+    note = (f"Difference to {against} (line minus reference) on test, mean over paired runs, with a 95 % "
+            f"interval: {metrics.BOOTSTRAP_METHOD}.")
+    return wide.to_markdown() + "\n\n" + note + "\n"
+
+
+def write_paired(table: pd.DataFrame, name: str, run_name: str, by: str = "row") -> list[Path]:
+    """``paper_results/<run>/<name>.csv`` (every number) and ``.md`` (`paired_markdown`)."""
+    folder = paths.results_dir(run_name)
+    table.to_csv(folder / f"{name}.csv", index=False)
+    (folder / f"{name}.md").write_text(paired_markdown(table, by))
+    return [folder / f"{name}.{ext}" for ext in ("csv", "md")]
 
 
 def pooled_confusion(runs: pd.DataFrame, bundle: DataBundle, cache_root: Path | None = None) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     >>> from histodistill import graphs
     >>> g = graphs.build_graph(class_features, "knn", k=10)      # sparse, symmetric
-    >>> g = graphs.build_graph(class_features, "paper", distance_scale="auto")
+    >>> g = graphs.build_graph(class_features, "paper")             # the released code's
     >>> g.weights, g.directed, g.diagnostics()
 
 Kinds (`GRAPH_KINDS`):
@@ -12,7 +12,9 @@ Kinds (`GRAPH_KINDS`):
   faithful ``distance_scale=1`` and feature distances of tens, 1/d barely varies, every row
   is nearly uniform (each weight ~ 1/(N-1)) and for N > 1001 nothing survives the threshold:
   the released code then ran Infomap on an empty graph without noticing. Here that raises
-  `GraphError`; ``distance_scale="auto"`` is the remedy (see `paper_graph`).
+  `GraphError`, which names the remedy: the ``knn`` graph. (A scale calibrated to a fixed
+  number of effective neighbours was tried and dropped: on planted blobs it split each class
+  into ever more modules as the class grew, 11 / 106 / 548 at 200 / 1000 / 5000 images.)
 - ``knn``: a sparse symmetric k-nearest-neighbour graph with locally scaled Gaussian weights.
 - ``umap``: UMAP's own fuzzy neighbour graph (``umap.umap_.fuzzy_simplicial_set``).
 
@@ -90,8 +92,7 @@ def build_graph(features: np.ndarray, kind: str = "knn", **params) -> GraphResul
 def paper_graph(
     features: np.ndarray,
     threshold: float = 1e-3,
-    distance_scale: float | str = 1.0,
-    perplexity: float = 10.0,
+    distance_scale: float = 1.0,
     max_isolated_share: float = 0.5,
     on_empty: str = "raise",
 ) -> GraphResult:
@@ -99,14 +100,9 @@ def paper_graph(
     below `threshold` dropped; the rest are not renormalised (Infomap normalises a directed
     node's out-links itself).
 
-    ``distance_scale`` divides the distances (a unit), i.e. it is the softmax's inverse
-    temperature. ``1.0`` is the faithful setting. ``"auto"`` picks the one scale for which
-    the median row's perplexity (2**entropy, the effective number of neighbours) equals
-    `perplexity`, found by bisection on up to 256 evenly spaced rows, so every row has a
-    handful of strong links whatever the feature units. (Dividing distances by the median
-    nearest-neighbour distance is not enough: in high dimension the nearest and the typical
-    distance are close, so 1/d still hardly varies; on 1152-D Gaussian blobs with 2000 points
-    the graph stayed empty that way.)
+    ``distance_scale`` multiplies 1/d, i.e. it is the softmax's inverse temperature; ``1.0``
+    is the faithful setting. The rows' median perplexity (2**entropy, the effective number
+    of neighbours) is recorded, and a nearly uniform graph is reported.
 
     Duplicates: distances are clamped at 1e-6 times the typical distance, so an exact copy
     gets a large finite logit and the copies of a row share (almost) all its weight, the
@@ -122,8 +118,7 @@ def paper_graph(
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     n = len(x)
-    params = {"threshold": threshold, "distance_scale": distance_scale, "perplexity": perplexity,
-              "max_isolated_share": max_isolated_share}
+    params = {"threshold": threshold, "distance_scale": distance_scale, "max_isolated_share": max_isolated_share}
     if n == 1:  # a one-image class: nothing to link, nothing to report
         return GraphResult(sp.csr_matrix((1, 1)), True, "paper", params)
     sq_norms = np.einsum("ij,ij->i", x, x)
@@ -132,12 +127,9 @@ def paper_graph(
     positive = sample_d[np.isfinite(sample_d) & (sample_d > 0)]
     eps = RELATIVE_EPS * (float(np.median(positive)) if positive.size else 1.0)
 
-    if distance_scale == "auto":
-        scale = _scale_for_perplexity(1.0 / np.maximum(sample_d, eps), sample, perplexity)
-    elif isinstance(distance_scale, (int, float)) and distance_scale > 0:
-        scale = float(distance_scale)
-    else:
-        raise ValueError(f"distance_scale must be a positive number or 'auto', got {distance_scale!r}")
+    if isinstance(distance_scale, bool) or not isinstance(distance_scale, (int, float)) or not distance_scale > 0:
+        raise ValueError(f"distance_scale must be a positive number, got {distance_scale!r}")
+    scale = float(distance_scale)
 
     rows, cols, vals, perplexities = [], [], [], np.ones(n)
     block = max(1, PAPER_BLOCK_BYTES // (8 * max(n, 1)))
@@ -158,9 +150,8 @@ def paper_graph(
             f"{graph.extra['median_perplexity']:.0f} of {n - 1} neighbours). Likely cause: the softmax "
             f"over scale/distance is nearly uniform, so every weight is about 1/{n - 1} = {1 / (n - 1):.2g} "
             f"< {threshold}, as 1/d varies too little at this distance scale. Infomap on this graph "
-            f"would leave every node alone and the selection would be arbitrary. Remedy: "
-            f"distance_scale='auto' (calibrates the scale to a perplexity of {perplexity:g}), a "
-            f"larger numeric distance_scale, or graph='knn'."
+            f"would leave every node alone and the selection would be arbitrary. Remedy: graph='knn' "
+            f"(the default), or a larger distance_scale."
         )
         if on_empty == "raise":
             raise GraphError(message)
@@ -168,7 +159,7 @@ def paper_graph(
     elif n > 20 and graph.extra["median_perplexity"] > 0.5 * (n - 1):
         _note(graph, f"paper graph: rows are nearly uniform (median perplexity "
                      f"{graph.extra['median_perplexity']:.0f} of {n - 1}); the graph is almost complete and "
-                     f"carries little structure. distance_scale='auto' sharpens it.")
+                     f"carries little structure; graph='knn' keeps each image's nearest neighbours.")
     return graph
 
 
@@ -195,29 +186,6 @@ def _perplexity(w: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(w > 0, w * np.log2(w), 0.0)
     return 2.0 ** -plogp.sum(axis=1)
-
-
-def _scale_for_perplexity(inverse_d: np.ndarray, self_ids: np.ndarray, target: float) -> float:
-    """The scale s where the median over rows of perplexity(softmax(s / d)) equals `target`.
-    Perplexity falls monotonically from N-1 (s = 0) to the number of tied nearest neighbours,
-    so bisection on log s works; an unreachable target gets the nearest end."""
-    n_other = inverse_d.shape[1] - 1
-    others = np.ones(inverse_d.shape, dtype=bool)
-    others[np.arange(len(self_ids)), self_ids] = False
-    ranges = [row[keep].max() - row[keep].min() for row, keep in zip(inverse_d, others)] if n_other > 1 else [0.0]
-    spread = float(np.median(ranges))
-    if n_other < 2 or not spread > 0:
-        return 1.0  # one neighbour or all distances equal: every scale gives the same rows
-    target = min(target, 0.5 * n_other)
-
-    def median_perplexity(log_s: float) -> float:
-        return float(np.median(_perplexity(_softmax_rows(np.exp(log_s) * inverse_d, self_ids))))
-
-    lo, hi = np.log(1e-3 / spread), np.log(1e3 / spread)  # nearly uniform ... nearly one-hot
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if median_perplexity(mid) > target else (lo, mid)
-    return float(np.exp(hi))
 
 
 # --- sparse k-NN graph -------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Downstream training losses: cross-entropy plus an optional contrastive term.
 
     >>> from histodistill.losses import combined_loss
-    >>> loss = combined_loss(model(x), model.features(x), y, kind="supcon", weight=0.1)
+    >>> loss = combined_loss(logits, features, y, kind="supcon_1view", weight=0.1)
 
 `logits` are always the network's raw scores. The released InfoDist code softmaxed them
 and then applied cross-entropy (a second softmax) to the result; here cross-entropy sees
@@ -12,8 +12,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-KINDS = ("none", "supcon", "push_pull")
+from .config import CONTRASTIVE as KINDS
+
+
+class ProjectionHead(nn.Module):
+    """SupCon's projection head (Khosla et al. 2020): a two-layer MLP from the network's
+    feature to `out_dim` dimensions; the contrastive loss sees its (normalised) output and
+    the classifier never does. Used in training only."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
 
 
 def _check(scores: torch.Tensor, labels: torch.Tensor, what: str) -> None:
@@ -24,7 +38,9 @@ def _check(scores: torch.Tensor, labels: torch.Tensor, what: str) -> None:
 
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al. 2020, the "L_out" form) on one view.
+    """Supervised contrastive loss (Khosla et al. 2020, the "L_out" form) over a batch of
+    embeddings: with two views, pass both (2N rows, labels repeated), so each image's other
+    view is among its positives.
 
     Features are L2-normalised; for anchor i with positives P(i) (same label, not i):
         l_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T) )
@@ -110,16 +126,19 @@ def combined_loss(
 ) -> torch.Tensor:
     """Cross-entropy on raw logits + weight x the chosen contrastive term.
 
-    kind: "none" (cross-entropy only), "supcon" (`supcon_loss` on `features`) or
-    "push_pull" (`semi_push_pull_loss` on `logits`). The released code added its
-    push-pull term with weight 1; 0.1 is this project's default."""
+    kind: "none" (cross-entropy only), "supcon" or "supcon_1view" (`supcon_loss` on
+    `features`: for "supcon" the projected embeddings of both views, labels repeated, which
+    the caller prepares, see `downstream.train_runs`; for "supcon_1view" the network's
+    features of the one view) or "push_pull" (`semi_push_pull_loss` on `logits`). The
+    released code added its push-pull term with weight 1; 0.1 is this project's default."""
     if kind not in KINDS:
         raise ValueError(f"unknown contrastive kind {kind!r}; expected one of {KINDS}")
     ce = F.cross_entropy(logits, labels)
     if kind == "none" or weight == 0:
         return ce
-    if kind == "supcon":
+    if kind in ("supcon", "supcon_1view"):
         if features is None:
-            raise ValueError("kind='supcon' needs the features")
-        return ce + weight * supcon_loss(features, labels, temperature)
+            raise ValueError(f"kind={kind!r} needs the features")
+        pairs = len(features) // len(labels)  # 2 for two views, labels repeated per view
+        return ce + weight * supcon_loss(features, labels.repeat(pairs), temperature)
     return ce + weight * semi_push_pull_loss(logits, labels, beta, margin)

@@ -46,6 +46,38 @@ def main_results(summary: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def paired_differences(table: pd.DataFrame, by: str = "row", title: str = "") -> plt.Figure:
+    """Per metric, each line's paired difference to its reference (`evaluation.paired_differences`)
+    with its 95 % interval, one marker per network; the zero line is "no difference"."""
+    style()
+    groups = list(dict.fromkeys(table[by]))
+    networks = list(dict.fromkeys(table["network"]))
+    palette = dict(zip(networks, sns.color_palette("deep", len(networks))))
+    metrics_shown = [(k, label) for k, label in METRIC_LABELS if k in set(table["metric"])]
+    fig, axes = plt.subplots(1, len(metrics_shown), figsize=(4.4 * len(metrics_shown), 0.5 * len(groups) + 1.8),
+                             sharey=True, squeeze=False)
+    offset = 0.6 / max(1, len(networks))
+    for ax, (key, label) in zip(axes[0], metrics_shown):
+        for j, network in enumerate(networks):
+            part = table[(table["network"] == network) & (table["metric"] == key)].set_index(by).reindex(groups)
+            y = np.arange(len(groups)) + (j - (len(networks) - 1) / 2) * offset
+            ax.errorbar(part["diff"], y, xerr=[part["diff"] - part["low"], part["high"] - part["diff"]], fmt="o",
+                        color=palette[network], capsize=2, elinewidth=1.2, markersize=4,
+                        label=NETWORK_NAMES.get(network, network))
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(f"{label} difference", fontweight="bold")
+        ax.grid(axis="y", visible=False)
+    axes[0][0].set_yticks(range(len(groups)), groups)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=True)
+    references = list(dict.fromkeys(table["reference"]))
+    against = references[0] if len(references) == 1 else "its reference"
+    fig.suptitle(title or f"Difference to {against} on test (paired runs; whiskers: 95 % bootstrap interval)",
+                 fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
 def confusion(matrix: np.ndarray, class_names: list[str], title: str) -> plt.Figure:
     """A test confusion matrix, each true class's row as shares (annotated in %)."""
     style()

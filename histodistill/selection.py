@@ -142,14 +142,27 @@ def select_infodist(features, labels, ipc: int, graph: str = "knn", rank: str = 
         nodes["selected"] = nodes["rank_in_module"] < nodes["module"].map(quota)
         nodes.insert(0, "pool_index", rows)
         nodes.insert(1, "label", c)
-        chosen.append(rows[nodes["selected"].to_numpy()])
+        picked = nodes["selected"].to_numpy()
+        chosen.append(rows[picked])
         tables.append(nodes)
-        diagnostics.append({"class": int(c), "n_modules": len(modules), **g.diagnostics()})
+        diagnostics.append({"class": int(c), "n_modules": len(modules), **g.diagnostics(),
+                            **coverage(_flat(x[rows]), picked, nodes["module"].to_numpy())})
     params = {"ipc": ipc, "graph": graph, "rank": rank, "seed": seed, "trials": trials, **graph_params}
     out = _selection(chosen, y, "infodist", params)
     out.nodes = pd.concat(tables, ignore_index=True)
     out.graphs = diagnostics
     return out
+
+
+def coverage(features: np.ndarray, selected: np.ndarray, modules: np.ndarray) -> dict:
+    """How well a class's selection covers its pool: the share of its Infomap modules with a
+    selected image (``module_coverage``), and the mean distance (in the embedding) from each
+    pool image to its nearest selected image (``mean_distance_to_selected``)."""
+    from sklearn.metrics import pairwise_distances_argmin_min
+
+    covered = np.isin(np.unique(modules), modules[selected]).mean()
+    _, distances = pairwise_distances_argmin_min(features, features[selected])
+    return {"module_coverage": float(covered), "mean_distance_to_selected": float(distances.mean())}
 
 
 def select_random(features, labels, ipc: int, seed: int = 0) -> Selection:

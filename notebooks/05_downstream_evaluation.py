@@ -29,8 +29,12 @@
 #
 # Each row is trained with every network (ConvNet and ResNet-18, instance norm) and
 # `seeds` times; the table gives mean ± std of test ACC, AUC (one-vs-rest, unweighted mean,
-# as medmnist's Evaluator) and macro F1. Every model is a cached stage: re-running with
-# the same parameters reads them back, and notebook 06 reuses the ones it shares.
+# as medmnist's Evaluator) and macro F1. Run i of a row draws everything random anew
+# (its subset, its Infomap / k-means / DM seed, its network's initialisation; run 0 is
+# notebook 04's selection), and run i of every row shares the same initialisation, so the
+# rows are compared run by run, with confidence intervals (below). Every model is a cached
+# stage: re-running with the same parameters reads them back, and notebook 06 reuses the
+# ones it shares.
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
@@ -61,6 +65,7 @@ dm_seed = None  # seed of Distribution Matching
 confusion_network = "convnet"  # network whose InfoDist confusion matrix is shown
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
 from histodistill import config, evaluation, plots, plots_eval, runs, stages, upstream
@@ -114,7 +119,7 @@ down_cfg, eval_cfg, dm_cfg
 # Rows x networks x seeds. Models already in the cache are read back instantly.
 
 # %%
-jobs, dm_artifact = evaluation.main_jobs(up, down_cfg, eval_cfg, dm_cfg)
+jobs, dm_artifacts = evaluation.main_jobs(up, down_cfg, eval_cfg, dm_cfg)
 model_runs = evaluation.run_jobs(jobs, up.bundle, desc="main table")
 plots.save_table(model_runs.set_index(["row", "network", "seed"]), "main_runs", run_name)
 model_runs.groupby(["row", "network"], sort=False)[["acc", "auc", "macro_f1", "best_epoch"]].mean().round(3)
@@ -133,6 +138,21 @@ display(Markdown(evaluation.display_table(summary).to_markdown()))
 # %%
 fig = plots_eval.main_results(summary)
 plots.save(fig, "05_main_results", run_name)
+
+# %% [markdown]
+# ## Which differences are real?
+# Every row against InfoDist (CE), run i against run i (the same seed: the same network
+# initialisation and batch order where the sets have equal size). The interval resamples
+# both the runs and the test images, so it holds both sources of noise; where it holds 0,
+# the table cannot tell the two rows apart.
+
+# %%
+paired = evaluation.paired_differences(model_runs, up.bundle, reference="InfoDist (CE)")
+for path in evaluation.write_paired(paired, "paired_differences", run_name):
+    print("wrote", path.name)
+display(Markdown(evaluation.paired_markdown(paired)))
+fig = plots_eval.paired_differences(paired)
+plots.save(fig, "05_paired_differences", run_name)
 
 # %% [markdown]
 # ## Where the InfoDist classifier errs
@@ -164,12 +184,21 @@ per_class.round(2)
 # below val's 1st percentile.
 
 # %%
-dm_set = evaluation.from_dm(dm_artifact)
+dm_set = evaluation.from_dm(dm_artifacts[0])  # run 0's DM set
 fig = plots.class_montage(dm_set.images, dm_set.labels, up.bundle.class_names,
                           per_class=min(dm_set.ipc, 10), seed=0,
                           title=f"Distribution Matching: {dm_set.ipc} learnt images per class "
                                 f"({dm_cfg.iterations} iterations)")
 plots.save(fig, "05_dm_images", run_name)
+
+# %% [markdown]
+# Has the matching converged? Its loss per iteration (run 0): the DM paper runs 20,000
+# iterations; a shorter run says so in its row's name.
+
+# %%
+dm_losses = pd.read_csv(dm_artifacts[0].file("losses.csv"))
+fig = plots_eval.loss_curve(dm_losses, f"Distribution Matching: matching loss over {len(dm_losses):,} iterations")
+plots.save(fig, "05_dm_loss", run_name)
 
 # %%
 copies = evaluation.copy_check(

@@ -81,6 +81,9 @@ def show(name: str) -> None:
     for note in result.notes:
         print("note:", note)
     display(Markdown(evaluation.display_table(result.summary, index="variant").to_markdown()))
+    if result.paired is not None and len(result.paired):
+        # Each variant against its reference, paired by seed, with a 95 % interval.
+        display(Markdown(evaluation.paired_markdown(result.paired, by="variant")))
 
 
 # %% [markdown]
@@ -103,9 +106,11 @@ show("selection")
 
 # %% [markdown]
 # ## Modular centrality or flow
-# Inside a module, InfoDist keeps the images of highest modular centrality; the released
-# code actually kept Infomap's flow order. Centrality rises with flow for most nodes, so the
-# two often pick the same images: the note says how many.
+# Inside a module, InfoDist keeps the images of highest modular centrality. The released
+# code never sorted by it: it kept the order Infomap returned, which is flow order with
+# infomap 2.7 and file order with 2.9 (and from 2.15 the code no longer runs). `flow` here is
+# that 2.7 behaviour. Centrality rises with flow for most nodes, so the two often pick the
+# same images: the note says how many.
 
 # %%
 show("rank")

@@ -171,6 +171,22 @@ def test_supcon_prefers_true_grouping():
     assert supcon_loss(feats, torch.tensor([0, 0, 1, 1]), 1.0).item() == pytest.approx(by_hand, rel=1e-5)
 
 
+def test_supcon_over_two_views_rewards_views_that_agree_within_their_class():
+    # Two views of four images, embedded by a head: when each image's two views coincide and
+    # classes cluster, the loss is lower than with the labels mixed across the clusters.
+    e = torch.eye(4)
+    view = torch.stack([e[0], e[0] + 0.1 * e[2], e[1], e[1] + 0.1 * e[3]])
+    both = torch.cat([view, view])  # identical views
+    labels = torch.tensor([0, 0, 1, 1])
+    grouped = supcon_loss(both, labels.repeat(2))
+    mixed = supcon_loss(both, torch.tensor([0, 1, 0, 1]).repeat(2))
+    assert grouped < mixed
+    logits = torch.zeros(4, 2)
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    via_combined = combined_loss(logits, both, labels, kind="supcon", weight=0.5)  # labels repeated inside
+    assert via_combined.item() == pytest.approx((ce + 0.5 * grouped).item(), rel=1e-6)
+
+
 def test_supcon_skips_anchors_without_positives():
     feats = torch.randn(5, 8, requires_grad=True)
     loss = supcon_loss(feats, torch.tensor([0, 0, 1, 2, 3]))  # only the two 0s are anchors

@@ -172,7 +172,7 @@ def test_upstream_load_names_the_notebook_to_run():
 @pytest.mark.parametrize("changes, message", [
     ({"methods": ("kmeans:knn",)}, "infodist:knn"),
     ({"methods": ("infodist:grid",)}, "infodist:knn"),
-    ({"contrastive_kinds": ("triplet",)}, "supcon or push_pull"),
+    ({"contrastive_kinds": ("triplet",)}, "not among"),
     ({"network": "vgg"}, "not one of"),
     ({"ipcs": (0, 10)}, "positive"),
 ])
@@ -190,3 +190,25 @@ def test_downstream_and_evaluation_configs_refuse_unknown_networks_and_terms():
         config.EvaluationConfig(networks=())
     with pytest.raises(ValueError, match="unknown ablation"):
         ablations.run("dropout", None, config.DownstreamConfig(), config.AblationConfig())
+
+
+def test_paired_differences_pair_runs_by_seed_and_write_their_tables(smoke_data, tmp_path, monkeypatch):
+    _, bundle = smoke_data
+    root = tmp_path / "cache"
+    cfg = config.stage_config("downstream", "smoke")
+    sets = {"A": evaluation.random_real(bundle, 2, 0), "B": evaluation.random_real(bundle, 3, 0)}
+    jobs = [evaluation.Job(row, s, dataclasses.replace(cfg, seed=seed)) for row, s in sets.items() for seed in (0, 1)]
+    jobs.append(evaluation.Job("C", sets["A"], dataclasses.replace(cfg, seed=5)))  # no partner seed in A
+    runs_ = evaluation.run_jobs(jobs, bundle, progress=False, cache_root=root)
+    table = evaluation.paired_differences(runs_, bundle, reference="A", n_boot=200, cache_root=root)
+    assert list(table.columns) == ["row"] + evaluation.PAIRED_COLUMNS
+    assert table["row"].unique().tolist() == ["B"] and (table["n_runs"] == 2).all()  # C has no seed in common
+    assert sorted(table["metric"]) == ["acc", "auc", "macro_f1"]
+    assert (table["low"] <= table["high"]).all()
+    by_map = evaluation.paired_differences(runs_, bundle, reference={"A": "B"}, n_boot=200, cache_root=root)
+    np.testing.assert_allclose(by_map.set_index("metric")["diff"], -table.set_index("metric")["diff"])
+    monkeypatch.setenv("HISTODISTILL_OUTPUT_ROOT", str(tmp_path / "out"))
+    written = evaluation.write_paired(table, "paired", "check")
+    assert [p.name for p in written] == ["paired.csv", "paired.md"]
+    text = written[1].read_text()
+    assert "convnet ACC" in text and "95 % interval" in text and "paired bootstrap" in text

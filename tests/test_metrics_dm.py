@@ -226,3 +226,44 @@ def test_dm_refuses_bad_inputs():
         dm.distribution_matching(images, labels, **{**TINY, "init": "zeros"})
     with pytest.raises(ValueError, match="one label per real image"):
         dm.distribution_matching(images, labels[:2], **TINY)
+
+
+# --- weighted scores and the paired bootstrap ------------------------------------------------
+
+
+def test_weighted_scores_with_unit_weights_equal_evaluate_and_counts_equal_repeats():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 60)
+    probs = rng.random((60, 4))
+    probs[:5, 0] = probs[5:10, 0] = 0.5  # ties inside a column
+    ones = metrics.weighted_scores(labels, probs, np.ones((1, 60)))
+    ref = metrics.evaluate(labels, probs)
+    for key in ("acc", "auc", "macro_f1"):
+        assert ones[key][0] == pytest.approx(ref[key], abs=1e-12)
+    counts = rng.integers(0, 3, 60)  # a bootstrap resample is a weighting by counts
+    repeated = metrics.evaluate(np.repeat(labels, counts), np.repeat(probs, counts, axis=0))
+    weighted = metrics.weighted_scores(labels, probs, counts[None].astype(float))
+    for key in ("acc", "auc", "macro_f1"):
+        assert weighted[key][0] == pytest.approx(repeated[key], abs=1e-12)
+
+
+def test_paired_bootstrap_finds_a_known_difference_and_none_between_equal_rows():
+    rng = np.random.default_rng(1)
+    n, runs = 400, 5
+    labels = rng.integers(0, 2, n)
+    def row(accuracy):
+        # Runs whose argmax is right on a share `accuracy` of the images.
+        right = rng.random((runs, n)) < accuracy
+        predicted = np.where(right, labels, 1 - labels)
+        probs = np.zeros((runs, n, 2))
+        probs[np.arange(runs)[:, None], np.arange(n), predicted] = 1.0
+        return probs
+    better, worse = row(0.85), row(0.65)
+    result = metrics.paired_bootstrap(better, worse, labels, n_boot=500)
+    acc = result["acc"]
+    assert acc["diff"] == pytest.approx(0.20, abs=0.03) and acc["low"] > 0.1 and acc["low"] < acc["diff"] < acc["high"]
+    assert acc["n_runs"] == runs and acc["n_test"] == n
+    same = metrics.paired_bootstrap(better, better, labels, n_boot=200)
+    assert all(same[k]["diff"] == same[k]["low"] == same[k]["high"] == 0.0 for k in ("acc", "auc", "macro_f1"))
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.paired_bootstrap(better, worse[:3], labels)

@@ -11,6 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 from conftest import make_images
 from histodistill import graphs, selection, sources
 from histodistill.graphs import GraphError, GraphWarning, build_graph
+from histodistill.config import SelectionConfig
 from histodistill.selection import allocate_quota, communities
 
 CHEAP_METHODS = ["infodist", "random", "kmeans", "herding"]  # umap_kmeans: see the umap test
@@ -49,23 +50,26 @@ def test_paper_graph_weights_by_hand():
 
 def test_paper_graph_blocks_give_the_same_graph(monkeypatch):
     x, _, _ = planted(n_classes=1)
-    whole = build_graph(x, "paper", distance_scale="auto").weights
+    whole = build_graph(x, "paper", distance_scale=20.0).weights
     monkeypatch.setattr(graphs, "PAPER_BLOCK_BYTES", 8 * len(x) * 7)  # 7 rows per block
-    blocked = build_graph(x, "paper", distance_scale="auto").weights
+    blocked = build_graph(x, "paper", distance_scale=20.0).weights
     assert (whole != blocked).nnz == 0
 
 
-def test_paper_graph_detects_empty_graph_and_auto_scale_fixes_it():
+def test_paper_graph_detects_empty_graph_and_names_knn_as_the_remedy():
     # 1200 points at distances ~ 1000: 1/d hardly varies, each weight ~ 1/1199 < 0.001.
     x = np.random.default_rng(0).normal(size=(1200, 32)) * 200.0
-    with pytest.raises(GraphError, match=r"100% of 1200 nodes.*distance_scale='auto'"):
+    with pytest.raises(GraphError, match=r"100% of 1200 nodes.*graph='knn'"):
         build_graph(x, "paper")
     with pytest.warns(GraphWarning, match="no out-link"):
         empty = build_graph(x, "paper", on_empty="warn")
     assert empty.n_edges == 0 and empty.isolated_share == 1.0
-    fixed = build_graph(x, "paper", distance_scale="auto")
-    assert fixed.isolated_share == 0.0 and fixed.n_edges >= 1200
-    assert fixed.extra["median_perplexity"] == pytest.approx(10.0, rel=0.2)
+    assert build_graph(x, "knn").isolated_share == 0.0
+    for bad in ("auto", 0.0, -1.0, True):  # no calibrated scale any more: a positive number only
+        with pytest.raises(ValueError, match="distance_scale"):
+            build_graph(x[:10], "paper", distance_scale=bad)
+        with pytest.raises(ValueError, match="distance_scale"):
+            SelectionConfig(graph="paper", distance_scale=bad)
     with pytest.raises(GraphError, match="class 0"):  # the selection names the class
         selection.select_infodist(x, np.zeros(1200, dtype=int), 10, graph="paper")
 
@@ -80,7 +84,8 @@ def test_paper_graph_warns_when_rows_are_nearly_uniform():
 def test_duplicates_give_finite_weights():
     x, _, _ = planted(n_classes=1)
     x[1] = x[2] = x[0]  # three identical images
-    paper = build_graph(x, "paper", distance_scale="auto").weights
+    with pytest.warns(GraphWarning, match="nearly uniform"):  # scale 1 on these distances
+        paper = build_graph(x, "paper").weights
     knn = build_graph(x, "knn").weights
     assert np.all(np.isfinite(paper.data)) and np.all(np.isfinite(knn.data))
     # the copies share (almost) all of a row's weight, the d -> 0 limit of the softmax
@@ -102,7 +107,7 @@ def test_all_identical_embeddings():
     x = np.ones((40, 8))
     g = build_graph(x, "knn")  # umap: see the umap test
     assert np.all(np.isfinite(g.weights.data)) and g.isolated_share == 0.0
-    for scale in (1.0, "auto"):  # no distance to calibrate on: uniform rows, said so
+    for scale in (1.0, 30.0):  # no distance varies: uniform rows at any scale, said so
         with pytest.warns(GraphWarning, match="nearly uniform"):
             g = build_graph(x, "paper", distance_scale=scale)
         np.testing.assert_allclose(g.weights.data, 1 / 39)
@@ -323,3 +328,21 @@ def test_export_refuses_a_selection_missing_a_class(tmp_path):
     sel = selection.select_random(x[y < 2], y[y < 2], 2)
     with pytest.raises(ValueError, match="every class"):
         selection.export_distilled(sel, make_images(180, 8), ["a", "b", "c"], tmp_path, {}, "h")
+
+
+@pytest.mark.parametrize("per_class", [1000, 5000])
+def test_default_graph_recovers_planted_blobs_of_unequal_size_and_covers_each(per_class):
+    # One class of 5-8 Gaussian blobs of different sizes in 512-D, at the class sizes where the
+    # released graph's calibrated variant over-split (106 and 548 modules): the default graph
+    # must find the blobs (ARI >= 0.9) and the selection must take an image from every blob.
+    rng = np.random.default_rng(per_class)
+    for n_blobs in (5, 8):
+        share = rng.dirichlet(np.full(n_blobs, 2.0))
+        blob = np.sort(rng.choice(n_blobs, size=per_class, p=share))
+        centres = rng.normal(size=(n_blobs, 512)) * 1.0
+        x = (centres[blob] + rng.normal(size=(per_class, 512)) * 0.25).astype(np.float32)
+        sel = selection.select_infodist(x, np.zeros(per_class, dtype=int), ipc=10, graph=SelectionConfig().graph,
+                                        k=SelectionConfig().k)
+        assert adjusted_rand_score(blob, sel.nodes["module"]) >= 0.9
+        assert set(blob[sel.indices]) == set(range(n_blobs))
+        assert sel.graphs[0]["module_coverage"] == 1.0 and sel.graphs[0]["mean_distance_to_selected"] > 0

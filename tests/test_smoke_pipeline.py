@@ -30,9 +30,11 @@ EXPECTED = {
         "04_community_map.png",
         "04_distilled_set.png",
         "05_main_results.png",
+        "05_paired_differences.png",
         "05_infodist_confusion.png",
         "05_per_class_accuracy.png",
         "05_dm_images.png",
+        "05_dm_loss.png",
     } | {f"06_ablation_{name}.png" for name in ABLATIONS},
     "paper_results/smoke": {
         "data_splits.csv",
@@ -53,7 +55,10 @@ EXPECTED = {
         "main_table.csv",
         "main_table.md",
         "main_table.tex",
-    } | {f"ablation_{name}.{ext}" for name in ABLATIONS for ext in ("csv", "md", "tex")},
+        "paired_differences.csv",
+        "paired_differences.md",
+    } | {f"ablation_{name}.{ext}" for name in ABLATIONS for ext in ("csv", "md", "tex")}
+      | {f"ablation_{name}_paired.{ext}" for name in ABLATIONS for ext in ("csv", "md")},
     "outputs/smoke": {
         "01_data.ipynb",
         "02_latent_diffusion.ipynb",
@@ -103,11 +108,18 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     # The main table: every row, for both networks, over the smoke profile's 2 seeds.
     main = pd.read_csv(output_root / "paper_results/smoke/main_table.csv")
     rows = ["Full real train set", "Random real", "Random synthetic", "k-means synthetic", "InfoDist (CE)",
-            "InfoDist (CE + contrastive)", "Distribution Matching"]
+            "InfoDist (CE + contrastive)", "Distribution Matching (3 of the paper's 20,000 iterations)"]
     assert list(dict.fromkeys(main["row"])) == rows
     assert set(main["network"]) == {"convnet", "resnet18"} and (main["n_runs"] == 2).all()
     assert main[["acc_mean", "auc_mean", "macro_f1_mean"]].stack().between(0, 1).all()
     assert len(pd.read_csv(output_root / "paper_results/smoke/main_runs.csv")) == len(rows) * 2 * 2
+    # Every row but the reference, against InfoDist (CE), per network and metric, with its interval.
+    paired = pd.read_csv(output_root / "paper_results/smoke/paired_differences.csv")
+    compared = [r for r in rows if r != "InfoDist (CE)"]
+    assert list(dict.fromkeys(paired["row"])) == compared and (paired["reference"] == "InfoDist (CE)").all()
+    assert len(paired) == len(compared) * 2 * 3 and set(paired["metric"]) == {"acc", "auc", "macro_f1"}
+    assert (paired["low"] <= paired["high"]).all() and paired[["diff", "low", "high"]].abs().le(1).all().all()
+    assert "95 % interval" in (output_root / "paper_results/smoke/paired_differences.md").read_text()
     ipc = pd.read_csv(output_root / "paper_results/smoke/ablation_ipc.csv")
     assert sorted(ipc["images per class"].unique()) == [1, 2, 4]  # the smoke pool holds 4 per class
 
