@@ -10,7 +10,7 @@ cross-entropy, `abl.network`, and run i at training seed `seed + i` on the selec
 with seed `selection seed + i` (run 0: notebook 04's). So the variants that coincide with
 the main table (InfoDist with the run's graph, k-means, random, the contrastive row, random
 real at the same IPC) are read from its cache. Each variant is compared with its reference
-variant run by run (`references`, `evaluation.paired_differences`).
+variant run by run (`references`, `comparisons.paired_differences`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import convnet, distill, evaluation, plots_eval, quality, stages
+from . import comparisons, convnet, distill, evaluation, plots_eval, quality, stages
 from .config import AblationConfig, DownstreamConfig
 from .evaluation import Job, from_selection
 from .graphs import GraphError
@@ -50,7 +50,7 @@ def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bo
     runs = evaluation.run_jobs(jobs, up.bundle, desc=f"ablation {name}", progress=progress)
     summary = evaluation.summarise_runs(runs, by=("variant", "network"))
     summary = params.merge(summary, on="variant", how="right")
-    paired = evaluation.paired_differences(runs, up.bundle, references(name, params, up), by="variant")
+    paired = comparisons.paired_differences(runs, up.bundle, references(name, params, up), by="variant")
     return Result(name, runs, summary, _figure(name, summary), notes, paired)
 
 
@@ -222,6 +222,6 @@ def save(result: Result, run_name: str) -> list:
 
     paths = evaluation.write_tables(result.summary, f"ablation_{result.name}", run_name, index="variant")
     if result.paired is not None and len(result.paired):
-        paths += evaluation.write_paired(result.paired, f"ablation_{result.name}_paired", run_name, by="variant")
+        paths += comparisons.write_paired(result.paired, f"ablation_{result.name}_paired", run_name, by="variant")
     plots.save(result.figure, f"06_ablation_{result.name}", run_name)
     return paths

@@ -47,7 +47,7 @@ def main_results(summary: pd.DataFrame, title: str = "") -> plt.Figure:
 
 
 def paired_differences(table: pd.DataFrame, by: str = "row", title: str = "") -> plt.Figure:
-    """Per metric, each line's paired difference to its reference (`evaluation.paired_differences`)
+    """Per metric, each line's paired difference to its reference (`comparisons.paired_differences`)
     with its 95 % interval, one marker per network; the zero line is "no difference"."""
     style()
     groups = list(dict.fromkeys(table[by]))

@@ -68,7 +68,7 @@ confusion_network = "convnet"  # network whose InfoDist confusion matrix is show
 import pandas as pd
 from IPython.display import Markdown, display
 
-from histodistill import config, evaluation, plots, plots_eval, runs, stages, upstream
+from histodistill import comparisons, config, evaluation, plots, plots_eval, runs, stages, upstream
 
 run_name = run_name or profile
 up = upstream.load(run_name, profile)
@@ -147,10 +147,10 @@ plots.save(fig, "05_main_results", run_name)
 # the table cannot tell the two rows apart.
 
 # %%
-paired = evaluation.paired_differences(model_runs, up.bundle, reference="InfoDist (CE)")
-for path in evaluation.write_paired(paired, "paired_differences", run_name):
+paired = comparisons.paired_differences(model_runs, up.bundle, reference="InfoDist (CE)")
+for path in comparisons.write_paired(paired, "paired_differences", run_name):
     print("wrote", path.name)
-display(Markdown(evaluation.paired_markdown(paired)))
+display(Markdown(comparisons.paired_markdown(paired)))
 fig = plots_eval.paired_differences(paired)
 plots.save(fig, "05_paired_differences", run_name)
 

@@ -44,7 +44,7 @@ guidance_per_class = None  # pool images per class sampled for each guidance sca
 from IPython.display import Markdown, display
 
 from histodistill import ablations as ablation_lib
-from histodistill import config, evaluation, runs, upstream
+from histodistill import comparisons, config, evaluation, runs, upstream
 
 run_name = run_name or profile
 up = upstream.load(run_name, profile)
@@ -83,7 +83,7 @@ def show(name: str) -> None:
     display(Markdown(evaluation.display_table(result.summary, index="variant").to_markdown()))
     if result.paired is not None and len(result.paired):
         # Each variant against its reference, paired by seed, with a 95 % interval.
-        display(Markdown(evaluation.paired_markdown(result.paired, by="variant")))
+        display(Markdown(comparisons.paired_markdown(result.paired, by="variant")))
 
 
 # %% [markdown]

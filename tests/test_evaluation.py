@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodistill import ablations, cache, config, data, evaluation, paths, runs, stages, upstream
+from histodistill import ablations, cache, comparisons, config, data, evaluation, paths, runs, stages, upstream
 from histodistill.evaluation import MAIN_ROWS
 
 
@@ -200,15 +200,15 @@ def test_paired_differences_pair_runs_by_seed_and_write_their_tables(smoke_data,
     jobs = [evaluation.Job(row, s, dataclasses.replace(cfg, seed=seed)) for row, s in sets.items() for seed in (0, 1)]
     jobs.append(evaluation.Job("C", sets["A"], dataclasses.replace(cfg, seed=5)))  # no partner seed in A
     runs_ = evaluation.run_jobs(jobs, bundle, progress=False, cache_root=root)
-    table = evaluation.paired_differences(runs_, bundle, reference="A", n_boot=200, cache_root=root)
-    assert list(table.columns) == ["row"] + evaluation.PAIRED_COLUMNS
+    table = comparisons.paired_differences(runs_, bundle, reference="A", n_boot=200, cache_root=root)
+    assert list(table.columns) == ["row"] + comparisons.PAIRED_COLUMNS
     assert table["row"].unique().tolist() == ["B"] and (table["n_runs"] == 2).all()  # C has no seed in common
     assert sorted(table["metric"]) == ["acc", "auc", "macro_f1"]
     assert (table["low"] <= table["high"]).all()
-    by_map = evaluation.paired_differences(runs_, bundle, reference={"A": "B"}, n_boot=200, cache_root=root)
+    by_map = comparisons.paired_differences(runs_, bundle, reference={"A": "B"}, n_boot=200, cache_root=root)
     np.testing.assert_allclose(by_map.set_index("metric")["diff"], -table.set_index("metric")["diff"])
     monkeypatch.setenv("HISTODISTILL_OUTPUT_ROOT", str(tmp_path / "out"))
-    written = evaluation.write_paired(table, "paired", "check")
+    written = comparisons.write_paired(table, "paired", "check")
     assert [p.name for p in written] == ["paired.csv", "paired.md"]
     text = written[1].read_text()
     assert "convnet ACC" in text and "95 % interval" in text and "paired bootstrap" in text
