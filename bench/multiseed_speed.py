@@ -8,7 +8,7 @@ the whole training (val evaluations included, test untouched); the two ways give
 models up to float summation order (tests/test_downstream.py).
 
     python bench/multiseed_speed.py                    # demo profile, 5 runs; prints, writes
-    python bench/multiseed_speed.py --runs 10 --epochs 50
+    python bench/multiseed_speed.py --runs 10 --steps 50
 
 Writes bench/results/multiseed_speed.csv (network, width, runs, sequential s, batched s,
 speedup, and the machine).
@@ -35,12 +35,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the profile's)")
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (default: the profile's)")
     ap.add_argument("--networks", nargs="+", default=None)
     args = ap.parse_args()
 
     bundle = data.prepare_data(config.stage_config("data", args.profile))
-    recipe = config.stage_config("downstream", args.profile, epochs=args.epochs)
+    recipe = config.stage_config("downstream", args.profile, steps=args.steps)
     ipc = config.stage_config("selection", args.profile).ipc
     networks = args.networks or list(config.stage_config("evaluation", args.profile).networks)
     val = bundle.splits["val"]
@@ -60,11 +60,11 @@ def main() -> None:
         batched = time.perf_counter() - start
         width = scaled(CONVNET_WIDTH if network == "convnet" else RESNET18_WIDTHS[0], cfg.width_scale)
         row = {"profile": args.profile, "network": network, "width": width, "ipc": ipc,
-               "images": len(sets[0].labels), "epochs": cfg.epochs, "batch_size": cfg.batch_size, "runs": args.runs,
+               "images": len(sets[0].labels), "steps": cfg.steps, "batch_size": cfg.batch_size, "runs": args.runs,
                "sequential_s": round(sequential, 2), "batched_s": round(batched, 2),
                "speedup": round(sequential / batched, 2), "threads": torch.get_num_threads(),
                "cpu": machine.cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__}
-        print(f"{network} (width {width}), {args.runs} runs of {cfg.epochs} epochs on {row['images']} images: "
+        print(f"{network} (width {width}), {args.runs} runs of {cfg.steps} steps on {row['images']} images: "
               f"one by one {sequential:.1f} s, together {batched:.1f} s, speed-up {sequential / batched:.2f}x",
               flush=True)
         rows.append(row)

@@ -251,12 +251,16 @@ CONTRASTIVE = ("none", "supcon", "supcon_1view", "push_pull")
 class DownstreamConfig:
     """How one downstream classifier is trained on a (distilled) training set (METHOD step 7).
 
-    The paper: 1000 epochs, lr 1e-3, warm-up 500, full-width networks. A CPU profile trains
-    narrower networks for fewer epochs at a higher learning rate."""
+    Training is budgeted in optimisation steps, one budget for every training set (a
+    distilled set of 90 images and the full real train set alike), so no row gets more
+    training than another. The budget is chosen on val where the val accuracy has plateaued
+    (`budget.choose`, notebook 05). The paper: 1000 epochs of an IPC-100 set (900 images,
+    batch 256: 4000 steps), lr 1e-3, warm-up 500 epochs, full-width networks. A CPU profile
+    trains narrower networks at a higher learning rate."""
 
     network: str = "convnet"  # convnet | resnet18
     width_scale: float = 1.0  # channels x this; 1 = the paper's widths (ConvNet 128, ResNet-18 64..512)
-    epochs: int = 300  # passes over the training set (a distilled set often fits in one batch)
+    steps: int = 600  # optimisation steps, whatever the set's size (a distilled set often fits in one batch)
     batch_size: int = 256  # images per step
     lr: float = 0.01  # peak SGD learning rate
     momentum: float = 0.9  # SGD momentum
@@ -266,7 +270,7 @@ class DownstreamConfig:
     dsa: bool = True  # differentiable Siamese augmentation, one family per batch
     contrastive: str = "none"  # none | supcon (two views, projection head) | supcon_1view | push_pull (released code's)
     contrastive_weight: float = 0.1  # weight of the contrastive term next to cross-entropy
-    eval_every: int = 10  # epochs between val evaluations (the last epoch is always evaluated)
+    eval_every: int = 10  # steps between val evaluations (the last step is always evaluated)
     seed: int = 0  # seed of initialisation, batches and augmentation
 
     def __post_init__(self) -> None:
@@ -274,8 +278,8 @@ class DownstreamConfig:
             raise ValueError(f"network {self.network!r} is not one of {NETWORKS}")
         if self.contrastive not in CONTRASTIVE:
             raise ValueError(f"contrastive {self.contrastive!r} is not one of {CONTRASTIVE}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1 or self.width_scale <= 0:
-            raise ValueError("epochs, batch_size, eval_every and width_scale must be positive")
+        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.width_scale <= 0:
+            raise ValueError("steps, batch_size, eval_every and width_scale must be positive")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError("warmup_fraction must lie in [0, 1)")
 
@@ -286,17 +290,21 @@ class EvaluationConfig:
 
     networks: tuple[str, ...] = NETWORKS  # downstream networks, one column group each
     seeds: int = 5  # training runs per row and network (seeds seed..seed+seeds-1)
-    # The full real train set is many times larger than a distilled one: it gets its own,
-    # smaller number of epochs (medmnist's baseline trains 100).
-    real_epochs: int = 100  # epochs for the "full real train set" row
     contrastive: str = "supcon"  # the term of the "InfoDist (CE + contrastive)" row: supcon | supcon_1view | push_pull
+    # The training budget is checked on val (`budget.curve`): InfoDist (CE) trained at each
+    # of these step counts; the rule picks the smallest after which val accuracy stops rising.
+    budget_steps: tuple[int, ...] = (150, 300, 600, 1200)  # step budgets compared on val (ascending)
+    budget_seeds: int = 3  # runs per budget and network (runs 0.. of the main table's InfoDist (CE))
+    budget_tolerance: float = 0.02  # val accuracy a longer budget must add to count as still rising
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in NETWORKS]
         if unknown or not self.networks:
             raise ValueError(f"networks must be a non-empty tuple of {NETWORKS} (got {self.networks})")
-        if self.seeds < 1 or self.real_epochs < 1:
-            raise ValueError("seeds and real_epochs must be positive")
+        if self.seeds < 1 or self.budget_seeds < 1 or self.budget_tolerance < 0:
+            raise ValueError("seeds and budget_seeds must be positive, budget_tolerance not negative")
+        if not self.budget_steps or min(self.budget_steps) < 1 or list(self.budget_steps) != sorted(set(self.budget_steps)):
+            raise ValueError(f"budget_steps must be distinct positive step counts in ascending order, not {self.budget_steps}")
         if self.contrastive not in CONTRASTIVE[1:]:
             raise ValueError(f"contrastive must be one of {CONTRASTIVE[1:]}")
 
@@ -375,8 +383,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": SamplingConfig(per_class=4, steps=5, batch_size=64),
         "guidance_sweep": GuidanceSweepConfig(scales=(1.0, 3.0), per_class=3),
         "selection": SelectionConfig(ipc=2, k=3),
-        "downstream": DownstreamConfig(width_scale=0.125, epochs=4, lr=0.03, warmup_fraction=0.2, eval_every=2),
-        "evaluation": EvaluationConfig(seeds=2, real_epochs=2),
+        "downstream": DownstreamConfig(width_scale=0.125, steps=4, lr=0.03, warmup_fraction=0.2, eval_every=2),
+        "evaluation": EvaluationConfig(seeds=2, budget_steps=(2, 4), budget_seeds=1),
         "dm": DMConfig(iterations=3, batch_real=16, embed_width=16),
         "ablation": AblationConfig(seeds=1, contrastive_weights=(0.1,), ipcs=(1, 2, 4), pool_sizes=(2, 4),
                                    guidance_scales=(2.0, 4.0), guidance_per_class=4),
@@ -397,12 +405,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": SamplingConfig(steps=20, guidance_scale=2.0, solver="sde-dpmsolver++"),
         "guidance_sweep": GuidanceSweepConfig(),
         "selection": SelectionConfig(ipc=10),
-        # Sized so notebooks 05 + 06 fit in about 25 minutes on 2 CPU cores: networks at
-        # 1/8 width (ConvNet 16, ResNet-18 8..64), 150 epochs at a higher peak rate.
-        "downstream": DownstreamConfig(width_scale=0.125, epochs=150, lr=0.03, warmup_fraction=0.2),
-        "evaluation": EvaluationConfig(real_epochs=100),
+        # Networks at 1/8 width (ConvNet 16, ResNet-18 8..64) at a higher peak rate; 600 steps,
+        # where val accuracy stops rising (training_budget.csv, 05_training_budget.png).
+        "downstream": DownstreamConfig(width_scale=0.125, steps=600, lr=0.03, warmup_fraction=0.2, eval_every=20),
+        # ConvNet only: converged ResNet-18 runs cost ~48 s each on 2 cores, ~30 min for its
+        # 35 models; `networks=("convnet", "resnet18")` adds it (the paper profile has both).
+        "evaluation": EvaluationConfig(networks=("convnet",)),
         "dm": DMConfig(iterations=200, batch_real=64, embed_width=32),
-        "ablation": AblationConfig(),
+        # A smaller grid than the defaults, for time: one contrastive weight, IPC up to 50,
+        # three pool sizes, three guidance scales on pools of 30 per class.
+        "ablation": AblationConfig(contrastive_weights=(0.1,), ipcs=(1, 10, 50), pool_sizes=(50, 100, 200),
+                                   guidance_scales=(1.0, 2.0, 4.0), guidance_per_class=30),
     },
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
@@ -412,8 +425,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": SamplingConfig(per_class=1000, steps=50),
         "guidance_sweep": GuidanceSweepConfig(per_class=200),
         "selection": SelectionConfig(ipc=100),
-        "downstream": DownstreamConfig(epochs=1000, lr=1e-3, warmup_fraction=0.5),
-        "evaluation": EvaluationConfig(real_epochs=100),
+        # The paper's 1000 epochs of an IPC-100 set (900 images at batch 256) are 4000 steps.
+        "downstream": DownstreamConfig(steps=4000, lr=1e-3, warmup_fraction=0.5, eval_every=100),
+        "evaluation": EvaluationConfig(budget_steps=(1000, 2000, 4000, 8000)),
         "dm": DMConfig(),
         "ablation": AblationConfig(seeds=5, pool_sizes=(100, 250, 500, 1000), guidance_per_class=500),
     },

@@ -16,14 +16,15 @@ released code's semi-push-pull on class scores. Unlike the released code:
 - train, val and test images get the same normalisation (the train set's channel
   statistics, stored in the model) and must share one resolution;
 - cross-entropy sees raw logits (the softmax is never applied twice);
-- the epoch kept is the one whose EMA weights score best on **val**; test is not looked at.
+- the evaluation kept is the one whose EMA weights score best on **val**; test is not looked at;
+- the budget is a number of steps, the same for every training set (`DownstreamConfig.steps`).
 
 **Several runs train as one.** A table row is trained once per seed on sets of equal size
 (the same set, or one random subset per run). On a few CPU cores a small run spends most of
 its time in per-step overhead, so `train_runs` stacks the runs' weights
 (`torch.func.stack_module_state`) and serves every run with one `vmap`-ed forward pass. Each
 run keeps its own initialisation, batch order, augmentation draws, normalisation, EMA and
-best val epoch, as if trained alone: SGD (momentum, weight decay) and the EMA act element
+best val evaluation, as if trained alone: SGD (momentum, weight decay) and the EMA act element
 by element, and the loss is the sum of the runs' losses, so each run's gradient is its own.
 The batched convolution sums in another order than a single one, so weights agree to float
 precision after a few steps (tested) and drift apart over a long run as they would on
@@ -69,9 +70,10 @@ def train_on_set(
     progress: bool = True,
     device: str | torch.device | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Train `recipe.network` on uint8 images at `recipe.seed`; returns the EMA model of the
-    best val epoch (eval mode) and one history row per evaluation (epoch, loss, val
-    acc/auc/macro F1, lr)."""
+    """Train `recipe.network` on uint8 images at `recipe.seed` for `recipe.steps` steps;
+    returns the EMA model of the best val evaluation (eval mode) and one history row per
+    evaluation (step, epoch, training loss since the last evaluation, val acc/auc/macro F1,
+    lr)."""
     return train_runs([(train_images, train_labels)], val_images, val_labels, n_classes, recipe,
                       [recipe.seed], progress, device)[0]
 
@@ -102,7 +104,8 @@ def train_runs(
 ) -> list[tuple[torch.nn.Module, pd.DataFrame]]:
     """Train `recipe.network` once per seed, run i on `train_sets[i]` (uint8 images, labels;
     all of one shape) with `recipe` at seed `seeds[i]`; returns, per run, the EMA model of
-    its best val epoch (eval mode) and its history (epoch, loss, val acc/auc/macro F1, lr)."""
+    its best val evaluation (eval mode) and its history (step, epoch, loss, val acc/auc/macro
+    F1, lr)."""
     _check_sets(train_sets, val_images, seeds)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     image_size, channels = train_sets[0][0].shape[1], train_sets[0][0].shape[3]
@@ -151,17 +154,19 @@ def train_runs(
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     augmenter = DSA() if recipe.dsa else None
     n = len(targets[0])
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
-    total, step = recipe.epochs * steps_per_epoch, 0
+    total = recipe.steps
     histories: list[list[dict]] = [[] for _ in seeds]
     best_scores, best_states = [-1.0] * len(seeds), [None] * len(seeds)
     eval_models = [copy.deepcopy(m) for m in models]  # carry each run's EMA weights for evaluation
     with_features = recipe.contrastive == "supcon_1view"
     label = f"train {recipe.network}" + (f" x{len(seeds)}" if len(seeds) > 1 else "")
-    bar = tqdm(range(1, recipe.epochs + 1), desc=label, unit="epoch", disable=not progress)
-    for epoch in bar:
+    bar = tqdm(total=total, desc=label, unit="step", disable=not progress)
+    step, epoch = 0, 0
+    loss_sums, seen = [0.0] * len(seeds), 0  # training loss since the last evaluation
+    while step < total:
+        # One pass over the set in a fresh order per run; the budget may end mid-pass.
         orders = [torch.randperm(n, generator=g) for g in generators]
-        loss_sums = [0.0] * len(seeds)
+        epoch += 1
         for start in range(0, n, recipe.batch_size):
             xs, ys = [], []
             for run, (order, generator) in enumerate(zip(orders, generators)):
@@ -186,27 +191,41 @@ def train_runs(
             optimiser.step()
             ema.step([params[n_] for n_ in names])
             step += 1
+            bar.update(1)
             for r, loss in enumerate(losses):
                 loss_sums[r] += loss.item() * y.shape[1]
-        if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
-            for r, model in enumerate(eval_models):
-                state = {name: shadow[r] for name, shadow in zip(names, ema.shadow_params)}
-                model.load_state_dict(state, strict=False)  # buffers (mean, std) are the run's already
-                scores = metrics.evaluate(val_labels, convnet.predict(model, val_images))
-                histories[r].append({"epoch": epoch, "loss": loss_sums[r] / n, "val_acc": scores["acc"],
-                                     "val_auc": scores["auc"], "val_macro_f1": scores["macro_f1"], "lr": lr})
-                # Selection on val only, by AUC (accuracy when a class is missing from val and
-                # AUC is undefined); ties keep the earlier epoch.
-                score = scores["auc"] if np.isfinite(scores["auc"]) else scores["acc"]
-                if score > best_scores[r]:
-                    best_scores[r], best_states[r] = score, copy.deepcopy(model.state_dict())
-            bar.set_postfix(loss=f"{np.mean(loss_sums) / n:.3f}",
-                            val_acc=f"{np.mean([h[-1]['val_acc'] for h in histories]):.3f}")
+            seen += y.shape[1]
+            if step % recipe.eval_every == 0 or step == total:
+                _evaluate(eval_models, names, ema, val_images, val_labels, histories, best_scores, best_states,
+                          {"step": step, "epoch": epoch, "lr": lr}, [s_ / seen for s_ in loss_sums])
+                loss_sums, seen = [0.0] * len(seeds), 0
+                bar.set_postfix(loss=f"{np.mean([h[-1]['loss'] for h in histories]):.3f}",
+                                val_acc=f"{np.mean([h[-1]['val_acc'] for h in histories]):.3f}")
+            if step == total:
+                break
+    bar.close()
     out = []
     for model, state, history in zip(eval_models, best_states, histories):
-        model.load_state_dict(state)  # the last epoch is always evaluated, so one exists
+        model.load_state_dict(state)  # the last step is always evaluated, so one exists
         out.append((model.eval(), pd.DataFrame(history)))
     return out
+
+
+def _evaluate(eval_models, names, ema, val_images, val_labels, histories, best_scores, best_states,
+              when: dict, losses: list[float]) -> None:
+    """Score each run's EMA weights on val, append a history row, keep the best state."""
+    for r, model in enumerate(eval_models):
+        state = {name: shadow[r] for name, shadow in zip(names, ema.shadow_params)}
+        model.load_state_dict(state, strict=False)  # buffers (mean, std) are the run's already
+        scores = metrics.evaluate(val_labels, convnet.predict(model, val_images))
+        histories[r].append({"step": when["step"], "epoch": when["epoch"], "loss": losses[r],
+                             "val_acc": scores["acc"], "val_auc": scores["auc"],
+                             "val_macro_f1": scores["macro_f1"], "lr": when["lr"]})
+        # Selection on val only, by AUC (accuracy when a class is missing from val and AUC is
+        # undefined); ties keep the earlier step.
+        score = scores["auc"] if np.isfinite(scores["auc"]) else scores["acc"]
+        if score > best_scores[r]:
+            best_scores[r], best_states[r] = score, copy.deepcopy(model.state_dict())
 
 
 def evaluate_on_test(model: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray) -> dict:

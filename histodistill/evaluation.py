@@ -5,7 +5,7 @@
     >>> table = evaluation.summarise_runs(runs)                         # mean and std per row/network
 
 Every trained model is a cached stage (``model``) keyed by its `DownstreamConfig` (network,
-seed, epochs, ...), the identity of its training images and the data splits, so a row
+seed, steps, ...), the identity of its training images and the data splits, so a row
 shared by notebook 05 and an ablation in 06 trains once, and a changed parameter retrains
 only the models it touches. A model's stage keeps its test metrics, its test-set class
 probabilities (for confusion matrices) and its val history; the weights are not kept.
@@ -40,7 +40,7 @@ from .config import DMConfig, DownstreamConfig, EvaluationConfig
 from .data import DataBundle
 from .dsa import DSA
 
-VERSIONS = {"model": 1, "dm": 1}
+VERSIONS = {"model": 2, "dm": 1}  # model 2: budgets in steps, history by step
 # Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
 # GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
 # on CPU the batched (grouped) convolutions are slower than one run after another
@@ -157,9 +157,9 @@ def _model_inputs(train_set: TrainingSet, bundle: DataBundle) -> dict[str, str]:
 
 def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundle, progress: bool = False,
                 cache_root: Path | None = None, log=print, trained=None) -> cache.Artifact:
-    """Train `cfg.network` on `train_set`, keep the EMA weights of the best val epoch, and
-    evaluate them once on test (cached): ``result.json`` (test ACC/AUC/macro F1, per-class
-    values, best epoch), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation).
+    """Train `cfg.network` on `train_set`, keep the EMA weights of the best val evaluation,
+    and evaluate them once on test (cached): ``result.json`` (test ACC/AUC/macro F1, per-class
+    values, best step), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation).
     `trained` (model, history) stores a model `downstream.train_runs` trained with others."""
 
     def build(folder: Path) -> None:
@@ -172,7 +172,7 @@ def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundl
         probs = convnet.predict(model, test.images)
         scores = metrics.evaluate(test.labels, probs)
         best = history.loc[history["val_auc"].fillna(history["val_acc"]).idxmax()]
-        scores.update(n_train=int(len(train_set.labels)), best_epoch=int(best["epoch"]),
+        scores.update(n_train=int(len(train_set.labels)), best_step=int(best["step"]),
                       best_val_auc=float(best["val_auc"]))
         cache.write_json_atomic(folder / "result.json", scores)
         np.save(folder / "test_probs.npy", probs.astype(np.float32))
@@ -224,7 +224,7 @@ def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress
              cache_root: Path | None = None, runs_together: int | None = None) -> pd.DataFrame:
     """Train (or read from the cache) every job's model, several runs at a time
     (`train_together`); one row per model: row, variant, network, seed, ipc, n_train, test
-    acc/auc/macro_f1, best epoch, the model's cache key."""
+    acc/auc/macro_f1, best step, the model's cache key."""
     trained = train_together(jobs, bundle, runs_together, desc, progress, cache_root)
     records = []
     for job in jobs:
@@ -233,7 +233,7 @@ def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress
         records.append({
             "row": job.row, "variant": job.variant, "network": job.cfg.network, "seed": job.cfg.seed,
             "ipc": job.train_set.ipc, "n_train": result["n_train"], "acc": result["acc"], "auc": result["auc"],
-            "macro_f1": result["macro_f1"], "best_epoch": result["best_epoch"], "model_key": artifact.key,
+            "macro_f1": result["macro_f1"], "best_step": result["best_step"], "model_key": artifact.key,
         })
     if progress:
         print(f"{len(jobs)} models: {trained} trained now, {len(jobs) - trained} read from the cache")
@@ -278,7 +278,7 @@ def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig
                 return from_selection(up.select(method=method, seed=select_seed + i), up.pool)
 
             infodist = selected("infodist")
-            job("Full real train set", full_real(up.bundle), epochs=ev.real_epochs)
+            job("Full real train set", full_real(up.bundle))
             job("Random real", random_real(up.bundle, ipc, select_seed + i))
             job("Random synthetic", selected("random"))
             job("k-means synthetic", selected("kmeans"))

@@ -1,10 +1,14 @@
 """What this machine is, for the records that timings and shipped weights carry: figures
-measured on one CPU model differ on another (speed, and the last digits of results)."""
+measured on one CPU model differ on another (speed, and the last digits of results); and
+`configure_torch`, which makes torch repeat a run bit for bit on one machine."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
+
+THREADS_VARIABLE = "HISTODISTILL_THREADS"
 
 
 def cpu_name() -> str:
@@ -16,3 +20,39 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and ``taskset``
+    narrow), or all of the machine's where the platform cannot say."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def configure_torch() -> int:
+    """Make torch deterministic on this machine; returns the intra-op thread count used.
+
+    The count is ``HISTODISTILL_THREADS`` when set, else `available_cpus`. It is fixed
+    rather than left to torch's default because each thread sums its own share of a
+    reduction (a convolution, a matrix product) and the partial sums are then added: another
+    thread count adds the same numbers in another order, which changes the last bits of
+    floats, and training amplifies them. Deterministic algorithms are requested with
+    ``warn_only=True``: an operation that has no deterministic form warns instead of failing.
+    On CUDA, cuBLAS is deterministic only with a fixed workspace, which must be chosen
+    before the first CUDA call, so the variable is set here (unless the user set it).
+
+    Idempotent and cheap: call it first in every process that trains or evaluates. Each
+    notebook calls it in its first code cell after the parameters (``machine.configure_torch()``), since papermill runs each notebook in its
+    own kernel process."""
+    import torch
+
+    text = os.environ.get(THREADS_VARIABLE, "").strip()
+    if text and not (text.isdigit() and int(text) >= 1):
+        raise ValueError(f"{THREADS_VARIABLE} must be a positive whole number, not {text!r}")
+    threads = int(text) if text else available_cpus()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return threads

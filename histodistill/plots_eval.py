@@ -168,3 +168,40 @@ def loss_curve(losses: pd.DataFrame, title: str) -> plt.Figure:
     ax.set_title(title, fontweight="bold")
     fig.tight_layout()
     return fig
+
+
+def training_budget(curve: pd.DataFrame, history: pd.DataFrame, picks: dict[str, int], steps: int) -> plt.Figure:
+    """Left: val accuracy at the end of training against the step budget (mean ± std over
+    runs), the rule's pick ringed, the run's budget dotted. Right: within the longest
+    budget, val accuracy along the way, one thin line per run."""
+    style()
+    networks = list(dict.fromkeys(curve["network"]))
+    palette = dict(zip(networks, sns.color_palette("deep", len(networks))))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for network in networks:
+        part = curve[curve["network"] == network].sort_values("budget")
+        name = NETWORK_NAMES.get(network, network)
+        left.errorbar(part["budget"], part["val_acc_mean"], yerr=part["val_acc_std"].fillna(0), marker="o",
+                      capsize=3, color=palette[network], label=name)
+        chosen = part[part["budget"] == picks[network]]
+        left.scatter(chosen["budget"], chosen["val_acc_mean"], s=220, facecolors="none",
+                     edgecolors=palette[network], linewidths=2)
+        longest = history[(history["network"] == network) & (history["budget"] == history["budget"].max())]
+        for k, (_, run) in enumerate(longest.groupby("seed")):
+            right.plot(run["step"], run["val_acc"], color=palette[network], alpha=0.7, linewidth=1,
+                       label=name if k == 0 else None)
+    budgets = sorted(curve["budget"].unique())
+    left.set_xscale("log")
+    left.minorticks_off()
+    left.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    for ax in (left, right):
+        ax.axvline(steps, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("val accuracy")
+    left.set_title("Val accuracy at the end of each budget (ringed: the rule's pick)", fontweight="bold", fontsize=10)
+    right.set_title(f"Along the longest budget ({max(budgets)} steps); dotted: this run's", fontweight="bold",
+                    fontsize=10)
+    left.legend(fontsize=8, frameon=False)
+    fig.suptitle("Training budget of every row, checked on val (InfoDist (CE) sets)", fontweight="bold")
+    fig.tight_layout()
+    return fig

@@ -2,12 +2,14 @@
 
     python -m histodistill.runner [--profile demo] [-p name value ...] [--only 01 ...]
     python -m histodistill.runner --profile smoke --export DIR   # parameterised .ipynb, not run
+    python -m histodistill.runner --run-name mine --compare-to demo   # then check against demo
 
 Notebooks are the jupytext sources ``notebooks/NN_*.py``; each is converted to ``.ipynb``
 on the fly, given ``profile`` (and ``run_name``) plus every ``-p`` override that its
 ``parameters`` cell declares, executed, and written to ``outputs/<run_name>/``. The run
 stops at the first failing notebook, naming it and the error. Times go to the terminal
-and to ``paper_results/<run_name>/run_times.csv``.
+and to ``paper_results/<run_name>/run_times.csv``. With ``--compare-to NAME`` the run's
+tables are then compared with those of ``paper_results/NAME/`` (`compare.compare_runs`).
 """
 
 from __future__ import annotations
@@ -182,10 +184,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", help="run only notebooks whose names start with these")
     parser.add_argument("--notebooks", type=Path, help="folder of NN_*.py notebooks (default: notebooks/)")
     parser.add_argument("--export", type=Path, metavar="DIR", help="write parameterised .ipynb to DIR and stop")
+    parser.add_argument("--compare-to", metavar="NAME",
+                        help="afterwards, compare the run's tables with paper_results/NAME/ (e.g. demo)")
     args = parser.parse_args(argv)
 
     overrides = {name: parse_value(value) for name, value in args.parameter}
     run_name = args.run_name or overrides.pop("run_name", None) or args.profile
+    if args.compare_to:  # refused before anything runs, not after an hour of notebooks
+        from . import compare
+
+        if args.export:
+            raise SystemExit("--compare-to needs a run; --export runs nothing")
+        if args.compare_to == run_name:
+            raise SystemExit(f"--compare-to {args.compare_to} names this run itself, whose results the run "
+                             f"overwrites; choose another --run-name")
+        compare.run_folder(args.compare_to)
     items = plan(args.profile, overrides, run_name, args.only, args.notebooks)
     if args.export:
         for path in export(items, args.export):
@@ -193,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     times = execute(items, paths.executed_notebooks_dir(run_name), run_name)
     write_times(times, args.profile, run_name)
+    if args.compare_to:
+        compare.compare_runs(run_name, args.compare_to)
 
 
 if __name__ == "__main__":

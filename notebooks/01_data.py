@@ -44,8 +44,9 @@ download = None  # pathmnist: fetch the file from medmnist's servers when it is 
 # %%
 from IPython.display import display
 
-from histodistill import config, data, plots, runs
+from histodistill import config, data, machine, plots, runs
 
+machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 cfg = config.stage_config(
     "data",

@@ -76,8 +76,9 @@ ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
 # %%
 from IPython.display import display
 
-from histodistill import autoencoder, config, data, plots, plots_ldm, quality, runs, stages
+from histodistill import autoencoder, config, data, machine, plots, plots_ldm, quality, runs, stages
 
+machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
 ae_cfg = config.stage_config(

@@ -62,8 +62,9 @@ sweep_seed = None  # seed of their initial noise
 # %%
 from IPython.display import display
 
-from histodistill import config, convnet, data, guidance, plots, plots_ldm, quality, runs, stages
+from histodistill import config, convnet, data, guidance, machine, plots, plots_ldm, quality, runs, stages
 
+machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
 vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)

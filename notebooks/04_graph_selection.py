@@ -47,8 +47,9 @@ map_class = 0  # class id whose pool the community map shows
 # %%
 from IPython.display import display
 
-from histodistill import config, distill, paths, plots, plots_selection, runs, stages, upstream
+from histodistill import config, distill, machine, paths, plots, plots_selection, runs, stages, upstream
 
+machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 up = upstream.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
 bundle, pool_artifact, clf_artifact = up.bundle, up.pool, up.classifier

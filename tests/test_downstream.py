@@ -44,12 +44,12 @@ def test_a_separable_set_is_learnt_and_the_run_repeats(network):
     train_x, train_y = two_tone(6, seed=1)
     val_x, val_y = two_tone(10, seed=2)
     # dsa off: a 90-degree turn would swap the classes; a short run needs a fast EMA.
-    recipe = TrainRecipe(network=network, epochs=12, batch_size=12, lr=0.05, eval_every=4, seed=3,
+    recipe = TrainRecipe(network=network, steps=12, batch_size=12, lr=0.05, eval_every=4, seed=3,
                          dsa=False, ema_decay=0.5)
     model, history = downstream.train_on_set(train_x, train_y, val_x, val_y, 2, recipe, progress=False, device="cpu")
-    assert history["epoch"].tolist() == [4, 8, 12]
+    assert history["step"].tolist() == [4, 8, 12]
     assert history["val_acc"].max() == 1.0
-    # The kept epoch is the first with the best val AUC (the selection metric).
+    # The kept evaluation is the first with the best val AUC (the selection metric).
     assert downstream.evaluate_on_test(model, *two_tone(10, seed=4))["auc"] == 1.0
     again, _ = downstream.train_on_set(train_x, train_y, val_x, val_y, 2, recipe, progress=False, device="cpu")
     for key, value in model.state_dict().items():
@@ -60,18 +60,32 @@ def test_a_separable_set_is_learnt_and_the_run_repeats(network):
                                              ("push_pull", False)])
 def test_contrastive_terms_train(contrastive, dsa):
     train_x, train_y = two_tone(4, seed=1)
-    recipe = TrainRecipe(epochs=2, batch_size=8, contrastive=contrastive, eval_every=1, dsa=dsa)
+    recipe = TrainRecipe(steps=2, batch_size=8, contrastive=contrastive, eval_every=1, dsa=dsa)
     _, history = downstream.train_on_set(train_x, train_y, train_x, train_y, 2, recipe, progress=False, device="cpu")
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
+
+
+def test_the_budget_is_steps_whatever_the_set_size():
+    # 18 images in batches of 8: three steps per pass (8, 8, 2); a budget of 5 steps ends
+    # in the second pass, and the last step is always evaluated.
+    x, y = make_images(18, seed=1), balanced_labels(18, 3)
+    recipe = TrainRecipe(width_scale=0.125, steps=5, batch_size=8, eval_every=2, dsa=False)
+    _, history = downstream.train_on_set(x, y, x, y, 3, recipe, progress=False)
+    assert history["step"].tolist() == [2, 4, 5]
+    assert history["epoch"].tolist() == [1, 2, 2]
+    assert history["lr"].iloc[-1] == pytest.approx(recipe.lr * 0.25)  # cosine over steps 2..4 of 5
+    one_batch = make_images(6, seed=2), balanced_labels(6, 3)  # a set in one batch: a step per pass
+    _, history = downstream.train_on_set(*one_batch, x, y, 3, dataclasses.replace(recipe, steps=4), progress=False)
+    assert history["step"].tolist() == history["epoch"].tolist() == [2, 4]
 
 
 def test_train_and_val_must_share_a_resolution():
     small, labels = two_tone(2, seed=0, size=28)
     large, _ = two_tone(2, seed=0, size=32)
     with pytest.raises(ValueError, match="one resolution"):
-        downstream.train_on_set(small, labels, large, labels, 2, TrainRecipe(epochs=1), progress=False)
+        downstream.train_on_set(small, labels, large, labels, 2, TrainRecipe(steps=1), progress=False)
     with pytest.raises(ValueError, match="uint8"):
-        downstream.train_on_set(small.astype(np.float32), labels, small, labels, 2, TrainRecipe(epochs=1))
+        downstream.train_on_set(small.astype(np.float32), labels, small, labels, 2, TrainRecipe(steps=1))
 
 
 @pytest.mark.parametrize("network,contrastive", [("convnet", "supcon"), ("convnet", "supcon_1view"),
@@ -85,7 +99,7 @@ def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastiv
     # training there magnifies float-order noise faster; which part does is not pinned down.)
     sets = [(make_images(18, seed=seed), balanced_labels(18, 3)) for seed in (1, 2, 3)]
     val = (make_images(12, seed=9), balanced_labels(12, 3))
-    recipe = TrainRecipe(network=network, width_scale=0.125, epochs=2, batch_size=8, eval_every=1,
+    recipe = TrainRecipe(network=network, width_scale=0.125, steps=6, batch_size=8, eval_every=1,
                          contrastive=contrastive)
     together = downstream.train_runs(sets, *val, 3, recipe, seeds=[0, 1, 2], progress=False)
     for seed, (images, labels), (model, history) in zip([0, 1, 2], sets, together):
@@ -101,7 +115,7 @@ def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastiv
 
 def test_runs_trained_together_need_one_set_per_seed_of_one_shape():
     a, b = two_tone(4, 0), two_tone(5, 1)
-    recipe = TrainRecipe(width_scale=0.125, epochs=1)
+    recipe = TrainRecipe(width_scale=0.125, steps=1)
     with pytest.raises(ValueError, match="one shape"):
         downstream.train_runs([a, b], *a, 2, recipe, seeds=[0, 1], progress=False)
     with pytest.raises(ValueError, match="one training set per seed"):
@@ -112,7 +126,7 @@ def test_reference_supcon_starts_from_the_cross_entropy_runs_network():
     # The projection head is drawn after the network, so run i of the contrastive row starts
     # from the same network weights as run i of the cross-entropy row (paired comparisons).
     x, y = two_tone(4, seed=1)
-    ce, supcon = (downstream.train_on_set(x, y, x, y, 2, TrainRecipe(epochs=1, contrastive=kind, dsa=False,
+    ce, supcon = (downstream.train_on_set(x, y, x, y, 2, TrainRecipe(steps=1, contrastive=kind, dsa=False,
                                                                      lr=0.0, ema_decay=0.0), progress=False)[0]
                   for kind in ("none", "supcon"))
     for key, value in ce.state_dict().items():

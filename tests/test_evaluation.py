@@ -36,12 +36,12 @@ def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data)
     messages = []
     first = evaluation.train_model(cfg, train, bundle, cache_root=root, log=messages.append)
     result = evaluation.load_result(first)
-    assert {"acc", "auc", "macro_f1", "per_class_acc", "best_epoch", "n_train"} <= set(result)
+    assert {"acc", "auc", "macro_f1", "per_class_acc", "best_step", "n_train"} <= set(result)
     assert result["n_train"] == 18 and result["n"] == len(bundle.splits["test"].labels)
     probs = evaluation.test_probabilities(first)
     assert probs.shape == (len(bundle.splits["test"].labels), 9)
     history = pd.read_csv(first.file("history.csv"))
-    assert history["epoch"].tolist() == [2, 4]  # val every 2 epochs; test is not in the history
+    assert history["step"].tolist() == [2, 4]  # val every 2 steps; test is not in the history
     assert not any("test" in c for c in history.columns)
 
     again = evaluation.train_model(cfg, train, bundle, cache_root=root, log=messages.append)
@@ -76,7 +76,7 @@ def test_jobs_train_together_once_each_and_match_the_models_trained_alone(smoke_
     assert table["model_key"].iloc[0] == table["model_key"].iloc[3]
     # Run 1 trained in a group of two equals the same model trained alone (float order aside).
     alone = evaluation.load_result(evaluation.train_model(jobs[1].cfg, sets[1], bundle, cache_root=alone_root))
-    assert alone["best_epoch"] == table["best_epoch"].iloc[1]
+    assert alone["best_step"] == table["best_step"].iloc[1]
     np.testing.assert_allclose(table[["acc", "auc", "macro_f1"]].iloc[1].to_numpy(float),
                                [alone["acc"], alone["auc"], alone["macro_f1"]], atol=1e-3)
 
@@ -101,7 +101,7 @@ def fake_runs(networks=("convnet", "resnet18"), n_seeds=3) -> pd.DataFrame:
             for seed in range(n_seeds):
                 rows.append({"row": row, "variant": "", "network": network, "seed": seed, "ipc": 10,
                              "n_train": 90, "acc": rng.uniform(), "auc": rng.uniform(),
-                             "macro_f1": rng.uniform(), "best_epoch": 10, "model_key": "k"})
+                             "macro_f1": rng.uniform(), "best_step": 10, "model_key": "k"})
     return pd.DataFrame(rows)
 
 
