@@ -1,13 +1,13 @@
 """Speed of training a row's runs together (`downstream.train_runs`) against one by one.
 
-For each network of the profile's main table, `--runs` models are trained on random real
+For each network (ConvNet and ResNet-18 by default), `--runs` models are trained on random real
 subsets of the bundled train split at the profile's IPC (a new subset per run, as the
 "Random real" row draws them), with the profile's downstream recipe: first one after
 another (`downstream.train_on_set`), then all at once. Each figure is the wall time of
 the whole training (val evaluations included, test untouched); the two ways give the same
 models up to float summation order (tests/test_downstream.py).
 
-    python bench/multiseed_speed.py                    # demo profile, 5 runs; prints, writes
+    python bench/multiseed_speed.py --steps 150        # demo profile, 5 runs; prints, writes
     python bench/multiseed_speed.py --runs 10 --steps 50
 
 Writes bench/results/multiseed_speed.csv (network, width, runs, sequential s, batched s,
@@ -36,13 +36,14 @@ def main() -> None:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default: the profile's)")
-    ap.add_argument("--networks", nargs="+", default=None)
+    ap.add_argument("--networks", nargs="+", default=list(config.NETWORKS),
+                    help="networks timed (default: both, whatever the profile's main table trains)")
     args = ap.parse_args()
 
     bundle = data.prepare_data(config.stage_config("data", args.profile))
     recipe = config.stage_config("downstream", args.profile, steps=args.steps)
     ipc = config.stage_config("selection", args.profile).ipc
-    networks = args.networks or list(config.stage_config("evaluation", args.profile).networks)
+    networks = args.networks
     val = bundle.splits["val"]
     seeds = list(range(args.runs))
     sets = [evaluation.random_real(bundle, ipc, seed) for seed in seeds]

@@ -44,8 +44,8 @@ VERSIONS = {"model": 2, "dm": 1}  # model 2: budgets in steps, history by step
 # Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
 # GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
 # on CPU the batched (grouped) convolutions are slower than one run after another
-# (bench/multiseed_speed.py: 0.82x for the demo's ConvNet, 1.03x for its ResNet-18, 5 runs on
-# 2 cores), so the CPU trains one run at a time.
+# (bench/multiseed_speed.py: 0.91x for the demo's ConvNet, 0.94x for its ResNet-18, 5 runs of
+# 150 steps on 2 cores), so the CPU trains one run at a time.
 RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
 
 

@@ -139,7 +139,7 @@ def test_the_committed_demo_results_agree_with_themselves():
     demo = paths.project_root() / "paper_results" / "demo"
     result = compare.compare_folders(demo, demo)
     with_interval = result["reference_low"].notna()
-    assert with_interval.sum() >= 100 and (result[with_interval]["verdict"] == "inside").all()
+    assert with_interval.sum() >= 50 and (result[with_interval]["verdict"] == "inside").all()
     assert set(result["verdict"]) == {"inside", "no interval"}
     assert (result["difference"] == 0).all() and (result["relative_difference"] == 0).all()
     assert {"main_table.csv", "paired_differences.csv", "ablation_ipc_paired.csv", "pool_quality.csv",
