@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from histodistill import cache, config, data, guidance, stages
@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--ae-set", action="append", default=[], metavar="FIELD=VALUE", help="autoencoder config override")
     ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
     ap.add_argument("--scales", type=float, nargs="+", default=[2.0])
+    ap.add_argument("--solvers", nargs="+", default=["dpmsolver++"], choices=config.SOLVERS,
+                    help="sampler forms scored at each scale (rows before this option: dpmsolver++)")
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--sampling-steps", type=int, default=20)
     ap.add_argument("--label", default="")
@@ -86,24 +88,29 @@ def main() -> None:
         train_seconds += time.perf_counter() - start
         pipe = ClassConditionalLDMPipeline.assemble(vae, trainer.ema_model().cpu(), cfg, bundle.class_names)
         loss = float(np.mean([h["loss"] for h in trainer.history[-200:]]))
-        for scale in args.scales:
-            t0 = time.perf_counter()
-            pool_labels = np.repeat(np.arange(bundle.n_classes), args.per_class)
-            images = pipe(pool_labels, args.sampling_steps, scale, seed=1, progress=False)
-            scores = guidance.pool_scores(images, pool_labels, classifier, bundle, real_features)
-            row = {"profile": args.profile, "setting": setting, "key": key[:16], "step": trainer.step,
-                   "loss_last200": round(loss, 5), "guidance_scale": scale, "sampling_steps": args.sampling_steps,
-                   **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
-                   "train_minutes": round(train_seconds / 60, 2), "resumed_at": resumed_at,
-                   "eval_seconds": round(time.perf_counter() - t0, 1)}
-            print(row, flush=True)
-            new = not RESULTS.exists()
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            with RESULTS.open("a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(row))
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+        for solver in args.solvers:
+            for scale in args.scales:
+                t0 = time.perf_counter()
+                pool_labels = np.repeat(np.arange(bundle.n_classes), args.per_class)
+                images = pipe(pool_labels, args.sampling_steps, scale, seed=1, progress=False, solver=solver)
+                scores = guidance.pool_scores(images, pool_labels, classifier, bundle, real_features)
+                row = {"profile": args.profile, "setting": setting, "key": key[:16], "step": trainer.step,
+                       "loss_last200": round(loss, 5), "guidance_scale": scale, "sampling_steps": args.sampling_steps,
+                       **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
+                       "train_minutes": round(train_seconds / 60, 2), "resumed_at": resumed_at,
+                       "eval_seconds": round(time.perf_counter() - t0, 1), "solver": solver}
+                print(row, flush=True)
+                append_row(row)
+
+
+def append_row(row: dict) -> None:
+    """Add `row` to the results file; a column new to the file is added to every row (rows
+    from before the solver column were all sampled with the ODE, dpmsolver++)."""
+    table = pd.read_csv(RESULTS) if RESULTS.exists() else pd.DataFrame()
+    if len(table) and "solver" not in table:
+        table["solver"] = "dpmsolver++"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat([table, pd.DataFrame([row])], ignore_index=True).to_csv(RESULTS, index=False)
 
 
 if __name__ == "__main__":
