@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,8 @@ from . import paths
 from .config import PROFILES
 
 KERNEL = "python3"
+# A run name becomes a folder in figures/, paper_results/ and outputs/: a plain name only.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def notebook_sources(folder: Path | None = None) -> list[Path]:
@@ -133,7 +137,17 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
                 cwd=str(paths.project_root()),
                 progress_bar=sys.stderr.isatty(),
                 log_output=not sys.stderr.isatty(),
+                # The kernel's own log (its unencrypted-TCP warning, the socket errors it
+                # prints when shut down mid-cell) is noise here; cell errors still come back.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
+        except KeyboardInterrupt:
+            # One line, not the kernel client's traceback: what stopped, and that the cached
+            # stages (and the diffusion checkpoints) are kept for the next run.
+            elapsed = time.perf_counter() - started
+            print(f"\ninterrupted in {source.name} after {elapsed:.1f} s; finished stages stay cached, "
+                  f"the same command resumes", file=sys.stderr)
+            raise SystemExit(130) from None
         except pm.PapermillExecutionError as err:
             elapsed = time.perf_counter() - started
             print(
@@ -175,6 +189,35 @@ def write_times(times: list[tuple[str, float]], profile: str, run_name: str) -> 
     return path
 
 
+def check_run_name(run_name: str) -> None:
+    """Refuse a run name that is not a plain folder name (a separator or ``..`` would write
+    outside figures/, paper_results/ and outputs/)."""
+    if not RUN_NAME.fullmatch(run_name) or ".." in run_name:
+        raise SystemExit(f"run name {run_name!r} is not a plain folder name: use letters, digits, '.', '_' "
+                         f"and '-' (no '/', no '..'), e.g. --run-name mine")
+
+
+def check_destination(profile: str, run_name: str, named: bool, overrides: dict) -> None:
+    """Refuse, before anything runs, to write over results that belong to another run: an
+    unnamed run with ``-p`` overrides would write into the profile's own folders (for demo,
+    the results committed in the repository), and a run named after another profile, or
+    recorded with another one, would mix its tables with that profile's."""
+    if not named and overrides:
+        committed = ", the results committed in the repository" if profile == "demo" else ""
+        raise SystemExit(f"-p {', '.join(sorted(overrides))} changes the {profile} profile, and an unnamed run writes "
+                         f"into figures/{profile}/ and paper_results/{profile}/{committed}; name this run "
+                         f"(--run-name NAME) or pass --overwrite to replace them")
+    if run_name in PROFILES and run_name != profile:
+        raise SystemExit(f"run name {run_name!r} is the {run_name} profile's own folder, but this run uses profile "
+                         f"{profile!r}; choose another --run-name (or --overwrite)")
+    record = paths.output_root() / "outputs" / run_name / "run.json"
+    if record.is_file():
+        recorded = json.loads(record.read_text()).get("profile")
+        if recorded not in (None, profile):
+            raise SystemExit(f"run {run_name!r} holds results of profile {recorded!r} (outputs/{run_name}/run.json), "
+                             f"not {profile!r}; choose another --run-name (or --overwrite)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", choices=PROFILES)
@@ -184,12 +227,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", help="run only notebooks whose names start with these")
     parser.add_argument("--notebooks", type=Path, help="folder of NN_*.py notebooks (default: notebooks/)")
     parser.add_argument("--export", type=Path, metavar="DIR", help="write parameterised .ipynb to DIR and stop")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into the run's folders even when they hold another run's results")
     parser.add_argument("--compare-to", metavar="NAME",
                         help="afterwards, compare the run's tables with paper_results/NAME/ (e.g. demo)")
     args = parser.parse_args(argv)
 
     overrides = {name: parse_value(value) for name, value in args.parameter}
-    run_name = args.run_name or overrides.pop("run_name", None) or args.profile
+    named = args.run_name or overrides.pop("run_name", None)
+    run_name = named or args.profile
+    check_run_name(run_name)
+    if not args.export and not args.overwrite:
+        check_destination(args.profile, run_name, bool(named), overrides)
     if args.compare_to:  # refused before anything runs, not after an hour of notebooks
         from . import compare
 

@@ -9,6 +9,17 @@
 #
 # Environment: PYTHON (interpreter for the venv, default python3), HISTODISTILL_VENV
 # (default .venv), HISTODISTILL_TORCH (pip requirement for torch, default torch==2.13.0).
+#
+# Sourced (by run_all.sh, scripts/test.sh or your shell), it runs itself as a child process
+# for the checks and installation, with strict options there, and only exports the venv into
+# the caller: the caller's shell options stay as they were, and a failure returns instead
+# of closing the caller's terminal.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+    bash "${BASH_SOURCE[0]}" || return
+    export VIRTUAL_ENV="${HISTODISTILL_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv}"
+    export PATH="$VIRTUAL_ENV/bin:$PATH"
+    return 0
+fi
 set -euo pipefail
 
 _hd_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,5 +56,3 @@ if [ "$(cat "$_hd_venv/.histodistill-installed" 2>/dev/null)" != "$_hd_stamp" ];
     echo "$_hd_stamp" > "$_hd_venv/.histodistill-installed"
     echo "[setup] done"
 fi
-export VIRTUAL_ENV="$_hd_venv"
-export PATH="$_hd_venv/bin:$PATH"

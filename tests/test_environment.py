@@ -2,6 +2,7 @@
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,3 +73,17 @@ def test_no_module_imports_torchvision():
             else:
                 continue
             assert not any(n.split(".")[0] == "torchvision" for n in names), path
+
+
+def test_sourcing_setup_leaves_the_callers_shell_alone(tmp_path):
+    """`source scripts/setup.sh` in a user's shell: its strict options stay in its own child
+    process, and a failure returns a status instead of closing the caller's terminal."""
+    script = (f'source "{ROOT}/scripts/setup.sh"; echo "ok $? $-"; set -o | grep -E "errexit|nounset|pipefail"; '
+              f'PYTHON=/nonexistent HISTODISTILL_VENV="{tmp_path}/venv" source "{ROOT}/scripts/setup.sh"; '
+              f'echo "failed $?, still here"')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("ok 0") and "e" not in lines[0].split()[2] and "u" not in lines[0].split()[2]
+    assert all(line.split()[-1] == "off" for line in lines[1:4])
+    assert lines[-1] == "failed 1, still here" and "needs Python >= 3.10" in out.stderr
+    assert not (tmp_path / "venv").exists()

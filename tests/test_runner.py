@@ -108,3 +108,65 @@ def test_run_times_keep_the_notebooks_not_run_again():
     assert table["finished"].notna().all()
     runner.write_times([("01_data", 3.0)], "smoke", "timing")  # another profile: a fresh table
     assert pd.read_csv(path)["notebook"].tolist() == ["01_data", "total"]
+
+
+@pytest.fixture
+def runs_nothing(monkeypatch):
+    """The runner with its notebooks stubbed out: returns the run names it would have run."""
+    from histodistill import runner
+
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
+    monkeypatch.setattr(runner, "write_times", lambda times, profile, run_name: None)
+    return ran
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ".hidden", "x..y", "with space", "/abs"])
+def test_run_names_are_plain_folder_names(name, runs_nothing):
+    from histodistill import runner
+
+    with pytest.raises(SystemExit, match="not a plain folder name"):
+        runner.main(["--profile", "smoke", "--only", "01", "--run-name", name])
+    with pytest.raises(SystemExit, match="not a plain folder name"):
+        runner.main(["--profile", "smoke", "--only", "01", "-p", "run_name", name])
+    assert runs_nothing == []
+
+
+def test_a_changed_profile_needs_its_own_run_name(runs_nothing, output_root):
+    from histodistill import runner
+
+    with pytest.raises(SystemExit, match=r"-p image_size changes the demo profile.*committed in the repository"):
+        runner.main(["--only", "01", "-p", "image_size", "64"])
+    with pytest.raises(SystemExit, match="the demo profile's own folder"):
+        runner.main(["--profile", "smoke", "--only", "01", "--run-name", "demo"])
+    (output_root / "outputs" / "mine").mkdir(parents=True)
+    (output_root / "outputs" / "mine" / "run.json").write_text('{"profile": "smoke", "stages": {}}')
+    with pytest.raises(SystemExit, match="holds results of profile 'smoke'"):
+        runner.main(["--only", "01", "--run-name", "mine"])
+    assert runs_nothing == []
+    runner.main(["--only", "01", "--run-name", "big", "-p", "image_size", "64"])  # named: fine
+    runner.main(["--only", "01", "-p", "image_size", "64", "--overwrite"])  # said so: fine
+    runner.main(["--profile", "smoke", "--only", "01", "--run-name", "mine"])  # the recorded profile
+    runner.main(["--profile", "smoke", "--only", "01"])  # the profile itself, unchanged
+    assert runs_nothing == ["big", "demo", "mine", "smoke"]
+
+
+def test_ctrl_c_ends_with_one_line(tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    started = tmp_path / "started"
+    write_notebook(folder, "01_slow.py", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "histodistill.runner", "--profile", "smoke", "--notebooks", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(), start_new_session=True)
+    deadline = time.time() + 120
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted in 01_slow.py" in stderr and "resumes" in stderr
+    assert "Traceback" not in stderr, stderr[-2000:]
