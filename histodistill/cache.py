@@ -11,8 +11,9 @@ when its code changes what it writes.
 
 A result is built in a temporary folder and renamed into place only after its resolved
 configuration (``config.json``) and a manifest of its files (``COMPLETE.json``, written
-last) are on disk. A folder without a valid manifest, or whose files no longer match it,
-is never read: it is discarded and rebuilt. An interrupted build leaves only a
+last: each file's size and BLAKE2b content digest) are on disk. A folder without a valid
+manifest, or whose files no longer match it in size or content, is never read: it is
+discarded, with a line naming the file, and rebuilt. An interrupted build leaves only a
 ``.tmp-*`` folder behind, removed by the next run of that stage. A stage that trains for
 long keeps its checkpoints in a ``.work-<key>`` folder (`work_dir`) instead, which an
 interruption does not remove: the next run with the same key resumes from it.
@@ -68,6 +69,25 @@ def sha256_file(path: str | Path) -> str:
     return sha.hexdigest()
 
 
+# Content digests computed in this process, per (path, size, mtime): a stage checked several
+# times in one run (e.g. a model read by notebook 05's budget check and its table) is read once.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(path: Path) -> str:
+    """BLAKE2b (128-bit) of a file's bytes: fast enough to check every cached file on every
+    read (bench/cache_digest.py measures it)."""
+    stat = path.stat()
+    memo = (str(path), stat.st_size, stat.st_mtime_ns)
+    if memo not in _DIGESTS:
+        blake = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                blake.update(block)
+        _DIGESTS[memo] = blake.hexdigest()
+    return _DIGESTS[memo]
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A completed stage result: a folder of files plus its resolved configuration."""
@@ -115,11 +135,12 @@ def cached(
     key = stage_key(stage, cfg, inputs, version)
     stage_dir = (cache_root or paths.cache_dir()) / stage
     final = stage_dir / key[:KEY_CHARS]
-    if is_complete(final, key):
+    reason = problem(final, key)
+    if reason is None:
         log(f"[{stage}] cached result {final}")
         return Artifact(stage, key, final)
     if final.exists():
-        log(f"[{stage}] discarding an incomplete or altered result in {final}")
+        log(f"[{stage}] discarding the cached result in {final}: {reason}; rebuilding it")
         shutil.rmtree(final)
     _remove_orphans(stage_dir)
 
@@ -162,27 +183,55 @@ def is_cached(stage: str, cfg: Any, inputs: dict[str, str] | None = None, versio
 
 def is_complete(folder: Path, key: str) -> bool:
     """True only if `folder` holds a finished result for `key` whose files are intact."""
+    return problem(folder, key) is None
+
+
+def problem(folder: Path, key: str) -> str | None:
+    """Why `folder` cannot serve `key`, in a few words naming the file at fault; None when
+    it holds a finished result whose files match their recorded sizes and content digests.
+    A manifest from before the digests (sizes only) is upgraded in place once its sizes match."""
     marker = _read_json(folder / MARKER)
     if not marker or marker.get("key") != key:
-        return False
+        return "no finished result" if folder.exists() else "not built yet"
+    recorded = marker.get("files") or {}
     try:
-        current = _manifest(folder)
-    except OSError:
-        return False
-    return current == marker.get("files")
+        sizes = _sizes(folder)
+    except OSError as err:
+        return f"its files cannot be read ({err})"
+    for rel in sorted(set(recorded) | set(sizes)):
+        if rel not in sizes:
+            return f"{rel} is missing"
+        if rel not in recorded:
+            return f"{rel} was not part of the result"
+        size = recorded[rel] if isinstance(recorded[rel], int) else recorded[rel]["size"]
+        if sizes[rel] != size:
+            return f"{rel} changed size ({sizes[rel]} bytes, {size} recorded)"
+    legacy = False
+    for rel, entry in recorded.items():
+        if isinstance(entry, int):
+            legacy = True
+        elif content_digest(folder / rel) != entry["blake2b"]:
+            return f"{rel} changed (its content no longer matches the digest recorded when it was built)"
+    if legacy:
+        write_json_atomic(folder / MARKER, {"key": key, "files": _manifest(folder)})
+    return None
 
 
-def _manifest(folder: Path, fsync: bool = False) -> dict[str, int]:
+def _sizes(folder: Path) -> dict[str, int]:
     """Relative path -> size in bytes of every file in `folder` except the marker."""
+    return {path.relative_to(folder).as_posix(): path.stat().st_size
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()) if path.name != MARKER
+            or path.parent != folder}
+
+
+def _manifest(folder: Path, fsync: bool = False) -> dict[str, dict]:
+    """Relative path -> {"size", "blake2b"} of every file in `folder` except the marker."""
     files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel == MARKER:
-            continue
+    for rel, size in _sizes(folder).items():
         if fsync:
-            with open(path, "rb") as fh:
+            with open(folder / rel, "rb") as fh:
                 os.fsync(fh.fileno())
-        files[rel] = path.stat().st_size
+        files[rel] = {"size": size, "blake2b": content_digest(folder / rel)}
     return files
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths
+from . import parameters, paths
 from .config import PROFILES
 
 KERNEL = "python3"
@@ -74,16 +74,18 @@ def parse_value(text: str):
 def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | None = None,
          folder: Path | None = None):
     """(source, notebook, parameters) for each notebook to run; checks every override
-    is declared by at least one notebook, so a typo fails before anything runs."""
+    is declared by at least one notebook, and fits the configuration field it sets
+    (`parameters.check`), so a typo or a wrong value fails before anything runs."""
     sources = notebook_sources(folder)
     if only:
         sources = [s for s in sources if any(s.name.startswith(o) for o in only)]
     if not sources:
         raise SystemExit(f"no notebook to run in {folder or paths.notebooks_dir()} (--only {only})")
-    items, used = [], set()
+    items, used, codes = [], set(), []
     for source in sources:
         nb = to_notebook(source)
         declared = declared_parameters(nb)
+        codes.append((source, set(declared), "\n".join(c.source for c in nb.cells if c.cell_type == "code")))
         params = {"profile": profile, "run_name": run_name or profile}
         params.update(overrides)
         params = {k: v for k, v in params.items() if k in declared}
@@ -92,6 +94,7 @@ def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | 
     unused = sorted(set(overrides) - used)
     if unused:
         raise SystemExit(f"no notebook declares the parameter(s) {unused}; check the spelling")
+    parameters.check(profile, overrides, codes)
     return items
 
 

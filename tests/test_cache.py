@@ -103,3 +103,31 @@ def test_file_digest_follows_content(tmp_path):
 def test_digest_is_order_independent():
     assert cache.digest({"a": 1, "b": [1, 2]}) == cache.digest({"b": [1, 2], "a": 1})
     assert cache.digest({"a": 1}) != cache.digest({"a": 2})
+
+
+def test_a_same_size_change_is_caught_by_its_content_digest(tmp_path):
+    calls, messages = [], []
+    art = cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
+    path = art.path / "sub" / "more.bin"
+    stat = path.stat()
+    with open(path, "r+b") as fh:  # overwrite in place, same size, and keep the old mtime
+        fh.write(b"\xff" * 5)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    cache._DIGESTS.clear()  # as a new process would start
+    assert cache.problem(art.path, art.key) == ("sub/more.bin changed (its content no longer matches the digest "
+                                                "recorded when it was built)")
+    again = cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path, log=messages.append)
+    assert len(calls) == 2 and again.file("sub/more.bin").read_bytes() == b"\x00" * 10
+    assert "discarding the cached result" in messages[0] and "sub/more.bin changed" in messages[0]
+
+
+def test_a_manifest_of_sizes_only_is_upgraded_with_digests(tmp_path):
+    calls = []
+    art = cache.cached("stage", {"a": 1}, counting_build(calls), cache_root=tmp_path)
+    marker = art.path / cache.MARKER
+    files = json.loads(marker.read_text())["files"]
+    marker.write_text(json.dumps({"key": art.key, "files": {k: v["size"] for k, v in files.items()}}))
+    assert cache.is_complete(art.path, art.key)  # sizes match: served, and the manifest upgraded
+    assert json.loads(marker.read_text())["files"] == files
+    cache.cached("stage", {"a": 1}, counting_build(calls), cache_root=tmp_path)
+    assert len(calls) == 1

@@ -170,3 +170,27 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     assert process.returncode == 130
     assert "interrupted in 01_slow.py" in stderr and "resumes" in stderr
     assert "Traceback" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("ipc", "ten", "-p ipc 'ten': sets selection.ipc, which takes a whole number"),
+    ("image_size", 28.5, "-p image_size 28.5: sets data.size, which takes a whole number"),
+    ("networks", "resnet18", "-p networks 'resnet18': sets evaluation.networks, which takes a tuple of texts"),
+    ("select_seed", -1, "-p select_seed -1: sets selection.seed, a seed: a whole number >= 0"),
+    ("seed", -1, "-p seed -1: sets data.seed, a seed"),
+    ("steps", 0, "-p steps 0: steps, batch_size, eval_every and width_scale must be positive"),
+    ("dsa", "yes", "-p dsa 'yes': sets downstream.dsa, which takes True or False"),
+])
+def test_bad_parameters_are_refused_before_any_notebook_runs(name, value, message, runs_nothing):
+    from histodistill import runner
+
+    with pytest.raises(SystemExit) as refused:
+        runner.main(["--run-name", "mine", "-p", name, repr(value)])
+    assert message in str(refused.value) and "nothing was run" in str(refused.value)
+    assert runs_nothing == []
+
+
+def test_good_parameters_pass_the_check():
+    overrides = {"ipc": 10, "networks": ["convnet", "resnet18"], "guidance_scale": None, "lr": 1, "train_seed": 3,
+                 "image_size": 64, "contrastive_weights": (0.1, 0.3)}
+    assert len(runner.plan("demo", overrides, "mine")) == len(runner.notebook_sources())
