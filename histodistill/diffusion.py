@@ -7,9 +7,10 @@ Classifier-free guidance is learnt by replacing a share of the labels with the n
 Checkpoints: every `checkpoint_every` steps the whole training state (weights as
 safetensors; optimiser, learning-rate schedule, EMA and random-generator state; step;
 loss history; the configuration's hash) goes to a new ``step-NNNNNNN/`` folder, and only
-then does the ``LATEST`` file (replaced atomically) point at it. A run killed at any
-moment resumes from the last complete checkpoint with the right step, schedule and
-random stream; a checkpoint written under another configuration is refused.
+then does the ``LATEST`` file (replaced atomically) point at it; the newest two are kept. A
+run killed at any moment resumes from the last complete checkpoint with the right step,
+schedule and random stream (from the one before, with a message, when the newest cannot be
+read); a checkpoint written under another configuration is refused.
 """
 
 from __future__ import annotations
@@ -199,23 +200,43 @@ class Trainer:
         pointer = self.work_dir / f".{LATEST}.tmp"
         pointer.write_text(folder.name)
         os.replace(pointer, self.work_dir / LATEST)  # the switch to the new checkpoint
-        if previous is not None and previous != folder:
-            shutil.rmtree(previous, ignore_errors=True)
+        # Keep the new checkpoint and the one before it: if the newest is ever found
+        # unreadable (a disk error, a truncated copy), resuming falls back to the other.
+        for old in self.checkpoints()[2:]:
+            if old not in (folder, previous):
+                shutil.rmtree(old, ignore_errors=True)
         return folder
 
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoint folders, newest first."""
+        return sorted((f for f in self.work_dir.glob("step-*") if (f / "state.json").is_file()),
+                      key=lambda f: f.name, reverse=True)
+
     def _resume(self) -> None:
-        folder = self.latest_checkpoint()
-        if folder is None:
+        latest = self.latest_checkpoint()
+        candidates = ([latest] if latest else []) + [f for f in self.checkpoints() if f != latest]
+        for folder in candidates:
+            try:
+                state = json.loads((folder / "state.json").read_text())
+                weights = load_file(folder / "model.safetensors")
+                training = torch.load(folder / "training_state.pt", weights_only=True, map_location=self.device)
+            except Exception as err:  # safetensors, pickle, json and OS errors alike: try the one before
+                print(f"[diffusion] checkpoint {folder} is unreadable ({type(err).__name__}: {err}); "
+                      f"trying the one before it")
+                continue
+            self._restore(folder, state, weights, training)
             return
-        state = json.loads((folder / "state.json").read_text())
+        if candidates:
+            print(f"[diffusion] no readable checkpoint in {self.work_dir}: training from step 0")
+
+    def _restore(self, folder: Path, state: dict, weights: dict, training: dict) -> None:
         if state["config_hash"] != self.config_hash:
             raise CheckpointMismatch(
                 f"the checkpoint in {folder} was written for another configuration "
                 f"({state['config_hash'][:12]}, this run is {self.config_hash[:12]}); delete "
                 f"{self.work_dir} to start afresh"
             )
-        self.model.load_state_dict(load_file(folder / "model.safetensors"))
-        training = torch.load(folder / "training_state.pt", weights_only=True, map_location=self.device)
+        self.model.load_state_dict(weights)
         self.optimiser.load_state_dict(training["optimiser"])
         self.lr_schedule.load_state_dict(training["lr_schedule"])
         self.ema.load_state_dict(training["ema"])

@@ -137,7 +137,25 @@ def test_interrupted_training_resumes_to_the_same_state(tmp_path):
     for a, b in zip(straight.ema.shadow_params, resumed.ema.shadow_params):
         assert torch.equal(a, b)
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
-    assert sorted(p.name for p in (tmp_path / "b" / "work").iterdir()) == ["LATEST", "step-0000020"]
+    # The newest two checkpoints are kept.
+    assert sorted(p.name for p in (tmp_path / "b" / "work").iterdir()) == ["LATEST", "step-0000010", "step-0000020"]
+
+
+def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    straight = trainer(tmp_path / "a")
+    straight.run(progress=False)
+    first = trainer(tmp_path / "b")
+    first.run(progress=False, max_steps=15)  # checkpoints at 10 and 15 (the last step run)
+    first.save_checkpoint()
+    latest = tmp_path / "b" / "work" / "step-0000015" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])  # truncated
+    resumed = trainer(tmp_path / "b")
+    out = capsys.readouterr().out
+    assert "step-0000015 is unreadable" in out and "resumed from step-0000010" in out
+    assert resumed.step == 10
+    resumed.run(progress=False)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
