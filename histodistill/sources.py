@@ -174,6 +174,9 @@ def read_npz(path: str | Path) -> RawData:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
+    if not zipfile.is_zipfile(path):  # np.load would call anything else "pickled data"
+        raise DataError(f"{path} is not a readable .npz archive (np.savez writes a zip of .npy arrays); "
+                        f"it starts with {path.read_bytes()[:8]!r}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
@@ -209,6 +212,10 @@ def read_folder(root: str | Path, size: int) -> RawData:
     split_roots = {s: root / s for s in SPLITS if (root / s).is_dir()}
     if split_roots and "train" not in split_roots:
         raise DataError(f"{root} has {sorted(split_roots)} folders but no train/ folder")
+    stray = sorted(d.name for d in root.iterdir() if _visible_dir(d) and d.name not in SPLITS)
+    if split_roots and stray:  # one layout or the other: these images would be ignored
+        raise DataError(f"{root} has split folders {sorted(split_roots)} and also {stray} beside them; "
+                        f"move those class folders into train/ (or the split they belong to)")
     split_roots = split_roots or {"train": root}
     names = sorted(d.name for d in split_roots["train"].iterdir() if _visible_dir(d))
     if not names:
@@ -221,7 +228,13 @@ def read_folder(root: str | Path, size: int) -> RawData:
         images, labels = [], []
         for label, name in enumerate(names):
             folder = split_root / name
-            files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+            entries = sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+            # Hidden files (macOS "._x.png", ".DS_Store") are system files, not images.
+            files = [f for f in entries if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+            ignored = [f.name for f in entries if f not in files and not f.name.startswith(".")]
+            if ignored:
+                warn(f"{folder}: {len(ignored)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}) "
+                     f"are ignored, e.g. {ignored[:3]}")
             if split == "train" and not files:
                 raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             for file in tqdm(files, desc=f"read {split}/{name}", leave=False, disable=len(files) < 500):
@@ -304,14 +317,59 @@ def validate(
 
     n_classes = len(class_names) if class_names else int(max(l.max() for _, l in clean.values())) + 1
     names = list(class_names) if class_names else [f"class {i}" for i in range(n_classes)]
+    _check_class_names(names, description)
     for split, (_, labels) in clean.items():
         bad = labels[(labels < 0) | (labels >= n_classes)]
         if bad.size:
+            given = f" (class_names has {n_classes} names)" if class_names else ""
             raise DataError(
-                f"{description}: {split} labels must lie in 0..{n_classes - 1}; found {sorted(set(bad.tolist()))[:5]}"
+                f"{description}: {split} labels must lie in 0..{n_classes - 1}{given}; "
+                f"found {sorted(set(bad.tolist()))[:5]}"
             )
     counts = np.bincount(clean["train"][1], minlength=n_classes)
     empty = [names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
         raise DataError(f"{description}: classes {empty} have no train images")
+    if n_classes < 2:
+        raise DataError(f"{description}: one class ({names[0]!r}); classification needs at least two")
+    few = [f"{names[i]} ({counts[i]})" for i in np.flatnonzero(counts < MIN_TRAIN_PER_CLASS)]
+    if few:
+        warn(f"{description}: classes with fewer than {MIN_TRAIN_PER_CLASS} train images: {', '.join(few)}; "
+             f"their val/test share, selection and metrics rest on a handful of images")
+    for split, (images, _) in clean.items():
+        _check_values(images, f"{description}: {split} images")
     return RawData(clean, names, description)
+
+
+MIN_TRAIN_PER_CLASS = 10  # below this a class is warned about: a few images cannot stand for it
+
+
+def warn(message: str) -> None:
+    """A data warning, printed once where it arises (the data stage is cached, so once per data set)."""
+    print(f"[data] warning: {message}", flush=True)
+
+
+def _check_class_names(names: list[str], description: str) -> None:
+    """Class names become folder and file names (the export, figures) and dictionary keys."""
+    bad = [n for n in names if not n.strip() or n != n.strip() or any(c in n for c in '/\\:*?"<>|')
+           or any(ord(c) < 32 for c in n)]
+    if bad:
+        raise DataError(f"{description}: class names must be non-empty, without surrounding spaces and "
+                        f"without / \\ : * ? \" < > | or control characters; bad: {bad}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"{description}: class names must be unique; repeated: {duplicates}")
+
+
+def _check_values(images: np.ndarray, what: str) -> None:
+    """Refuse images that carry no picture: all of one colour, or values that only reach 1
+    (floats in 0..1 cast to uint8); warn when many single images are blank."""
+    flat = images.reshape(len(images), -1)
+    blank = flat.max(axis=1) == flat.min(axis=1)
+    if blank.all():
+        raise DataError(f"{what} are all blank: every image is a single colour")
+    if images.max() <= 1:
+        raise DataError(f"{what} only take the values 0 and 1: floats in 0..1 cast to uint8? Convert with "
+                        f"(x * 255).round().astype(np.uint8)")
+    if blank.mean() > 0.1:
+        warn(f"{what}: {int(blank.sum())} of {len(images)} are a single colour")

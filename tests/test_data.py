@@ -221,6 +221,17 @@ def bad_npz_cases():
         "float labels": ({**good, "train_labels": balanced_labels(30, 3).astype(float)}, "integers"),
         "missing keys": ({"images": make_images(3)}, "train_images and train_labels"),
         "half a split": ({**good, "val_images": make_images(3)}, "must come together"),
+        "label beyond the class names": (
+            {**good, "train_labels": np.r_[balanced_labels(29, 3), 12], "class_names": np.array(["a", "b", "c"])},
+            r"0\.\.2 \(class_names has 3 names\); found \[12\]",
+        ),
+        "all-zero images": ({**good, "train_images": np.zeros_like(make_images(30))}, "all blank"),
+        "floats cast to uint8": ({**good, "train_images": (make_images(30) > 127).astype(np.uint8)},
+                                 "only take the values 0 and 1"),
+        "one class": ({**good, "train_labels": np.zeros(30, int), "class_names": np.array(["a"])}, "one class"),
+        "repeated class names": ({**good, "class_names": np.array(["a", "b", "a"])}, r"repeated: \['a'\]"),
+        "empty class name": ({**good, "class_names": np.array(["a", "", "c"])}, "must be non-empty"),
+        "a/b class name": ({**good, "class_names": np.array(["a", "b/c", "d"])}, r"bad: \['b/c'\]"),
     }
 
 
@@ -240,6 +251,10 @@ def test_unreadable_or_missing_npz(tmp_path):
     path.write_bytes(b"PK\x03\x04 this is not a zip archive")
     with pytest.raises(DataError, match="not a readable .npz"):
         prepare(source="npz", path=str(path))
+    path.write_text("a text file named .npz")
+    with pytest.raises(DataError, match="not a readable .npz archive") as refused:
+        prepare(source="npz", path=str(path))
+    assert "pickle" not in str(refused.value)
     with pytest.raises(DataError, match="does not exist"):
         prepare(source="npz", path=str(tmp_path / "nope.npz"))
 
@@ -260,6 +275,7 @@ def write_class_folders(root, classes=("normal", "tumour"), per_class=8, sizes=(
         for i in range(per_class):
             w, h = sizes[i % len(sizes)]
             pixels = np.full((h, w, 3), 40 * c + i, np.uint8)
+            pixels[::2, ::2] += 20  # a little texture: a single-colour image is not a picture
             Image.fromarray(pixels).save(root / name / f"img{i}.png")
 
 
@@ -281,6 +297,33 @@ def test_folder_with_split_folders(tmp_path):
     bundle = prepare(source="folder", path=str(root))
     assert [len(bundle.splits[s]) for s in sources.SPLITS] == [16, 4, 6]
     assert bundle.meta["carved_splits"] == []
+
+
+def test_folder_skips_hidden_files_and_names_what_it_ignores(tmp_path, capsys):
+    root = tmp_path / "slides"
+    write_class_folders(root, per_class=12)
+    (root / "tumour" / "._img0.png").write_bytes(b"macOS resource fork, not a png")
+    (root / "tumour" / "notes.txt").write_text("not an image")
+    bundle = prepare(source="folder", path=str(root), size=28)
+    assert sum(len(p) for p in bundle.splits.values()) == 24
+    out = capsys.readouterr().out
+    assert "1 file(s) that are not images" in out and "notes.txt" in out and "._img0" not in out
+
+
+def test_folder_with_split_folders_and_class_folders_beside_them_is_refused(tmp_path):
+    root = tmp_path / "slides"
+    write_class_folders(root / "train")
+    write_class_folders(root)  # normal/ and tumour/ at the root too: which layout is meant?
+    with pytest.raises(DataError, match=r"also \['normal', 'tumour'\] beside them"):
+        prepare(source="folder", path=str(root))
+
+
+def test_small_classes_are_warned_about_once(tmp_path, capsys):
+    path = tmp_path / "small.npz"
+    np.savez(path, train_images=make_images(40), train_labels=np.r_[np.zeros(34, int), np.ones(6, int)])
+    prepare(source="npz", path=str(path), val_fraction=0.1, test_fraction=0.1)
+    out = capsys.readouterr().out
+    assert out.count("fewer than 10 train images: class 1 (6)") == 1
 
 
 def test_folder_errors_name_the_problem(tmp_path):
