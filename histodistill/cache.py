@@ -21,6 +21,7 @@ interruption does not remove: the next run with the same key resumes from it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from . import config as config_mod
 from . import paths
 
 MARKER = "COMPLETE.json"
+DISK_FULL_BYTES = 1 << 20  # a write error with less free space than this is a full disk
 CONFIG_FILE = "config.json"
 KEY_CHARS = 16  # folder names use the key's first 16 hex digits
 
@@ -86,6 +88,10 @@ def content_digest(path: Path) -> str:
                 blake.update(block)
         _DIGESTS[memo] = blake.hexdigest()
     return _DIGESTS[memo]
+
+
+class CacheError(OSError):
+    """The cache cannot store a result (e.g. its disk is full)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,13 @@ def cached(
             if not is_complete(final, key):
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno == errno.ENOSPC or shutil.disk_usage(stage_dir).free < DISK_FULL_BYTES:
+            # numpy and torch word it as "problem writing element 128000 to file": say what it is.
+            raise CacheError(f"[{stage}] the disk holding {stage_dir} is full ({err}); nothing was kept. Free "
+                             f"some space, or point HISTODISTILL_CACHE at a disk with room, and run again") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

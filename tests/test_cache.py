@@ -131,3 +131,15 @@ def test_a_manifest_of_sizes_only_is_upgraded_with_digests(tmp_path):
     assert json.loads(marker.read_text())["files"] == files
     cache.cached("stage", {"a": 1}, counting_build(calls), cache_root=tmp_path)
     assert len(calls) == 1
+
+
+def test_a_full_disk_is_named_and_nothing_is_kept(tmp_path):
+    import errno
+
+    def fills_the_disk(folder):
+        (folder / "half.npy").write_bytes(b"\x00" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(cache.CacheError, match=r"\[stage\] the disk holding .* is full .*HISTODISTILL_CACHE"):
+        cache.cached("stage", {"a": 1}, fills_the_disk, cache_root=tmp_path)
+    assert list((tmp_path / "stage").iterdir()) == []
