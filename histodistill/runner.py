@@ -123,6 +123,8 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if not sys.stderr.isatty():  # no progress bar: stream each cell's output instead
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_PapermillChatter())
     times = []
     for source, nb, params in items:
         input_path = out_dir / f".{source.stem}.input.ipynb"
@@ -153,8 +155,10 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
             raise SystemExit(130) from None
         except pm.PapermillExecutionError as err:
             elapsed = time.perf_counter() - started
+            first_line = next((line for line in err.source.splitlines() if line.strip()), "")
             print(
-                f"\nFAILED {source.name} after {elapsed:.1f} s, in cell {err.exec_count}:\n"
+                f"\nFAILED {source.name} after {elapsed:.1f} s, in code cell [{err.exec_count}] "
+                f"(cell {err.cell_index + 1} of the executed notebook): {first_line[:80]}\n"
                 f"  {err.ename}: {err.evalue}\n"
                 f"The executed notebook with the full traceback: {output_path}",
                 file=sys.stderr,
@@ -166,6 +170,18 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
         times.append((source.stem, elapsed))
         print(f"=== {source.stem} done in {elapsed:.1f} s", flush=True)
     return times
+
+
+class _PapermillChatter(logging.Filter):
+    """Drops papermill's own lines (the notebook paths, "Executing Cell 7----", "Ending Cell
+    7----") from the streamed log; the cells' output, which shows each stage's progress,
+    stays, and a failure's block follows it directly."""
+
+    PREFIXES = ("Input Notebook", "Output Notebook", "Working directory", "Executing notebook with kernel",
+                "Executing Cell", "Ending Cell")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.PREFIXES)
 
 
 def write_times(times: list[tuple[str, float]], profile: str, run_name: str) -> Path:

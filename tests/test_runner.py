@@ -73,6 +73,9 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
     assert result.returncode == 1
     assert "FAILED 02_fails.py" in result.stderr
     assert "ValueError: boom: the data is missing" in result.stderr
+    # The block names the code cell as Jupyter numbers it, and papermill's chatter is gone.
+    assert "in code cell [" in result.stderr and "raise ValueError('boom" in result.stderr
+    assert "Executing Cell" not in result.stderr and "Input Notebook" not in result.stderr
     assert "01_ok done" in result.stdout
     assert not marker.exists()
 
