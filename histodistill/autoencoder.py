@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import AutoencoderConfig
 from .convnet import augment

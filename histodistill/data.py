@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import cache
 from .config import DataConfig, stage_config

@@ -29,7 +29,7 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import DiffusionConfig
 from .uvit import UViT

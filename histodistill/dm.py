@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import convnet
 from .convnet import ConvNet, channel_stats, to_tensor

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from diffusers.training_utils import EMAModel
 from torch.func import functional_call, stack_module_state, vmap
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import convnet, metrics
 from .config import DownstreamConfig

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import cache, convnet, distill, dm, downstream, metrics, paths, stages
 from .config import DMConfig, DownstreamConfig, EvaluationConfig

@@ -18,12 +18,13 @@ import argparse
 import ast
 import json
 import logging
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-from . import parameters, paths
+from . import parameters, paths, progress
 from .config import PROFILES
 
 KERNEL = "python3"
@@ -123,6 +124,7 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if not sys.stderr.isatty():  # no progress bar: stream each cell's output instead
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        os.environ[progress.MODE_VARIABLE] = "lines"  # inherited by the kernels: bars print lines
         for handler in logging.getLogger().handlers:
             handler.addFilter(_PapermillChatter())
     times = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import SOLVERS, SamplingConfig
 from .uvit import UViT

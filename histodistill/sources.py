@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import PATHMNIST_SIZES, DataConfig
 from .paths import ASSETS_DIR

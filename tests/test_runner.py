@@ -197,3 +197,28 @@ def test_good_parameters_pass_the_check():
     overrides = {"ipc": 10, "networks": ["convnet", "resnet18"], "guidance_scale": None, "lr": 1, "train_seed": 3,
                  "image_size": 64, "contrastive_weights": (0.1, 0.3)}
     assert len(runner.plan("demo", overrides, "mine")) == len(runner.notebook_sources())
+
+
+def test_progress_bars_print_whole_lines_without_a_terminal(monkeypatch, capsys):
+    from histodistill import progress
+
+    monkeypatch.setenv(progress.MODE_VARIABLE, "lines")
+    for _ in progress.tqdm(range(4), desc="stage", mininterval=0):
+        pass
+    out = capsys.readouterr().out
+    assert "\r" not in out and out.count("\n") >= 2
+    assert out.splitlines()[-1].startswith("stage: 100%") and "4/4" in out.splitlines()[-1]
+    monkeypatch.delenv(progress.MODE_VARIABLE)
+    assert not isinstance(progress.tqdm(range(2), disable=True), progress._LineBar)
+
+
+def test_the_runner_streams_progress_lines_from_a_notebook(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    write_notebook(folder, "01_bar.py", "from histodistill.progress import tqdm\n"
+                                        "for _ in tqdm(range(3), desc='long stage', mininterval=0):\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "histodistill.runner", "--profile", "smoke", "--notebooks", str(folder),
+         "--run-name", "bar"], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "long stage: 100%" in result.stderr + result.stdout
