@@ -350,15 +350,20 @@ def warn(message: str) -> None:
 
 
 def _check_class_names(names: list[str], description: str) -> None:
-    """Class names become folder and file names (the export, figures) and dictionary keys."""
-    bad = [n for n in names if not n.strip() or n != n.strip() or any(c in n for c in '/\\:*?"<>|')
-           or any(ord(c) < 32 for c in n)]
+    """Class names key the data card's counts and name exported files and figures: refuse
+    empty, repeated or control-character names; warn once about characters a file name
+    cannot hold (exported files use a slug of the name instead)."""
+    bad = [n for n in names if not n.strip() or n != n.strip() or any(ord(c) < 32 for c in n)]
     if bad:
-        raise DataError(f"{description}: class names must be non-empty, without surrounding spaces and "
-                        f"without / \\ : * ? \" < > | or control characters; bad: {bad}")
+        raise DataError(f"{description}: class names must be non-empty, without surrounding spaces or control "
+                        f"characters; bad: {bad}")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DataError(f"{description}: class names must be unique; repeated: {duplicates}")
+    unsafe = [n for n in names if any(c in n for c in '/\\:*?"<>|')]
+    if unsafe:
+        warn(f"{description}: class names {unsafe} hold characters a file name cannot; exported files and "
+             f"folders use a slug of them")
 
 
 def _check_values(images: np.ndarray, what: str) -> None:
