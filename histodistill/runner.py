@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import parameters, paths, progress
+from . import parameters, paths, progress, runs
 from .config import PROFILES
 
 KERNEL = "python3"
@@ -231,12 +230,10 @@ def check_destination(profile: str, run_name: str, named: bool, overrides: dict)
     if run_name in PROFILES and run_name != profile:
         raise SystemExit(f"run name {run_name!r} is the {run_name} profile's own folder, but this run uses profile "
                          f"{profile!r}; choose another --run-name (or --overwrite)")
-    record = paths.output_root() / "outputs" / run_name / "run.json"
-    if record.is_file():
-        recorded = json.loads(record.read_text()).get("profile")
-        if recorded not in (None, profile):
-            raise SystemExit(f"run {run_name!r} holds results of profile {recorded!r} (outputs/{run_name}/run.json), "
-                             f"not {profile!r}; choose another --run-name (or --overwrite)")
+    recorded = runs.recorded_profile(run_name)
+    if recorded not in (None, profile):
+        raise SystemExit(f"run {run_name!r} holds results of profile {recorded!r} (outputs/{run_name}/run.json), "
+                         f"not {profile!r}; choose another --run-name (or --overwrite)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,6 +71,11 @@ NOTEBOOK_OF = {
 }
 
 
+def recorded_profile(run_name: str) -> str | None:
+    """The profile run `run_name` was recorded with, or None when it has no record."""
+    return (_read(run_name) or {}).get("profile")
+
+
 def _read(run_name: str) -> dict | None:
     path = paths.output_root() / "outputs" / run_name / RECORD_FILE
     try:
