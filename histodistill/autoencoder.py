@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from .progress import tqdm
 
+from .checkpoints import CheckpointFolder
 from .config import AutoencoderConfig
 from .convnet import augment
 
@@ -77,25 +78,53 @@ def load_pretrained_autoencoder(name_or_path: str, subfolder: str | None = None)
         ) from None
 
 
+def checkpoint_interval(cfg: AutoencoderConfig) -> int:
+    """Steps between checkpoints: a tenth of the run. A module rule rather than a
+    configuration field, because how often a run saves itself does not change what it
+    learns, and a new field would change the key of every autoencoder already trained."""
+    return max(1, cfg.steps // 10)
+
+
 def train_autoencoder(
-    images: np.ndarray, cfg: AutoencoderConfig, progress: bool = True, device: str | torch.device | None = None
-) -> tuple[AutoencoderKL, pd.DataFrame]:
+    images: np.ndarray, cfg: AutoencoderConfig, progress: bool = True, device: str | torch.device | None = None,
+    work_dir: Path | None = None, config_hash: str = "", max_steps: int | None = None,
+) -> tuple[AutoencoderKL | None, pd.DataFrame]:
     """Train on uint8 images (N, S, S, 3); returns the model (eval mode, scaling factor set
     from the latents' standard deviation) and the loss per step. `device` defaults to CUDA
-    when present."""
+    when present.
+
+    With `work_dir` the run checkpoints itself there every `checkpoint_interval` steps and
+    resumes from the newest checkpoint it finds (written under `config_hash`), ending
+    bit-identical to an uninterrupted run; `max_steps` stops it early (the model is then
+    None)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # also drives the posterior's sampling noise
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)  # augmentation draws
     model = build_autoencoder(cfg, images.shape[1]).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     warmup = min(100, cfg.steps // 10)
     schedule = get_cosine_schedule_with_warmup(optimiser, warmup, cfg.steps)
+    rows: list[dict] = []
+    checkpoints = CheckpointFolder(work_dir, config_hash, "autoencoder") if work_dir is not None else None
+    start = 0
+    if checkpoints is not None and (checkpoint := checkpoints.load(device)) is not None:
+        model.load_state_dict(checkpoint.weights)
+        optimiser.load_state_dict(checkpoint.training["optimiser"])
+        schedule.load_state_dict(checkpoint.training["schedule"])
+        generator.set_state(checkpoint.training["generator"].cpu())
+        torch.set_rng_state(checkpoint.training["torch_rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in checkpoint.training:
+            torch.cuda.set_rng_state(checkpoint.training["cuda_rng"].cpu(), device)
+        rng.bit_generator.state = checkpoint.state["numpy_rng"]
+        start, rows = checkpoint.step, checkpoint.state["history"]
+        print(f"[autoencoder] resumed from {checkpoint.folder.name} (step {start} of {cfg.steps})")
+    end = cfg.steps if max_steps is None else min(cfg.steps, start + max_steps)
+    every = checkpoint_interval(cfg)
     data = to_model_range(images)
-    rows = []
     model.train()
-    bar = tqdm(range(cfg.steps), desc="autoencoder", disable=not progress)
-    for step in bar:
+    bar = tqdm(total=cfg.steps, initial=start, desc="autoencoder", disable=not progress)
+    for step in range(start, end):
         batch = data[rng.choice(len(data), size=min(cfg.batch_size, len(data)), replace=False)]
         batch = augment(batch, generator).to(device)  # the same flips and turns as the ConvNet's
         posterior = model.encode(batch).latent_dist
@@ -110,7 +139,18 @@ def train_autoencoder(
         optimiser.step()
         schedule.step()
         rows.append({"step": step + 1, "l1": l1.item(), "kl": kl.item(), "edge": edge.item()})
+        bar.update(1)
         bar.set_postfix(l1=f"{l1.item():.4f}")
+        if checkpoints is not None and ((step + 1) % every == 0 or step + 1 == end):
+            training = {"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+            if device.type == "cuda":
+                training["cuda_rng"] = torch.cuda.get_rng_state(device)
+            checkpoints.save(step + 1, model.state_dict(), training,
+                             {"history": rows, "numpy_rng": rng.bit_generator.state})
+    bar.close()
+    if end < cfg.steps:
+        return None, pd.DataFrame(rows)
     model.eval()
     latents = encode(model, images[: min(len(images), 2048)], scaled=False)
     model.register_to_config(scaling_factor=float(1.0 / latents.std()))

@@ -4,20 +4,16 @@ diffusers supplies the noise schedule and training targets (`DDPMScheduler`), th
 learning-rate schedule and the weight EMA (`EMAModel`); the denoiser is our `UViT`.
 Classifier-free guidance is learnt by replacing a share of the labels with the null class.
 
-Checkpoints: every `checkpoint_every` steps the whole training state (weights as
-safetensors; optimiser, learning-rate schedule, EMA and random-generator state; step;
-loss history; the configuration's hash) goes to a new ``step-NNNNNNN/`` folder, and only
-then does the ``LATEST`` file (replaced atomically) point at it; the newest two are kept. A
-run killed at any moment resumes from the last complete checkpoint with the right step,
-schedule and random stream (from the one before, with a message, when the newest cannot be
-read); a checkpoint written under another configuration is refused.
+Checkpoints (`checkpoints.py`): every `checkpoint_every` steps the whole training state
+(weights; optimiser, learning-rate schedule, EMA and random-generator state; step; loss
+history; the configuration's hash). A run killed at any moment resumes from the last
+complete checkpoint with the right step, schedule and random stream (from the one before,
+with a message, when the newest cannot be read); a checkpoint written under another
+configuration is refused.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -28,19 +24,14 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
-from safetensors.torch import load_file, save_file
 from .progress import tqdm
 
+from .checkpoints import CheckpointFolder
 from .config import DiffusionConfig
 from .uvit import UViT
 
-LATEST = "LATEST"
 # One row per step; `seconds` is the training wall time up to that step (resumes included).
 HISTORY_COLUMNS = ["step", "loss", "lr", "seconds"]
-
-
-class CheckpointMismatch(Exception):
-    """A checkpoint exists for a different configuration."""
 
 
 class TrainingDiverged(Exception):
@@ -104,6 +95,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.seconds = 0.0  # training wall time so far, summed over resumed runs
+        self.checkpoints = CheckpointFolder(self.work_dir, config_hash, "diffusion")
         self._resume()
 
     # --- one step -------------------------------------------------------------------------
@@ -170,81 +162,30 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------
 
     def latest_checkpoint(self) -> Path | None:
-        try:
-            name = (self.work_dir / LATEST).read_text().strip()
-        except OSError:
-            return None
-        folder = self.work_dir / name
-        return folder if (folder / "state.json").is_file() else None
+        return self.checkpoints.latest()
 
     def save_checkpoint(self) -> Path:
-        folder = self.work_dir / f"step-{self.step:07d}"
-        tmp = self.work_dir / f".{folder.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.cpu().contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
-        torch.save(
-            {
-                "optimiser": self.optimiser.state_dict(),
-                "lr_schedule": self.lr_schedule.state_dict(),
-                "ema": self.ema.state_dict(),
-                "generator": self.generator.get_state(),
-            },
-            tmp / "training_state.pt",
-        )
-        state = {"step": self.step, "config_hash": self.config_hash, "history": self.history}
-        (tmp / "state.json").write_text(json.dumps(state))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.rename(tmp, folder)
-        previous = self.latest_checkpoint()
-        pointer = self.work_dir / f".{LATEST}.tmp"
-        pointer.write_text(folder.name)
-        os.replace(pointer, self.work_dir / LATEST)  # the switch to the new checkpoint
-        # Keep the new checkpoint and the one before it: if the newest is ever found
-        # unreadable (a disk error, a truncated copy), resuming falls back to the other.
-        for old in self.checkpoints()[2:]:
-            if old not in (folder, previous):
-                shutil.rmtree(old, ignore_errors=True)
-        return folder
-
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoint folders, newest first."""
-        return sorted((f for f in self.work_dir.glob("step-*") if (f / "state.json").is_file()),
-                      key=lambda f: f.name, reverse=True)
+        training = {
+            "optimiser": self.optimiser.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "ema": self.ema.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+        return self.checkpoints.save(self.step, self.model.state_dict(), training, {"history": self.history})
 
     def _resume(self) -> None:
-        latest = self.latest_checkpoint()
-        candidates = ([latest] if latest else []) + [f for f in self.checkpoints() if f != latest]
-        for folder in candidates:
-            try:
-                state = json.loads((folder / "state.json").read_text())
-                weights = load_file(folder / "model.safetensors")
-                training = torch.load(folder / "training_state.pt", weights_only=True, map_location=self.device)
-            except Exception as err:  # safetensors, pickle, json and OS errors alike: try the one before
-                print(f"[diffusion] checkpoint {folder} is unreadable ({type(err).__name__}: {err}); "
-                      f"trying the one before it")
-                continue
-            self._restore(folder, state, weights, training)
+        checkpoint = self.checkpoints.load(self.device)
+        if checkpoint is None:
             return
-        if candidates:
-            print(f"[diffusion] no readable checkpoint in {self.work_dir}: training from step 0")
-
-    def _restore(self, folder: Path, state: dict, weights: dict, training: dict) -> None:
-        if state["config_hash"] != self.config_hash:
-            raise CheckpointMismatch(
-                f"the checkpoint in {folder} was written for another configuration "
-                f"({state['config_hash'][:12]}, this run is {self.config_hash[:12]}); delete "
-                f"{self.work_dir} to start afresh"
-            )
-        self.model.load_state_dict(weights)
-        self.optimiser.load_state_dict(training["optimiser"])
-        self.lr_schedule.load_state_dict(training["lr_schedule"])
-        self.ema.load_state_dict(training["ema"])
+        self.model.load_state_dict(checkpoint.weights)
+        self.optimiser.load_state_dict(checkpoint.training["optimiser"])
+        self.lr_schedule.load_state_dict(checkpoint.training["lr_schedule"])
+        self.ema.load_state_dict(checkpoint.training["ema"])
         self.ema.to(self.device)
-        self.generator.set_state(training["generator"].cpu())
-        self.step, self.history = state["step"], state["history"]
+        self.generator.set_state(checkpoint.training["generator"].cpu())
+        self.step, self.history = checkpoint.step, checkpoint.state["history"]
         self.seconds = float(self.history[-1].get("seconds", 0.0)) if self.history else 0.0
-        print(f"[diffusion] resumed from {folder.name} (step {self.step} of {self.cfg.steps})")
+        print(f"[diffusion] resumed from {checkpoint.folder.name} (step {self.step} of {self.cfg.steps})")
 
     def history_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.history, columns=HISTORY_COLUMNS)

@@ -40,12 +40,14 @@ POOL_FILE = "pool.npz"
 
 
 def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool = True,
-                    cache_root: Path | None = None) -> cache.Artifact:
+                    max_steps: int | None = None, cache_root: Path | None = None) -> cache.Artifact | None:
     """Train (or load) the autoencoder and encode the real train split once.
 
     Writes ``vae/`` (diffusers layout), ``train_latents.npy`` (scaled latents, float32),
     ``train_labels.npy``, ``history.csv`` (per-step L1 and KL; empty for a pretrained
-    model) and ``reconstruction.json`` (MAE and PSNR on the val split)."""
+    model) and ``reconstruction.json`` (MAE and PSNR on the val split). Training
+    checkpoints itself in the stage's work folder, so an interrupted run resumes there;
+    `max_steps` stops after that many more steps (tests), returning None."""
     inputs = {"data": bundle.artifact.key}
     if cfg.pretrained:
         inputs["pretrained"] = _pretrained_identity(cfg.pretrained)
@@ -63,14 +65,24 @@ def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool =
             model = ae.load_pretrained_autoencoder(cfg.pretrained)
             history = pd.DataFrame(columns=["step", "l1", "kl", "edge"])
         else:
-            model, history = ae.train_autoencoder(train.images, cfg, progress)
+            model, history = ae.train_autoencoder(train.images, cfg, progress, work_dir=work, config_hash=key,
+                                                  max_steps=max_steps)
+            if model is None:
+                raise _StoppedEarly
         model.save_pretrained(folder / "vae")
         np.save(folder / "train_latents.npy", ae.encode(model, train.images).numpy().astype(np.float32))
         np.save(folder / "train_labels.npy", train.labels)
         history.to_csv(folder / "history.csv", index=False)
         (folder / "reconstruction.json").write_text(json.dumps(ae.reconstruction_error(model, val.images)))
 
-    return cache.cached("autoencoder", cfg, build, inputs, VERSIONS["autoencoder"], cache_root)
+    work, key = cache.work_dir("autoencoder", cfg, inputs, VERSIONS["autoencoder"], cache_root)
+    try:
+        artifact = cache.cached("autoencoder", cfg, build, inputs, VERSIONS["autoencoder"], cache_root)
+    except _StoppedEarly:
+        print(f"[autoencoder] stopped early; checkpoints kept in {work}, the next run resumes")
+        return None
+    shutil.rmtree(work, ignore_errors=True)  # the result is complete: the checkpoints served
+    return artifact
 
 
 def _pretrained_identity(name_or_path: str) -> str:
@@ -195,7 +207,8 @@ def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool =
     def build(folder: Path) -> None:
         pipe = load_pipeline(diffusion)
         labels = np.repeat(np.arange(len(pipe.class_names)), cfg.per_class)
-        images = pipe(labels, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size, progress, cfg.solver)
+        images = pipe(labels, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size, progress, cfg.solver,
+                      cfg.guidance_interval)
         write_medmnist_npz(folder / POOL_FILE, images, labels, pipe.class_names)
 
     return cache.cached("pool", cfg, build, {"diffusion": diffusion.key}, VERSIONS["pool"], cache_root)

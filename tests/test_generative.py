@@ -11,7 +11,8 @@ import torch
 
 from conftest import balanced_labels, make_images
 from histodistill import autoencoder, config
-from histodistill.diffusion import CheckpointMismatch, Trainer, TrainingDiverged
+from histodistill.checkpoints import CheckpointMismatch
+from histodistill.diffusion import Trainer, TrainingDiverged
 from histodistill.uvit import UViT
 
 
@@ -83,6 +84,31 @@ def test_autoencoder_trains_encodes_and_decodes():
     recon = autoencoder.decode(model, latents)
     assert recon.shape == images.shape and recon.dtype == np.uint8
     assert set(autoencoder.reconstruction_error(model, images)) == {"mae", "psnr_db"}
+
+
+def test_interrupted_autoencoder_training_resumes_to_the_same_model(tmp_path, capsys):
+    """Killed after step 7 (checkpoints every 2 steps of 20: the last at 7, the step it
+    stopped on), resumed: the same weights, history and scaling factor as one straight run,
+    with its own random streams (batches, flips, the posterior's noise) restored."""
+    cfg = config.stage_config("autoencoder", "smoke", steps=20, edge_weight=1.0)
+    assert autoencoder.checkpoint_interval(cfg) == 2
+    images = make_images(24)
+    straight, straight_history = autoencoder.train_autoencoder(images, cfg, progress=False)
+
+    work = tmp_path / "work"
+    stopped, partial = autoencoder.train_autoencoder(images, cfg, progress=False, work_dir=work,
+                                                     config_hash="h", max_steps=7)
+    assert stopped is None and len(partial) == 7
+    assert sorted(p.name for p in work.iterdir()) == ["LATEST", "step-0000006", "step-0000007"]
+    torch.manual_seed(123)  # whatever the process did in between must not matter
+    resumed, history = autoencoder.train_autoencoder(images, cfg, progress=False, work_dir=work, config_hash="h")
+    assert "[autoencoder] resumed from step-0000007 (step 7 of 20)" in capsys.readouterr().out
+    assert history.equals(straight_history)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert resumed.config.scaling_factor == straight.config.scaling_factor
+    with pytest.raises(CheckpointMismatch, match="another configuration"):
+        autoencoder.train_autoencoder(images, cfg, progress=False, work_dir=work, config_hash="other")
 
 
 def test_autoencoder_loads_a_local_pretrained_folder(tmp_path):

@@ -96,6 +96,24 @@ def test_diffusion_stops_resumes_completes_and_cleans_up(smoke_chain, capsys):
     assert again.key == ldm.key and "[diffusion] cached result" in capsys.readouterr().out
 
 
+def test_autoencoder_stops_resumes_and_ends_where_a_straight_run_ends(smoke_chain, tmp_path, capsys):
+    root, bundle = smoke_chain
+    ae_cfg = config.stage_config("autoencoder", "smoke")  # 20 steps, a checkpoint every 2
+    straight = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=root)
+    other = tmp_path / "cache"
+    work, _ = cache.work_dir("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"], other)
+    assert stages.fit_autoencoder(ae_cfg, bundle, progress=False, max_steps=9, cache_root=other) is None
+    assert "[autoencoder] stopped early; checkpoints kept in" in capsys.readouterr().out
+    assert (work / "LATEST").read_text() == "step-0000009"
+    assert [p.name for p in (other / "autoencoder").iterdir()] == [work.name]  # no result yet
+
+    resumed = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=other)
+    assert "resumed from step-0000009 (step 9 of 20)" in capsys.readouterr().out
+    assert not work.exists()  # checkpoints go once the result is complete
+    assert resumed.key == straight.key
+    assert torch.equal(stages.load_latents(resumed), stages.load_latents(straight))
+
+
 def test_pool_file_has_the_medmnist_layout_and_loads_as_own_data(smoke_chain):
     root, bundle = smoke_chain
     vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
