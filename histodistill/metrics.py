@@ -52,6 +52,9 @@ def _check(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), p
 
 
+_ABSENT_SAID: set[tuple] = set()  # (absent classes, C, N) already warned about
+
+
 def evaluate(labels, probabilities) -> dict:
     """Metrics of class scores `probabilities` (N, C) against integer `labels` (N,) or (N, 1).
 
@@ -78,10 +81,16 @@ def evaluate(labels, probabilities) -> dict:
         else:
             per_class_auc.append(float(roc_auc_score(positive.astype(float), p[:, c])))
         per_class_acc.append(float((pred[positive] == c).mean()) if counts[c] else float("nan"))
-    if absent:  # (a class holding every row implies the others are absent)
+    # (a class holding every row implies the others are absent.) Said once per evaluation
+    # set: a table of many models evaluates the same split over and over, and Python's own
+    # once-per-place rule does not hold when libraries touch the warning filters in between.
+    said = (tuple(absent), n_classes, len(y))
+    if absent and said not in _ABSENT_SAID:
+        _ABSENT_SAID.add(said)
         warnings.warn(
             f"classes {absent} are absent from labels and have no one-vs-rest ROC AUC: "
-            "auc is NaN, as medmnist's getAUC gives with recent scikit-learn",
+            f"auc is NaN, as medmnist's getAUC gives with recent scikit-learn (said once for these "
+            f"{len(y)} labels)",
             stacklevel=2,
         )
     auc = float(sum(per_class_auc) / n_classes)  # a NaN term makes the mean NaN, like medmnist

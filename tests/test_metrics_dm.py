@@ -82,6 +82,23 @@ def test_absent_class_gives_nan_auc_with_a_warning():
             pass
 
 
+def test_an_absent_class_is_reported_once_per_evaluation_set():
+    """A table of many models evaluates the same split again and again: one warning, even
+    when something touches the warning filters in between (as libraries do)."""
+    labels = np.array([0, 1, 0, 1, 1])
+    probs = np.tile([0.5, 0.3, 0.1, 0.1], (5, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            metrics.evaluate(labels, probs)
+            with warnings.catch_warnings():  # resets Python's once-per-place registry
+                warnings.simplefilter("ignore")
+        metrics.evaluate(labels[:4], probs[:4])  # another set: said again
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and all("classes [2, 3] are absent" in m for m in messages)
+    assert "these 5 labels" in messages[0] and "these 4 labels" in messages[1]
+
+
 @pytest.mark.parametrize("labels, probs, message", [
     (np.array([0, 1]), np.array([0.2, 0.8]), "probabilities must be"),
     (np.array([0, 1, 1]), np.ones((2, 2)), "one label per row"),
