@@ -176,8 +176,15 @@ class SamplingConfig:
     batch_size: int = 256  # latents denoised at once
     seed: int = 0  # seed of the initial noise (and of the SDE's step noise): same seed, same pool
     solver: str = "dpmsolver++"  # "dpmsolver++" (ODE, deterministic) or "sde-dpmsolver++" (stochastic)
+    # Guide only the steps whose noise level sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in
+    # (lo, hi]; the rest use the conditional prediction alone. None guides every step.
+    guidance_interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.guidance_interval is not None:
+            lo, hi = self.guidance_interval
+            if not 0 <= lo < hi:
+                raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo < hi, not {self.guidance_interval}")
         if self.per_class < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError("per_class, steps and batch_size must be positive")
         if self.guidance_scale < 0:

@@ -48,6 +48,28 @@ def step_noise_streams(seed: int, n: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s) >> 1) for s in states]
 
 
+def noise_levels(scheduler: SchedulerMixin, timesteps: torch.Tensor) -> torch.Tensor:
+    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) of each timestep: the noise-to-signal
+    ratio in which a guidance interval is written, so one interval means the same noise
+    level under any schedule (Karras et al. 2022's sigma)."""
+    alpha_bar = scheduler.alphas_cumprod[timesteps.long()].double()
+    return ((1 - alpha_bar) / alpha_bar).sqrt()
+
+
+def guidance_scales(scheduler: SchedulerMixin, timesteps: torch.Tensor, scale: float,
+                    interval: tuple[float, float] | None) -> list[float]:
+    """The guidance scale at each sampling step: `scale` where the step's sigma lies in
+    (lo, hi] of `interval`, 1.0 (the conditional prediction alone) elsewhere; `scale`
+    everywhere when `interval` is None. Guidance at the highest noise levels pulls every
+    sample of a class towards one mode and costs diversity, at the lowest it does next to
+    nothing (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval")."""
+    if interval is None:
+        return [float(scale)] * len(timesteps)
+    lo, hi = interval
+    sigmas = noise_levels(scheduler, timesteps)
+    return [float(scale) if lo < s <= hi else 1.0 for s in sigmas.tolist()]
+
+
 def guided_noise(model: UViT, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """eps_uncond + scale * (eps_cond - eps_uncond), both from one batched forward pass."""
     if scale == 1.0:
@@ -70,9 +92,11 @@ def denoise(
     progress: bool = True,
     solver: str = "dpmsolver++",
     seed: int = 0,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Latents for `labels` by DPM-Solver++ (`solver`: ODE or SDE form) under `scheduler`'s
-    noise schedule. All the initial noise is drawn first from `generator`, in label order,
+    noise schedule, guided at `guidance_scale` over `guidance_interval` (sigma bounds; None:
+    every step). All the initial noise is drawn first from `generator`, in label order,
     and the SDE's step noise comes from per-image streams seeded by `seed`, so batching does
     not change the result."""
     model.eval()
@@ -87,8 +111,9 @@ def denoise(
         # A fresh solver per batch: its multistep history must not leak between batches.
         sampler = dpm_solver(scheduler, solver)
         sampler.set_timesteps(steps)
-        for t in sampler.timesteps:
-            eps = guided_noise(model, x, t.expand(len(x)), y, guidance_scale)
+        scales = guidance_scales(sampler, sampler.timesteps, guidance_scale, guidance_interval)
+        for t, scale in zip(sampler.timesteps, scales):
+            eps = guided_noise(model, x, t.expand(len(x)), y, scale)
             step_noise = None
             if streams is not None:
                 step_noise = torch.stack([torch.randn(shape, generator=g) for g in streams[start : start + len(x)]])
@@ -108,5 +133,5 @@ def sample_latents(
     labels = np.repeat(np.arange(n_classes), cfg.per_class)
     generator = torch.Generator().manual_seed(cfg.seed)
     latents = denoise(model, noise_scheduler, labels, cfg.steps, cfg.guidance_scale, generator,
-                      cfg.batch_size, progress, cfg.solver, cfg.seed)
+                      cfg.batch_size, progress, cfg.solver, cfg.seed, cfg.guidance_interval)
     return latents, labels

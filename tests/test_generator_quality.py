@@ -15,7 +15,7 @@ import torch
 from conftest import balanced_labels, make_images
 from histodistill import autoencoder, config, data, guidance, quality, shipped, stages
 from histodistill.diffusion import Trainer, build_noise_scheduler, loss_weights
-from histodistill.sampling import TIMESTEP_SPACING, dpm_solver
+from histodistill.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
 
 
 # --- the sampler ---------------------------------------------------------------------------
@@ -44,6 +44,44 @@ def test_the_saved_pipeline_keeps_the_trailing_spacing(tmp_path):
     pipe.save_pretrained(tmp_path / "p")
     loaded = ClassConditionalLDMPipeline.from_pretrained(tmp_path / "p", low_cpu_mem_usage=False)
     assert loaded.scheduler.config.timestep_spacing == "trailing"
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it():
+    """sigma = sqrt((1 - alpha_bar) / alpha_bar) per step; guidance where lo < sigma <= hi."""
+    solver = dpm_solver(build_noise_scheduler(config.DiffusionConfig()))
+    solver.set_timesteps(20)
+    sigmas = noise_levels(solver, solver.timesteps).numpy()
+    alpha_bar = solver.alphas_cumprod[solver.timesteps].double().numpy()
+    np.testing.assert_allclose(sigmas, np.sqrt((1 - alpha_bar) / alpha_bar))
+    assert np.all(np.diff(sigmas) < 0)  # noise falls along the run
+    scales = guidance_scales(solver, solver.timesteps, 3.0, (0.5, 5.0))
+    assert scales == [3.0 if 0.5 < s <= 5.0 else 1.0 for s in sigmas]
+    assert scales[0] == 1.0 and scales[-1] == 1.0 and 3.0 in scales  # off at both ends here
+    assert guidance_scales(solver, solver.timesteps, 3.0, None) == [3.0] * 20
+
+
+def test_an_interval_holding_every_step_changes_nothing_and_an_empty_one_means_no_guidance():
+    from histodistill.uvit import UViT
+
+    torch.manual_seed(0)
+    model = UViT(sample_size=4, in_channels=2, patch_size=2, hidden_size=16, depth=1, num_heads=2, num_classes=2)
+    sched = build_noise_scheduler(config.DiffusionConfig())
+    labels = np.array([0, 1, 1])
+
+    def run(scale, interval):
+        return denoise(model, sched, labels, 4, scale, torch.Generator().manual_seed(0), progress=False,
+                       guidance_interval=interval)
+
+    assert torch.equal(run(3.0, None), run(3.0, (0.0, 1e6)))
+    assert torch.equal(run(3.0, (1e5, 1e6)), run(1.0, None))
+    assert not torch.equal(run(3.0, None), run(1.0, None))
+
+
+def test_guidance_interval_is_checked():
+    assert config.SamplingConfig(guidance_interval=(0.3, 5.0)).guidance_interval == (0.3, 5.0)
+    for bad in [(5.0, 0.3), (-1.0, 2.0), (1.0, 1.0)]:
+        with pytest.raises(ValueError, match="guidance_interval"):
+            config.SamplingConfig(guidance_interval=bad)
 
 
 # --- training objective ----------------------------------------------------------------------
