@@ -159,7 +159,7 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
             first_line = next((line for line in err.source.splitlines() if line.strip()), "")
             print(
                 f"\nFAILED {source.name} after {elapsed:.1f} s, in code cell [{err.exec_count}] "
-                f"(cell {err.cell_index + 1} of the executed notebook): {first_line[:80]}\n"
+                f"(cell {_failing_cell_number(output_path, err)} of the executed notebook): {first_line[:80]}\n"
                 f"  {err.ename}: {err.evalue}\n"
                 f"The executed notebook with the full traceback: {output_path}",
                 file=sys.stderr,
@@ -171,6 +171,22 @@ def execute(items, out_dir: Path, run_name: str) -> list[tuple[str, float]]:
         times.append((source.stem, elapsed))
         print(f"=== {source.stem} done in {elapsed:.1f} s", flush=True)
     return times
+
+
+def _failing_cell_number(notebook: Path, err) -> int:
+    """The failing cell's 1-based position in the executed notebook as written, where
+    papermill has added an error banner at the top and an anchor before the failing cell
+    (its own `cell_index` counts without them): the code cell carrying the error output."""
+    try:
+        import nbformat
+
+        cells = nbformat.read(notebook, as_version=4).cells
+        for number, cell in enumerate(cells, start=1):
+            if cell.cell_type == "code" and any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+                return number
+    except Exception:  # an unreadable notebook: fall back to papermill's own count
+        pass
+    return err.cell_index + 1
 
 
 class _PapermillChatter(logging.Filter):

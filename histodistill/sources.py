@@ -19,6 +19,7 @@ import hashlib
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,8 +181,9 @@ def read_npz(path: str | Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as err:  # zlib: a damaged compressed member
+        raise DataError(f"{path} is not a readable .npz file ({type(err).__name__}: {err}); write it again "
+                        f"or restore it from a copy") from None
     if "train_images" not in arrays or "train_labels" not in arrays:
         raise DataError(
             f"{path} needs the MedMNIST keys train_images and train_labels "
