@@ -25,8 +25,13 @@ other seed of the row moved by i too, see `main_jobs`):
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,22 +40,40 @@ import pandas as pd
 import torch
 from .progress import tqdm
 
-from . import cache, convnet, distill, dm, downstream, metrics, paths, stages
+from . import cache, convnet, distill, dm, downstream, machine, metrics, paths, stages
 from .config import DMConfig, DownstreamConfig, EvaluationConfig
 from .data import DataBundle
 from .dsa import DSA
 
-VERSIONS = {"model": 2, "dm": 1}  # model 2: budgets in steps, history by step
+VERSIONS = {"model": 3, "dm": 2}  # model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU
 # Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
 # GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
 # on CPU the batched (grouped) convolutions are slower than one run after another
 # (bench/multiseed_speed.py: 0.91x for the demo's ConvNet, 0.94x for its ResNet-18, 5 runs of
 # 150 steps on 2 cores), so the CPU trains one run at a time.
 RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
+# On CPU each model trains on one thread, in as many worker processes as there are CPUs: the
+# small networks' convolutions share out poorly over threads, so models side by side beat one
+# model on all threads (bench/parallel_models.py), and a model's weights then do not depend on
+# how many CPUs the machine has. HISTODISTILL_MODEL_WORKERS sets the number of processes.
+WORKERS_VARIABLE = "HISTODISTILL_MODEL_WORKERS"
 
 
 def runs_together_default() -> int:
     return RUNS_TOGETHER["cuda" if torch.cuda.is_available() else "cpu"]
+
+
+def model_workers() -> int:
+    """Processes training models at once: 1 on a GPU; on CPU `HISTODISTILL_MODEL_WORKERS`,
+    else one per available CPU."""
+    if torch.cuda.is_available():
+        return 1
+    text = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if text and not (text.isdigit() and int(text) >= 1):
+        raise ValueError(f"{WORKERS_VARIABLE} must be a positive whole number, not {text!r}")
+    return int(text) if text else machine.available_cpus()
+
+
 MAIN_ROWS = (
     "Full real train set",
     "Random real",
@@ -129,11 +152,12 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
 
     def build(folder: Path) -> None:
         mean, std = convnet.channel_stats(train.images)
-        images, labels, losses = dm.distribution_matching(
-            train.images, train.labels, bundle.n_classes, ipc, cfg.iterations, lr_img=cfg.lr_img,
-            batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
-            dsa=DSA(shared=True).augment if cfg.dsa else None, progress=progress, mean=mean, std=std,
-            return_losses=True)
+        with _one_thread_on_cpu():
+            images, labels, losses = dm.distribution_matching(
+                train.images, train.labels, bundle.n_classes, ipc, cfg.iterations, lr_img=cfg.lr_img,
+                batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
+                dsa=DSA(shared=True).augment if cfg.dsa else None, progress=progress, mean=mean, std=std,
+                return_losses=True)
         stages.write_medmnist_npz(folder / "dm.npz", dm.to_uint8(images, mean, std), labels.numpy(),
                                   bundle.class_names)
         pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses}).to_csv(
@@ -141,6 +165,32 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
 
     key_cfg = {**dataclasses.asdict(cfg), "ipc": ipc}
     return cache.cached("dm", key_cfg, build, {"data": bundle.artifact.key}, VERSIONS["dm"], cache_root)
+
+
+def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,
+                               cache_root: Path | None = None, workers: int | None = None) -> list[cache.Artifact]:
+    """`distribution_matching` for each configuration; on CPU those not cached yet run side
+    by side in the model workers (one thread each, as every DM run), `workers` at once."""
+    def cached(cfg):
+        return cache.is_cached("dm", {**dataclasses.asdict(cfg), "ipc": ipc}, {"data": bundle.artifact.key},
+                               VERSIONS["dm"], cache_root)
+
+    pending = [cfg for cfg in cfgs if not cached(cfg)]
+    workers = 1 if torch.cuda.is_available() else min(workers or model_workers(), len(pending))
+    if workers > 1:
+        if progress:
+            print(f"[dm] {len(pending)} runs in {workers} worker processes")
+        futures = [_worker_pool(workers).submit(distribution_matching, cfg, bundle, ipc, False, cache_root)
+                   for cfg in pending]
+        for future in futures:
+            future.result()
+    return [distribution_matching(cfg, bundle, ipc, progress, cache_root) for cfg in cfgs]
+
+
+def _one_thread_on_cpu():
+    """Training on CPU runs on one thread wherever it runs (here or in a worker), so a
+    stage's key always means the same weights."""
+    return contextlib.nullcontext() if torch.cuda.is_available() else machine.threads(1)
 
 
 def from_dm(artifact: cache.Artifact) -> TrainingSet:
@@ -165,8 +215,9 @@ def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundl
     def build(folder: Path) -> None:
         val, test = bundle.splits["val"], bundle.splits["test"]
         if trained is None:
-            model, history = downstream.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
-                                                     bundle.n_classes, cfg, progress=progress)
+            with _one_thread_on_cpu():  # as in `train_together`'s workers: the same key, the same weights
+                model, history = downstream.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
+                                                         bundle.n_classes, cfg, progress=progress)
         else:
             model, history = trained
         probs = convnet.predict(model, test.images)
@@ -190,11 +241,13 @@ def test_probabilities(artifact: cache.Artifact) -> np.ndarray:
 
 
 def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | None = None, desc: str = "models",
-                   progress: bool = True, cache_root: Path | None = None) -> int:
+                   progress: bool = True, cache_root: Path | None = None, workers: int | None = None) -> int:
     """Train the models of `jobs` that are not cached yet, `runs_together` at a time
     (`downstream.train_runs`): jobs whose recipes differ only in the seed and whose sets
     have one shape train as one group, whatever their row; None: the device's default
-    (`RUNS_TOGETHER`). Returns how many were trained."""
+    (`RUNS_TOGETHER`). On CPU every group trains on one thread, `workers` groups at once in
+    worker processes (None: `model_workers()`); the models are the same whatever the number.
+    Returns how many were trained."""
     runs_together = runs_together or runs_together_default()
     pending: dict[tuple, list[Job]] = {}
     seen = set()
@@ -207,17 +260,69 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
         group = (dataclasses.replace(job.cfg, seed=0), job.train_set.images.shape)
         pending.setdefault(group, []).append(job)
     chunks = [group[i : i + runs_together] for group in pending.values() for i in range(0, len(group), runs_together)]
-    val = bundle.splits["val"]
-    bar = tqdm(chunks, desc=desc, unit="group", disable=not progress or not chunks)
-    for chunk in bar:
-        cfg = chunk[0].cfg
-        bar.set_postfix_str(f"{cfg.network}, {len(chunk)} runs of {len(chunk[0].train_set.labels)} images")
-        results = downstream.train_runs([(j.train_set.images, j.train_set.labels) for j in chunk], val.images,
-                                        val.labels, bundle.n_classes, cfg, [j.cfg.seed for j in chunk], progress=False)
-        for job, trained in zip(chunk, results):
-            train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None,
-                        trained=trained)
+    bar = tqdm(total=len(chunks), desc=desc, unit="group", disable=not progress or not chunks)
+    on_gpu = torch.cuda.is_available()
+    workers = 1 if on_gpu else min(workers or model_workers(), len(chunks))
+    if workers <= 1:
+        for chunk in chunks:
+            bar.set_postfix_str(_describe(chunk))
+            with _one_thread_on_cpu():
+                _train_chunk(chunk, bundle, cache_root)
+            bar.update(1)
+    else:
+        pool = _worker_pool(workers)
+        futures = [pool.submit(_train_chunk, chunk, bundle, cache_root) for chunk in chunks]
+        try:
+            for future in as_completed(futures):
+                future.result()  # a worker's exception is raised here
+                bar.update(1)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    bar.close()
     return len(seen)
+
+
+def _describe(chunk: list[Job]) -> str:
+    return f"{chunk[0].cfg.network}, {len(chunk)} runs of {len(chunk[0].train_set.labels)} images"
+
+
+def _train_chunk(chunk: list[Job], bundle: DataBundle, cache_root: Path | None) -> None:
+    """Train one group of runs together and store each model as its cached stage."""
+    val = bundle.splits["val"]
+    results = downstream.train_runs([(j.train_set.images, j.train_set.labels) for j in chunk], val.images,
+                                    val.labels, bundle.n_classes, chunk[0].cfg, [j.cfg.seed for j in chunk],
+                                    progress=False)
+    for job, trained in zip(chunk, results):
+        train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None, trained=trained)
+
+
+_POOL: tuple[int, ProcessPoolExecutor] | None = None
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes, started once per process and kept for the next table (starting one
+    costs seconds: it imports torch). Started with "spawn", so a worker holds no copy of the
+    notebook's state; each runs torch on one thread, deterministically."""
+    global _POOL
+    if _POOL is None or _POOL[0] != workers:
+        if _POOL is not None:
+            _POOL[1].shutdown(cancel_futures=True)
+        _POOL = (workers, ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_start_worker))
+    return _POOL[1]
+
+
+def _start_worker() -> None:
+    os.environ[machine.THREADS_VARIABLE] = "1"
+    machine.configure_torch()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    if _POOL is not None:
+        _POOL[1].shutdown(cancel_futures=True)
 
 
 def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
@@ -266,8 +371,8 @@ def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig
     select_seed = up.selection_cfg.seed
     ce = dataclasses.replace(down, contrastive="none")
     with_term = dataclasses.replace(down, contrastive=ev.contrastive)
-    dm_artifacts = [distribution_matching(dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i), up.bundle, ipc, progress)
-                    for i in range(ev.seeds)]
+    dm_artifacts = distribution_matching_runs([dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i) for i in range(ev.seeds)],
+                                              up.bundle, ipc, progress)
     jobs = []
     for network in ev.networks:
         for i, seed in enumerate(seeds(down, ev.seeds)):

@@ -4,6 +4,7 @@ measured on one CPU model differ on another (speed, and the last digits of resul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -56,3 +57,16 @@ def configure_torch() -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return threads
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    """Run the block with torch on `count` intra-op threads, then restore the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -25,7 +25,8 @@ import math
 import warnings
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import f1_score
 
 SUMMARY_METRICS = ("acc", "auc", "macro_f1")
 
@@ -52,6 +53,16 @@ def _check(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), p
 
 
+def one_vs_rest_auc(ranks: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC from the scores' ranks (ties sharing their mean rank): the Mann-Whitney U of
+    the positives over n_pos * n_neg, the share of (positive, negative) pairs ordered right,
+    a tie counting one half. Equal to scikit-learn's `roc_auc_score`, which a table of many
+    models called hundreds of times for a second of argument checking (tested against it)."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 _ABSENT_SAID: set[tuple] = set()  # (absent classes, C, N) already warned about
 
 
@@ -74,12 +85,13 @@ def evaluate(labels, probabilities) -> dict:
     counts = np.bincount(y, minlength=n_classes)
     absent = [c for c in range(n_classes) if counts[c] == 0]
     per_class_auc, per_class_acc = [], []
+    ranks = rankdata(p, axis=0)  # per column, ties sharing their mean rank
     for c in range(n_classes):
         positive = y == c
         if counts[c] == 0 or counts[c] == len(y):  # one-vs-rest AUC needs both sides
             per_class_auc.append(float("nan"))
         else:
-            per_class_auc.append(float(roc_auc_score(positive.astype(float), p[:, c])))
+            per_class_auc.append(one_vs_rest_auc(ranks[:, c], positive))
         per_class_acc.append(float((pred[positive] == c).mean()) if counts[c] else float("nan"))
     # (a class holding every row implies the others are absent.) Said once per evaluation
     # set: a table of many models evaluates the same split over and over, and Python's own

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodistill import ablations, cache, comparisons, config, data, evaluation, paths, runs, stages, upstream
+from histodistill import ablations, cache, comparisons, config, data, evaluation, machine, paths, runs, stages, upstream
 from histodistill.evaluation import MAIN_ROWS
 
 
@@ -81,6 +81,35 @@ def test_jobs_train_together_once_each_and_match_the_models_trained_alone(smoke_
                                [alone["acc"], alone["auc"], alone["macro_f1"]], atol=1e-3)
 
 
+def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data, tmp_path):
+    """On CPU every model trains on one thread, so two worker processes give bit for bit the
+    models one process gives, and the same as `train_model` trained alone."""
+    _, bundle = smoke_data
+    cfg = config.stage_config("downstream", "smoke")
+    jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
+            for seed in range(3)]
+    assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "two", workers=2) == 3
+    assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "one", workers=1) == 3
+    for job in jobs:
+        two, one = (evaluation.train_model(job.cfg, job.train_set, bundle, cache_root=tmp_path / name, log=lambda m: None)
+                    for name in ("two", "one"))
+        alone = evaluation.train_model(job.cfg, job.train_set, bundle, cache_root=tmp_path / "alone", log=lambda m: None)
+        assert two.key == one.key == alone.key
+        np.testing.assert_array_equal(evaluation.test_probabilities(two), evaluation.test_probabilities(one))
+        np.testing.assert_array_equal(evaluation.test_probabilities(two), evaluation.test_probabilities(alone))
+        assert two.file("history.csv").read_bytes() == one.file("history.csv").read_bytes()
+
+
+def test_model_workers_come_from_the_variable_or_the_cpus(monkeypatch):
+    monkeypatch.setenv(evaluation.WORKERS_VARIABLE, "3")
+    assert evaluation.model_workers() == 3
+    monkeypatch.delenv(evaluation.WORKERS_VARIABLE)
+    assert evaluation.model_workers() == machine.available_cpus()
+    monkeypatch.setenv(evaluation.WORKERS_VARIABLE, "two")
+    with pytest.raises(ValueError, match="HISTODISTILL_MODEL_WORKERS must be a positive whole number"):
+        evaluation.model_workers()
+
+
 def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
     root, bundle = smoke_data
     cfg = config.stage_config("dm", "smoke")
@@ -91,6 +120,17 @@ def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data
     assert len(pd.read_csv(artifact.file("losses.csv"))) == cfg.iterations
     other = evaluation.distribution_matching(cfg, bundle, ipc=1, progress=False, cache_root=root)
     assert other.key != artifact.key  # the IPC is part of the key
+
+
+def test_distribution_matching_runs_in_workers_equal_those_run_here(smoke_data, tmp_path):
+    _, bundle = smoke_data
+    cfgs = [dataclasses.replace(config.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
+    together = evaluation.distribution_matching_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
+    for cfg, artifact in zip(cfgs, together):
+        here = evaluation.distribution_matching(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
+        assert here.key == artifact.key
+        np.testing.assert_array_equal(evaluation.from_dm(here).images, evaluation.from_dm(artifact).images)
+    assert together[0].key != together[1].key
 
 
 def fake_runs(networks=("convnet", "resnet18"), n_seeds=3) -> pd.DataFrame:

@@ -58,6 +58,20 @@ def test_perfect_predictions():
     assert m["per_class_acc"] == [1.0, 1.0, 1.0] and m["n"] == 7
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_auc_equals_scikit_learns_with_and_without_ties(seed):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, 200)
+    probs = rng.random((200, 4))
+    if seed % 2:  # coarse scores: many ties
+        probs = np.round(probs, 1)
+    m = metrics.evaluate(labels, probs)
+    expected = [roc_auc_score(labels == c, probs[:, c]) for c in range(4)]
+    np.testing.assert_allclose(m["per_class_auc"], expected, rtol=0, atol=1e-12)
+
+
 def test_hand_made_per_class_accuracy_and_f1():
     labels = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])  # predicts 0, 1, 1, 1
