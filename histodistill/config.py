@@ -367,6 +367,40 @@ class AblationConfig:
             raise ValueError("ipcs and pool_sizes must be positive")
 
 
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The privacy audit of notebook 07 (`audit.py`, `privacy.py`): members are the real train
+    split, non-members the real val split."""
+
+    planted_noise: float = 2.0  # std (0..255 units) of the noise on the planted train copies (the control)
+    neighbours: int = 50  # train images whose mean distance scales a near-copy's (Carlini et al. 2023)
+    near_copy_threshold: float = 1 / 3  # nearest / mean-of-neighbours below this: a near-copy (Carlini et al.)
+    cells: int = 5  # k-means cells of the data-copying test C_T (Meehan et al. 2020)
+    reference_models: int = 4  # classifiers on random pool subsets calibrating the reference-model attack
+    selection_images: int = 500  # pool images the audit's classifiers choose their checkpoint on (not val)
+    timesteps: tuple[int, ...] = (50, 100, 200, 400)  # noise levels of the generator's membership attack
+    draws: int = 4  # noise draws averaged per image and timestep
+    control_per_class: int = 4  # train images per class the control denoiser is overtrained on
+    control_steps: int = 1500  # its training steps
+    control_hidden_size: int = 64  # its width
+    control_depth: int = 3  # its blocks (odd)
+    n_boot: int = 2000  # bootstrap resamples of each attack's AUC interval
+    seed: int = 0  # seed of subsets, noise, features and bootstraps
+
+    def __post_init__(self) -> None:
+        if self.reference_models < 2:
+            raise ValueError("reference_models must be at least 2 (the reference attack fits a spread)")
+        if not self.timesteps or min(self.timesteps) < 0:
+            raise ValueError("timesteps must be a non-empty tuple of diffusion timesteps >= 0")
+        if min(self.neighbours, self.cells, self.draws, self.control_per_class, self.control_steps,
+               self.control_hidden_size, self.selection_images, self.n_boot) < 1:
+            raise ValueError("neighbours, cells, draws, control_*, selection_images and n_boot must be positive")
+        if self.control_depth % 2 == 0:
+            raise ValueError("control_depth must be odd")
+        if not 0 < self.near_copy_threshold < 1 or self.planted_noise < 0:
+            raise ValueError("near_copy_threshold must lie in (0, 1) and planted_noise be >= 0")
+
+
 STAGES: dict[str, type] = {
     "data": DataConfig,
     "classifier": ClassifierConfig,
@@ -379,6 +413,7 @@ STAGES: dict[str, type] = {
     "evaluation": EvaluationConfig,
     "dm": DMConfig,
     "ablation": AblationConfig,
+    "privacy": PrivacyConfig,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -395,6 +430,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dm": DMConfig(iterations=3, batch_real=16, embed_width=16),
         "ablation": AblationConfig(seeds=1, contrastive_weights=(0.1,), ipcs=(1, 2, 4), pool_sizes=(2, 4),
                                    guidance_scales=(2.0, 4.0), guidance_per_class=4),
+        "privacy": PrivacyConfig(neighbours=10, cells=2, reference_models=2, selection_images=36, timesteps=(100, 400),
+                                 draws=1, control_per_class=2, control_steps=30, control_hidden_size=32,
+                                 n_boot=200),
     },
     "demo": {
         "data": DataConfig(),
@@ -423,6 +461,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # three pool sizes, three guidance scales on pools of 30 per class.
         "ablation": AblationConfig(contrastive_weights=(0.1,), ipcs=(1, 10, 50), pool_sizes=(50, 100, 200),
                                    guidance_scales=(1.0, 2.0, 4.0), guidance_per_class=30),
+        # Two reference models (each a 600-step ConvNet) keep the audit to a few minutes on 2 cores.
+        "privacy": PrivacyConfig(reference_models=2),
     },
     "paper": {
         "data": DataConfig(source="pathmnist", size=28),
@@ -437,6 +477,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluation": EvaluationConfig(budget_steps=(1000, 2000, 4000, 8000)),
         "dm": DMConfig(),
         "ablation": AblationConfig(seeds=5, pool_sizes=(100, 250, 500, 1000), guidance_per_class=500),
+        "privacy": PrivacyConfig(reference_models=8, selection_images=2000),
     },
 }
 

@@ -1,6 +1,7 @@
 """The whole pipeline in the smoke profile, as ./run_all.sh runs it: the exact files it
 must produce, and a second run that reads every stage from the cache."""
 
+import json
 import os
 import re
 import subprocess
@@ -36,6 +37,9 @@ EXPECTED = {
         "05_per_class_accuracy.png",
         "05_dm_images.png",
         "05_dm_loss.png",
+        "07_distances.png",
+        "07_attacks.png",
+        "07_closest_pairs.png",
     } | {f"06_ablation_{name}.png" for name in ABLATIONS},
     "paper_results/smoke": {
         "data_splits.csv",
@@ -59,6 +63,8 @@ EXPECTED = {
         "main_table.tex",
         "paired_differences.csv",
         "paired_differences.md",
+        "privacy_audit.csv",
+        "privacy_audit.md",
     } | {f"ablation_{name}.{ext}" for name in ABLATIONS for ext in ("csv", "md", "tex")}
       | {f"ablation_{name}_paired.{ext}" for name in ABLATIONS for ext in ("csv", "md")},
     "outputs/smoke": {
@@ -68,6 +74,7 @@ EXPECTED = {
         "04_graph_selection.ipynb",
         "05_downstream_evaluation.ipynb",
         "06_ablations.ipynb",
+        "07_privacy_audit.ipynb",
         "run.json",
     },
 }
@@ -92,7 +99,7 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     splits = pd.read_csv(output_root / "paper_results/smoke/data_splits.csv", index_col="split")
     assert splits.loc["train", "images"] == 9 * 20  # the smoke cap: 20 per class
     notebooks = ["01_data", "02_latent_diffusion", "03_synthetic_pool", "04_graph_selection",
-                 "05_downstream_evaluation", "06_ablations"]
+                 "05_downstream_evaluation", "06_ablations", "07_privacy_audit"]
     assert list(pd.read_csv(output_root / "paper_results/smoke/run_times.csv")["notebook"]) == notebooks + ["total"]
     consistency = pd.read_csv(output_root / "paper_results/smoke/pool_class_consistency.csv", index_col="class")
     assert consistency.loc["mean over classes", "n_pool"] == 9 * 4  # the smoke pool: 4 per class
@@ -125,10 +132,23 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     ipc = pd.read_csv(output_root / "paper_results/smoke/ablation_ipc.csv")
     assert sorted(ipc["images per class"].unique()) == [1, 2, 4]  # the smoke pool holds 4 per class
 
+    # The privacy audit: every test on every set, the controls among them, and the verdict in
+    # the exported set's card.
+    audit = pd.read_csv(output_root / "paper_results/smoke/privacy_audit.csv")
+    assert {"DCR share", "near-copies", "data-copying C_T", "MIA classifier: loss",
+            "MIA classifier: reference models"} <= set(audit["test"])
+    assert {"distilled (InfoDist)", "whole pool", "Distribution Matching", "random real (reference)",
+            "planted train copies (control)", "the run's generator", "overtrained denoiser (control)"} == set(audit["set"])
+    planted = audit[audit["set"] == "planted train copies (control)"]
+    assert not planted["passed"].any()  # the planted copies are caught by every distance test
+    card = json.loads((distilled / "data_card.json").read_text())
+    assert card["audit"]["verdict"] in ("passed", "FAILED") and card["audit"]["tests"]
+
     # A second run reads every stage from the cache and builds nothing.
     stages = {"01_data": ["data"], "02_latent_diffusion": ["autoencoder", "diffusion"],
               "03_synthetic_pool": ["data", "autoencoder", "diffusion", "pool", "classifier"],
-              "04_graph_selection": ["data", "pool", "classifier", "embedding", "selection"]}
+              "04_graph_selection": ["data", "pool", "classifier", "embedding", "selection"],
+              "07_privacy_audit": ["audit"]}
     for notebook, names in stages.items():
         text = (output_root / f"outputs/smoke/{notebook}.ipynb").read_text()
         assert f"[{names[-1]}] built" in text

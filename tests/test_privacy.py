@@ -1,0 +1,162 @@
+"""The privacy audit's statistics: a planted leak must fail, an independent sample of the
+same distribution must pass, the attack measures on hand-made cases with known answers."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from conftest import make_images
+from histodistill import privacy
+
+
+def population(n: int, seed: int, dim: int = 8) -> np.ndarray:
+    """Draws of one distribution: a mixture of four Gaussian blobs."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(0, 4, (4, dim))
+    return (centres[rng.integers(0, 4, n)] + rng.normal(0, 1, (n, dim))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def real():
+    data = population(600, 1)
+    return data[:400], data[400:]  # train (members), holdout
+
+
+def test_a_planted_leak_fails_dcr_near_copies_and_c_t(real):
+    train, holdout = real
+    rng = np.random.default_rng(2)
+    planted = train[rng.choice(len(train), 100, replace=False)] + rng.normal(0, 0.01, (100, train.shape[1]))
+    dcr = privacy.dcr_share(planted, train, holdout)
+    copies = privacy.near_copies(planted, train)
+    copying = privacy.copying_test(planted, train, holdout)
+    assert not dcr["passed"] and dcr["statistic"] == 1.0 and dcr["threshold"] == pytest.approx(400 / 600)
+    assert dcr["p_value"] < 1e-10
+    assert not copies["passed"] and copies["statistic"] == 100
+    assert not copying["passed"] and copying["statistic"] < -3
+
+
+def test_an_independent_sample_of_the_same_distribution_passes(real):
+    train, holdout = real
+    fresh = population(100, 3)
+    dcr = privacy.dcr_share(fresh, train, holdout)
+    copies = privacy.near_copies(fresh, train)
+    copying = privacy.copying_test(fresh, train, holdout)
+    assert dcr["passed"] and dcr["ci_low"] <= 400 / 600 <= dcr["ci_high"]
+    assert copies["passed"] and copies["statistic"] == 0 and copies["ratios"].min() > 1 / 3
+    assert copying["passed"] and abs(copying["statistic"]) < 2.5
+
+
+def test_dcr_share_counts_by_hand():
+    train = np.array([[0.0], [10.0], [20.0]])
+    holdout = np.array([[1.0], [30.0], [40.0]])
+    synthetic = np.array([[0.2], [9.0], [29.0], [0.5]])  # train, train, holdout, tie (0.5 from both)
+    result = privacy.dcr_share(synthetic, train, holdout)
+    assert (result["n"], result["ties"]) == (3, 1) and result["threshold"] == 0.5  # equal sizes
+    assert result["statistic"] == pytest.approx(2 / 3)
+    assert result["p_value"] == pytest.approx(stats.binomtest(2, 3, 0.5, alternative="greater").pvalue)
+
+
+def test_near_copy_ratio_by_hand():
+    train = np.array([[0.0], [10.0], [11.0], [12.0]])
+    result = privacy.near_copies(np.array([[1.0], [11.0]]), train, neighbours=3)
+    # first: nearest 1, three nearest 1, 9, 10 -> 1 / (20 / 3) = 0.15; second: 0, 1, 1 -> 0
+    np.testing.assert_allclose(result["ratios"], [0.15, 0.0])
+    assert result["statistic"] == 2 and result["flagged_nearest"].tolist() == [0, 2]
+
+
+def test_c_t_is_the_mann_whitney_z_in_one_cell():
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 1, (200, 2)).astype(np.float32)
+    holdout, synthetic = rng.normal(0, 1, (50, 2)), rng.normal(0, 1, (60, 2))
+    result = privacy.copying_test(synthetic, train, holdout, cells=1)
+    q = privacy.nearest_neighbours(synthetic.astype(np.float32), train)[0]
+    p = privacy.nearest_neighbours(holdout.astype(np.float32), train)[0]
+    u = stats.mannwhitneyu(q, p).statistic
+    assert result["statistic"] == pytest.approx((u - 60 * 50 / 2) / np.sqrt(60 * 50 * 111 / 12))
+    assert result["p_value"] == pytest.approx(stats.norm.cdf(result["statistic"]))
+
+
+def test_membership_auc_on_a_hand_made_case():
+    members, holdout = np.array([0.9, 0.8, 0.7, 0.2]), np.array([0.6, 0.5, 0.1, 0.0])
+    result = privacy.membership_auc(members, holdout, n_boot=500)
+    assert result["statistic"] == pytest.approx(14 / 16)  # 14 of 16 pairs ordered right
+    assert result["statistic"] == pytest.approx(roc_auc_score([1] * 4 + [0] * 4, np.r_[members, holdout]))
+    assert result["ci_low"] <= result["statistic"] <= result["ci_high"]
+    assert result["tpr_at_1pct_fpr"] == 0.75  # three members above every holdout score
+
+
+def test_an_attack_without_signal_passes_and_one_with_signal_fails():
+    rng = np.random.default_rng(0)
+    none = privacy.membership_auc(rng.normal(size=300), rng.normal(size=300))
+    strong = privacy.membership_auc(rng.normal(1.0, 1, 300), rng.normal(size=300))
+    assert none["passed"] and none["ci_low"] < 0.5 < none["ci_high"]
+    assert not strong["passed"] and strong["ci_low"] > 0.7
+
+
+def test_loss_and_reference_scores():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
+    labels = np.array([0, 0, 1])
+    np.testing.assert_allclose(privacy.loss_scores(probs, labels), np.log([0.9, 0.3, 0.5]))
+    np.testing.assert_allclose(privacy.logit_confidence(probs, labels), np.log([9.0, 3 / 7, 1.0]))
+    refs = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 2.0]])  # mean 1, 2, 2; std sqrt(2), sqrt(2), 0
+    scores = privacy.reference_scores(np.array([1.0, 2.0 + np.sqrt(2), 2.0]), refs)
+    np.testing.assert_allclose(scores[:2], [0.0, 1.0])
+    assert scores[2] == 0.0
+    with pytest.raises(ValueError, match="at least two reference models"):
+        privacy.reference_scores(np.zeros(3), refs[:1])
+
+
+def test_random_features_do_not_depend_on_what_they_embed_with():
+    train, other = make_images(20, seed=0), make_images(6, seed=1)
+    a = privacy.random_features(other, train, seed=0)
+    b = privacy.random_features(np.concatenate([other, train[:3]]), train, seed=0)[:6]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a, privacy.random_features(other, train, seed=1))
+
+
+def audit_table(distilled_passes: bool = True, control_caught: bool = True):
+    import pandas as pd
+
+    from histodistill import audit
+
+    rows = [
+        ("DCR share", "distilled (InfoDist)", "audited", "pixels", distilled_passes, "pass"),
+        ("near-copies", "distilled (InfoDist)", "audited", "pixels", True, "pass"),
+        ("near-copies", "planted train copies (control)", "control", "pixels", not control_caught, "fail"),
+        ("MIA generator: denoising loss, t=100", "the run's generator", "audited", "model", True, "pass"),
+    ]
+    return pd.DataFrame([{**dict(zip(["test", "set", "role", "space", "passed", "expected"], r)),
+                          "statistic": 0.5, "threshold": 0.5, "p_value": 0.3, "ci_low": float("nan"),
+                          "ci_high": float("nan"), "tpr_at_1pct_fpr": float("nan"), "n": 10}
+                         for r in rows], columns=audit.COLUMNS)
+
+
+def test_the_verdict_names_failed_tests_and_missed_controls():
+    from histodistill import audit
+
+    good = audit.verdict(audit_table())
+    assert good["passed"] and good["controls_caught"] and good["failed_tests"] == []
+    bad = audit.verdict(audit_table(distilled_passes=False, control_caught=False))
+    assert not bad["passed"] and bad["failed_tests"] == ["DCR share / pixels"]
+    assert bad["controls_missed"] == ["near-copies / planted train copies (control) / pixels"]
+    text = audit.verdict_text(bad)
+    assert "FAILED the privacy audit: DCR share / pixels" in text and "controls not caught" in text
+
+
+def test_the_card_carries_the_verdict_a_failure_included(tmp_path):
+    import json
+
+    from histodistill import audit
+
+    (tmp_path / "data_card.json").write_text(json.dumps({"method": "infodist", "n_images": 90}))
+    table = audit_table(distilled_passes=False)
+    audit.write_card(tmp_path, table, audit.verdict(table))
+    card = json.loads((tmp_path / "data_card.json").read_text())
+    assert card["method"] == "infodist"  # the rest of the card is kept
+    assert card["audit"]["verdict"] == "FAILED" and card["audit"]["failed_tests"] == ["DCR share / pixels"]
+    assert {t["test"] for t in card["audit"]["tests"]} == {"DCR share", "near-copies",
+                                                           "MIA generator: denoising loss, t=100"}
+    assert card["audit"]["tests"][0]["ci_low"] is None  # NaN written as null, valid JSON
+    assert card["audit"]["code_version"].startswith("0.") and card["audit"]["date"]
+    assert "| DCR share" in audit.markdown(table)
