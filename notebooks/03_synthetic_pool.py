@@ -44,6 +44,7 @@ pool_per_class = None  # synthetic images per class
 sampling_steps = None  # DPM-Solver++ steps
 guidance_scale = None  # classifier-free guidance; 1.0 means none, higher is more class-typical
 solver = None  # "dpmsolver++" (deterministic ODE) or "sde-dpmsolver++" (fresh noise at every step)
+guidance_interval = None  # (lo, hi): guide only the steps whose noise level sigma lies in (lo, hi]; None: every step
 sampling_batch_size = None  # latents denoised at once
 sampling_seed = None  # seed of the initial noise: same seed, same pool
 clf_width = None  # ConvNet channels per block (the paper: 128)
@@ -79,6 +80,7 @@ sampling_cfg = config.stage_config(
     batch_size=sampling_batch_size,
     seed=sampling_seed,
     solver=solver,
+    guidance_interval=tuple(guidance_interval) if guidance_interval else None,
 )
 clf_cfg = config.stage_config(
     "classifier",
