@@ -57,6 +57,10 @@ RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
 # model on all threads (bench/parallel_models.py), and a model's weights then do not depend on
 # how many CPUs the machine has. HISTODISTILL_MODEL_WORKERS sets the number of processes.
 WORKERS_VARIABLE = "HISTODISTILL_MODEL_WORKERS"
+# Starting the workers costs seconds (each imports torch); below this many training steps in
+# all (the smoke profile's tiny models, a cached table) they train here instead, on the same
+# single thread, so the result is the same either way.
+MIN_STEPS_FOR_WORKERS = 1000
 
 
 def runs_together_default() -> int:
@@ -177,7 +181,7 @@ def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: in
 
     pending = [cfg for cfg in cfgs if not cached(cfg)]
     workers = 1 if torch.cuda.is_available() else min(workers or model_workers(), len(pending))
-    if workers > 1:
+    if workers > 1 and sum(cfg.iterations for cfg in pending) >= MIN_STEPS_FOR_WORKERS:
         if progress:
             print(f"[dm] {len(pending)} runs in {workers} worker processes")
         futures = [_worker_pool(workers).submit(distribution_matching, cfg, bundle, ipc, False, cache_root)
@@ -263,6 +267,8 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
     bar = tqdm(total=len(chunks), desc=desc, unit="group", disable=not progress or not chunks)
     on_gpu = torch.cuda.is_available()
     workers = 1 if on_gpu else min(workers or model_workers(), len(chunks))
+    if sum(chunk[0].cfg.steps for chunk in chunks) < MIN_STEPS_FOR_WORKERS:
+        workers = 1
     if workers <= 1:
         for chunk in chunks:
             bar.set_postfix_str(_describe(chunk))

@@ -76,13 +76,7 @@ def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool =
         (folder / "reconstruction.json").write_text(json.dumps(ae.reconstruction_error(model, val.images)))
 
     work, key = cache.work_dir("autoencoder", cfg, inputs, VERSIONS["autoencoder"], cache_root)
-    try:
-        artifact = cache.cached("autoencoder", cfg, build, inputs, VERSIONS["autoencoder"], cache_root)
-    except _StoppedEarly:
-        print(f"[autoencoder] stopped early; checkpoints kept in {work}, the next run resumes")
-        return None
-    shutil.rmtree(work, ignore_errors=True)  # the result is complete: the checkpoints served
-    return artifact
+    return _resumable("autoencoder", cfg, build, inputs, work, cache_root)
 
 
 def _pretrained_identity(name_or_path: str) -> str:
@@ -159,17 +153,23 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
         pipe = ClassConditionalLDMPipeline.assemble(load_autoencoder(autoencoder), transformer, cfg, bundle.class_names)
         pipe.save_pretrained(folder / "pipeline")
 
-    try:
-        artifact = cache.cached("diffusion", cfg, build, inputs, VERSIONS["diffusion"], cache_root)
-    except _StoppedEarly:
-        print(f"[diffusion] stopped early; checkpoints kept in {work}, the next run resumes")
-        return None
-    shutil.rmtree(work, ignore_errors=True)  # the result is complete: the checkpoints served
-    return artifact
+    return _resumable("diffusion", cfg, build, inputs, work, cache_root)
 
 
 class _StoppedEarly(Exception):
     pass
+
+
+def _resumable(stage: str, cfg, build, inputs: dict, work: Path, cache_root: Path | None) -> cache.Artifact | None:
+    """The cached stage of a training that checkpoints in `work`: None when `build` stopped
+    early (the checkpoints stay for the next run), else the result, with `work` removed."""
+    try:
+        artifact = cache.cached(stage, cfg, build, inputs, VERSIONS[stage], cache_root)
+    except _StoppedEarly:
+        print(f"[{stage}] stopped early; checkpoints kept in {work}, the next run resumes")
+        return None
+    shutil.rmtree(work, ignore_errors=True)  # the result is complete: the checkpoints served
+    return artifact
 
 
 def training_latents(autoencoder: cache.Artifact, bundle: DataBundle, augment: bool) -> tuple[torch.Tensor, np.ndarray]:

@@ -42,7 +42,7 @@ planted_noise = None  # std (0..255) of the noise on the planted train copies, t
 neighbours = None  # train images whose mean distance scales a near-copy's (Carlini et al.: 50)
 near_copy_threshold = None  # nearest / mean-of-neighbours below this flags a near-copy (Carlini et al.: 1/3)
 cells = None  # k-means cells of the data-copying test C_T
-reference_models = None  # classifiers on random pool subsets calibrating the reference-model attack (>= 2)
+reference_models = None  # classifiers on random pool subsets calibrating the reference-model attack (at least 2)
 selection_images = None  # pool images the audit's classifiers choose their checkpoint on (val stays unseen)
 timesteps = None  # noise levels of the generator attack, e.g. (50, 100, 200, 400)
 draws = None  # noise draws averaged per image and noise level

@@ -29,3 +29,14 @@ def balanced_labels(n: int, n_classes: int) -> np.ndarray:
 
 def md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def runs_nothing(monkeypatch):
+    """The runner with its notebooks stubbed out: returns the run names it would have run."""
+    from histodistill import runner
+
+    ran = []
+    monkeypatch.setattr(runner, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
+    monkeypatch.setattr(runner, "write_times", lambda times, profile, run_name: None)
+    return ran

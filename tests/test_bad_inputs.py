@@ -212,15 +212,6 @@ def test_case05_disk_full_in_the_data_stage_without_enospc_is_one_cache_error(mo
 # --- committed results ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def runs_nothing(monkeypatch):
-    """The runner with its notebooks stubbed out: the run names it would have run."""
-    ran = []
-    monkeypatch.setattr(runner, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
-    monkeypatch.setattr(runner, "write_times", lambda times, profile, run_name: None)
-    return ran
-
-
 def test_case06_own_data_without_a_run_name_is_refused_before_running(runs_nothing, output_root):
     with pytest.raises(SystemExit) as refused:
         runner.main(["--only", "01", "-p", "data_source", "npz", "-p", "data_path", "my.npz"])

@@ -81,14 +81,16 @@ def test_jobs_train_together_once_each_and_match_the_models_trained_alone(smoke_
                                [alone["acc"], alone["auc"], alone["macro_f1"]], atol=1e-3)
 
 
-def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data, tmp_path):
+def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data, tmp_path, monkeypatch):
     """On CPU every model trains on one thread, so two worker processes give bit for bit the
     models one process gives, and the same as `train_model` trained alone."""
     _, bundle = smoke_data
+    monkeypatch.setattr(evaluation, "MIN_STEPS_FOR_WORKERS", 0)  # smoke models are too small to send out
     cfg = config.stage_config("downstream", "smoke")
     jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
             for seed in range(3)]
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "two", workers=2) == 3
+    assert evaluation._POOL is not None and evaluation._POOL[0] == 2  # they did go to the workers
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "one", workers=1) == 3
     for job in jobs:
         two, one = (evaluation.train_model(job.cfg, job.train_set, bundle, cache_root=tmp_path / name, log=lambda m: None)
@@ -122,8 +124,9 @@ def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data
     assert other.key != artifact.key  # the IPC is part of the key
 
 
-def test_distribution_matching_runs_in_workers_equal_those_run_here(smoke_data, tmp_path):
+def test_distribution_matching_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monkeypatch):
     _, bundle = smoke_data
+    monkeypatch.setattr(evaluation, "MIN_STEPS_FOR_WORKERS", 0)
     cfgs = [dataclasses.replace(config.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
     together = evaluation.distribution_matching_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
     for cfg, artifact in zip(cfgs, together):

@@ -113,16 +113,6 @@ def test_run_times_keep_the_notebooks_not_run_again():
     assert pd.read_csv(path)["notebook"].tolist() == ["01_data", "total"]
 
 
-@pytest.fixture
-def runs_nothing(monkeypatch):
-    """The runner with its notebooks stubbed out: returns the run names it would have run."""
-    from histodistill import runner
-
-    ran = []
-    monkeypatch.setattr(runner, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
-    monkeypatch.setattr(runner, "write_times", lambda times, profile, run_name: None)
-    return ran
-
 
 @pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ".hidden", "x..y", "with space", "/abs"])
 def test_run_names_are_plain_folder_names(name, runs_nothing):
