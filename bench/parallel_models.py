@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from histodistill import config, data, downstream, evaluation, machine
+from histodistill import workers as workers_mod
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_models.csv"
 
@@ -50,7 +51,7 @@ def main() -> None:
                                 bundle.n_classes, job.cfg, progress=False)
     before = time.perf_counter() - started
 
-    workers = evaluation.model_workers()
+    workers = workers_mod.available()
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
         evaluation.train_together(jobs, bundle, progress=False, cache_root=Path(root), workers=workers)

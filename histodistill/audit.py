@@ -20,7 +20,6 @@ a few train images are the attacks' controls and must be caught.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import subprocess
@@ -33,7 +32,7 @@ import pandas as pd
 import torch
 from diffusers import DDPMScheduler
 
-from . import __version__, cache, convnet, downstream, evaluation, machine, paths, privacy, stages
+from . import __version__, cache, convnet, downstream, evaluation, paths, privacy, stages, workers
 from . import autoencoder as ae
 from .config import DiffusionConfig, DownstreamConfig, PrivacyConfig
 from .diffusion import Trainer
@@ -154,7 +153,7 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
                      _row("near-copies", name, s.role, space, copies, copies["n"], expected),
                      _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]
             tag = f"{name}__{space}"
-            curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = nearest_neighbours(vectors, train_v)
+            curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = copies["nearest"], copies["nearest_index"]
             curves[f"copy_ratio__{tag}"] = copies["ratios"]
     return rows
 
@@ -179,7 +178,7 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
     size = len(sets["distilled (InfoDist)"].labels)
 
     def fit(images, labels, seed):
-        with contextlib.nullcontext() if torch.cuda.is_available() else machine.threads(1):
+        with workers.one_thread_on_cpu():
             model, _ = downstream.train_on_set(images, labels, select_images, select_labels, bundle.n_classes,
                                                dataclasses.replace(recipe, seed=seed), progress=False)
         return model

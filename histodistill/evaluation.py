@@ -25,13 +25,9 @@ other seed of the row moved by i too, see `main_jobs`):
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import dataclasses
 import json
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +36,8 @@ import pandas as pd
 import torch
 from .progress import tqdm
 
-from . import cache, convnet, distill, dm, downstream, machine, metrics, paths, stages
+from . import cache, convnet, distill, dm, downstream, metrics, paths, stages
+from . import workers as workers_mod
 from .config import DMConfig, DownstreamConfig, EvaluationConfig
 from .data import DataBundle
 from .dsa import DSA
@@ -52,30 +49,10 @@ VERSIONS = {"model": 3, "dm": 2}  # model 2: budgets in steps, history by step; 
 # (bench/multiseed_speed.py: 0.91x for the demo's ConvNet, 0.94x for its ResNet-18, 5 runs of
 # 150 steps on 2 cores), so the CPU trains one run at a time.
 RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
-# On CPU each model trains on one thread, in as many worker processes as there are CPUs: the
-# small networks' convolutions share out poorly over threads, so models side by side beat one
-# model on all threads (bench/parallel_models.py), and a model's weights then do not depend on
-# how many CPUs the machine has. HISTODISTILL_MODEL_WORKERS sets the number of processes.
-WORKERS_VARIABLE = "HISTODISTILL_MODEL_WORKERS"
-# Starting the workers costs seconds (each imports torch); below this many training steps in
-# all (the smoke profile's tiny models, a cached table) they train here instead, on the same
-# single thread, so the result is the same either way.
-MIN_STEPS_FOR_WORKERS = 1000
 
 
 def runs_together_default() -> int:
     return RUNS_TOGETHER["cuda" if torch.cuda.is_available() else "cpu"]
-
-
-def model_workers() -> int:
-    """Processes training models at once: 1 on a GPU; on CPU `HISTODISTILL_MODEL_WORKERS`,
-    else one per available CPU."""
-    if torch.cuda.is_available():
-        return 1
-    text = os.environ.get(WORKERS_VARIABLE, "").strip()
-    if text and not (text.isdigit() and int(text) >= 1):
-        raise ValueError(f"{WORKERS_VARIABLE} must be a positive whole number, not {text!r}")
-    return int(text) if text else machine.available_cpus()
 
 
 MAIN_ROWS = (
@@ -156,7 +133,7 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
 
     def build(folder: Path) -> None:
         mean, std = convnet.channel_stats(train.images)
-        with _one_thread_on_cpu():
+        with workers_mod.one_thread_on_cpu():
             images, labels, losses = dm.distribution_matching(
                 train.images, train.labels, bundle.n_classes, ipc, cfg.iterations, lr_img=cfg.lr_img,
                 batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
@@ -180,21 +157,15 @@ def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: in
                                VERSIONS["dm"], cache_root)
 
     pending = [cfg for cfg in cfgs if not cached(cfg)]
-    workers = 1 if torch.cuda.is_available() else min(workers or model_workers(), len(pending))
-    if workers > 1 and sum(cfg.iterations for cfg in pending) >= MIN_STEPS_FOR_WORKERS:
+    n = workers_mod.count(len(pending), sum(cfg.iterations for cfg in pending), workers)
+    if n > 1:
         if progress:
-            print(f"[dm] {len(pending)} runs in {workers} worker processes")
-        futures = [_worker_pool(workers).submit(distribution_matching, cfg, bundle, ipc, False, cache_root)
+            print(f"[dm] {len(pending)} runs in {n} worker processes")
+        futures = [workers_mod.pool(n).submit(distribution_matching, cfg, bundle, ipc, False, cache_root)
                    for cfg in pending]
         for future in futures:
             future.result()
     return [distribution_matching(cfg, bundle, ipc, progress, cache_root) for cfg in cfgs]
-
-
-def _one_thread_on_cpu():
-    """Training on CPU runs on one thread wherever it runs (here or in a worker), so a
-    stage's key always means the same weights."""
-    return contextlib.nullcontext() if torch.cuda.is_available() else machine.threads(1)
 
 
 def from_dm(artifact: cache.Artifact) -> TrainingSet:
@@ -219,7 +190,7 @@ def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundl
     def build(folder: Path) -> None:
         val, test = bundle.splits["val"], bundle.splits["test"]
         if trained is None:
-            with _one_thread_on_cpu():  # as in `train_together`'s workers: the same key, the same weights
+            with workers_mod.one_thread_on_cpu():  # as in `train_together`'s workers: the same key, the same weights
                 model, history = downstream.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
                                                          bundle.n_classes, cfg, progress=progress)
         else:
@@ -250,7 +221,7 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
     (`downstream.train_runs`): jobs whose recipes differ only in the seed and whose sets
     have one shape train as one group, whatever their row; None: the device's default
     (`RUNS_TOGETHER`). On CPU every group trains on one thread, `workers` groups at once in
-    worker processes (None: `model_workers()`); the models are the same whatever the number.
+    worker processes (None: `workers.count`'s choice); the models are the same whatever the number.
     Returns how many were trained."""
     runs_together = runs_together or runs_together_default()
     pending: dict[tuple, list[Job]] = {}
@@ -265,19 +236,15 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
         pending.setdefault(group, []).append(job)
     chunks = [group[i : i + runs_together] for group in pending.values() for i in range(0, len(group), runs_together)]
     bar = tqdm(total=len(chunks), desc=desc, unit="group", disable=not progress or not chunks)
-    on_gpu = torch.cuda.is_available()
-    workers = 1 if on_gpu else min(workers or model_workers(), len(chunks))
-    if sum(chunk[0].cfg.steps for chunk in chunks) < MIN_STEPS_FOR_WORKERS:
-        workers = 1
-    if workers <= 1:
+    n = workers_mod.count(len(chunks), sum(chunk[0].cfg.steps for chunk in chunks), workers)
+    if n == 1:
         for chunk in chunks:
             bar.set_postfix_str(_describe(chunk))
-            with _one_thread_on_cpu():
+            with workers_mod.one_thread_on_cpu():
                 _train_chunk(chunk, bundle, cache_root)
             bar.update(1)
     else:
-        pool = _worker_pool(workers)
-        futures = [pool.submit(_train_chunk, chunk, bundle, cache_root) for chunk in chunks]
+        futures = [workers_mod.pool(n).submit(_train_chunk, chunk, bundle, cache_root) for chunk in chunks]
         try:
             for future in as_completed(futures):
                 future.result()  # a worker's exception is raised here
@@ -302,33 +269,6 @@ def _train_chunk(chunk: list[Job], bundle: DataBundle, cache_root: Path | None) 
                                     progress=False)
     for job, trained in zip(chunk, results):
         train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None, trained=trained)
-
-
-_POOL: tuple[int, ProcessPoolExecutor] | None = None
-
-
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes, started once per process and kept for the next table (starting one
-    costs seconds: it imports torch). Started with "spawn", so a worker holds no copy of the
-    notebook's state; each runs torch on one thread, deterministically."""
-    global _POOL
-    if _POOL is None or _POOL[0] != workers:
-        if _POOL is not None:
-            _POOL[1].shutdown(cancel_futures=True)
-        _POOL = (workers, ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                              initializer=_start_worker))
-    return _POOL[1]
-
-
-def _start_worker() -> None:
-    os.environ[machine.THREADS_VARIABLE] = "1"
-    machine.configure_torch()
-
-
-@atexit.register
-def _stop_workers() -> None:
-    if _POOL is not None:
-        _POOL[1].shutdown(cancel_futures=True)
 
 
 def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,

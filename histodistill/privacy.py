@@ -100,18 +100,19 @@ def near_copies(synthetic: np.ndarray, train: np.ndarray, neighbours: int = NEAR
     """Carlini et al. 2023's test: each synthetic row's distance to its nearest train row
     over its mean distance to its `neighbours` nearest train rows (the nearest among them);
     rows under `threshold` are near-copies. Passes at zero. Returns the ratios, the flagged
-    rows and their nearest train rows, for showing the pairs."""
+    rows and their nearest train rows, and every row's nearest train distance and index,
+    for showing the pairs."""
     synthetic, train = np.asarray(synthetic, dtype=np.float32), np.asarray(train, dtype=np.float32)
     k = min(neighbours, len(train))
-    distances, indices = NearestNeighbors(n_neighbors=k).fit(train).kneighbors(synthetic)
-    nearest, _ = nearest_neighbours(synthetic, train)  # exact (an exact copy is 0, not ~1e-4)
+    distances = NearestNeighbors(n_neighbors=k).fit(train).kneighbors(synthetic)[0]
+    nearest, nearest_index = nearest_neighbours(synthetic, train)  # exact (an exact copy is 0, not ~1e-4)
     distances[:, 0] = nearest
     crowd = distances.mean(axis=1)
     ratios = np.divide(nearest, crowd, out=np.zeros_like(nearest), where=crowd > 0)
     flagged = np.flatnonzero(ratios < threshold)
     return {"statistic": int(len(flagged)), "n": int(len(synthetic)), "threshold": threshold, "neighbours": k,
             "passed": len(flagged) == 0, "ratios": ratios, "flagged": flagged,
-            "flagged_nearest": indices[flagged, 0]}
+            "flagged_nearest": nearest_index[flagged], "nearest": nearest, "nearest_index": nearest_index}
 
 
 # --- 3. the data-copying test C_T -----------------------------------------------------------

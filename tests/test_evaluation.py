@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodistill import ablations, cache, comparisons, config, data, evaluation, machine, paths, runs, stages, upstream
+from histodistill import ablations, cache, comparisons, config, data, evaluation, machine, paths, runs, stages, upstream, workers
 from histodistill.evaluation import MAIN_ROWS
 
 
@@ -85,12 +85,12 @@ def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data,
     """On CPU every model trains on one thread, so two worker processes give bit for bit the
     models one process gives, and the same as `train_model` trained alone."""
     _, bundle = smoke_data
-    monkeypatch.setattr(evaluation, "MIN_STEPS_FOR_WORKERS", 0)  # smoke models are too small to send out
+    monkeypatch.setattr(workers, "MIN_STEPS", 0)  # smoke models are too small to send out
     cfg = config.stage_config("downstream", "smoke")
     jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
             for seed in range(3)]
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "two", workers=2) == 3
-    assert evaluation._POOL is not None and evaluation._POOL[0] == 2  # they did go to the workers
+    assert workers._POOL is not None and workers._POOL[0] == 2  # they did go to the workers
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "one", workers=1) == 3
     for job in jobs:
         two, one = (evaluation.train_model(job.cfg, job.train_set, bundle, cache_root=tmp_path / name, log=lambda m: None)
@@ -103,13 +103,13 @@ def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data,
 
 
 def test_model_workers_come_from_the_variable_or_the_cpus(monkeypatch):
-    monkeypatch.setenv(evaluation.WORKERS_VARIABLE, "3")
-    assert evaluation.model_workers() == 3
-    monkeypatch.delenv(evaluation.WORKERS_VARIABLE)
-    assert evaluation.model_workers() == machine.available_cpus()
-    monkeypatch.setenv(evaluation.WORKERS_VARIABLE, "two")
+    monkeypatch.setenv(workers.VARIABLE, "3")
+    assert workers.available() == 3
+    monkeypatch.delenv(workers.VARIABLE)
+    assert workers.available() == machine.available_cpus()
+    monkeypatch.setenv(workers.VARIABLE, "two")
     with pytest.raises(ValueError, match="HISTODISTILL_MODEL_WORKERS must be a positive whole number"):
-        evaluation.model_workers()
+        workers.available()
 
 
 def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
@@ -126,7 +126,7 @@ def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data
 
 def test_distribution_matching_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monkeypatch):
     _, bundle = smoke_data
-    monkeypatch.setattr(evaluation, "MIN_STEPS_FOR_WORKERS", 0)
+    monkeypatch.setattr(workers, "MIN_STEPS", 0)
     cfgs = [dataclasses.replace(config.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
     together = evaluation.distribution_matching_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
     for cfg, artifact in zip(cfgs, together):

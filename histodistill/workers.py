@@ -1,0 +1,83 @@
+"""Training several small models side by side on CPU: one thread each, one worker process
+per CPU.
+
+The downstream networks and DM's embedders are small; their convolutions share out poorly
+over threads, so models side by side beat one model on all threads
+(bench/parallel_models.py), and a model trained on one thread has the same weights whatever
+the machine's CPU count. On a GPU none of this applies: everything runs in the calling
+process, as before.
+
+    >>> n = workers.count(tasks=len(chunks), steps=total_steps)   # 1: train here
+    >>> with workers.one_thread_on_cpu(): ...                      # training in this process
+    >>> workers.pool(n).submit(fn, *args)                          # training in a worker
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from . import machine
+
+VARIABLE = "HISTODISTILL_MODEL_WORKERS"  # processes training at once on CPU (default: one per CPU)
+# Starting the workers costs seconds (each imports torch); below this many training steps in
+# all (the smoke profile's tiny models, a cached table) they train here instead, on the same
+# single thread, so the result is the same either way.
+MIN_STEPS = 1000
+
+
+def available() -> int:
+    """Processes training models at once: 1 on a GPU; on CPU `HISTODISTILL_MODEL_WORKERS`,
+    else one per available CPU."""
+    if torch.cuda.is_available():
+        return 1
+    text = os.environ.get(VARIABLE, "").strip()
+    if text and not (text.isdigit() and int(text) >= 1):
+        raise ValueError(f"{VARIABLE} must be a positive whole number, not {text!r}")
+    return int(text) if text else machine.available_cpus()
+
+
+def count(tasks: int, steps: int, requested: int | None = None) -> int:
+    """Worker processes for `tasks` pieces of work of `steps` training steps in all: at most
+    `requested` (None: `available()`) and one per task; 1 (train here) on a GPU or when the
+    work is too small to be worth starting them."""
+    if torch.cuda.is_available() or steps < MIN_STEPS:
+        return 1
+    return max(1, min(requested or available(), tasks))
+
+
+def one_thread_on_cpu():
+    """Training on CPU runs on one thread wherever it runs (here or in a worker), so a
+    stage's key always means the same weights."""
+    return contextlib.nullcontext() if torch.cuda.is_available() else machine.threads(1)
+
+
+_POOL: tuple[int, ProcessPoolExecutor] | None = None
+
+
+def pool(n: int) -> ProcessPoolExecutor:
+    """`n` worker processes, started once per process and kept for the next table. Started
+    with "spawn", so a worker holds no copy of the notebook's state; each runs torch on one
+    thread, deterministically."""
+    global _POOL
+    if _POOL is None or _POOL[0] != n:
+        if _POOL is not None:
+            _POOL[1].shutdown(cancel_futures=True)
+        _POOL = (n, ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_start))
+    return _POOL[1]
+
+
+def _start() -> None:
+    os.environ[machine.THREADS_VARIABLE] = "1"
+    machine.configure_torch()
+
+
+@atexit.register
+def _stop() -> None:
+    if _POOL is not None:
+        _POOL[1].shutdown(cancel_futures=True)
