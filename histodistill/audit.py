@@ -3,8 +3,8 @@ audited set, the positive controls that show each test can fail, and the verdict
 
     >>> sets = audit.audit_sets(up, dm_artifact, cfg)        # distilled, pool, DM, random real, planted copies
     >>> artifact = audit.run_audit(cfg, up, sets, recipe)    # cached: audit.csv and the curves behind the figures
-    >>> table = audit.load_table(artifact)
-    >>> audit.verdict(table)                                 # the distilled set's, and whether the controls failed
+    >>> table, by_class = audit.load_table(artifact), audit.load_by_class(artifact)
+    >>> audit.verdict(table, by_class)                       # the distilled set's, where it failed, the controls
 
 Members are the real train split (what the generator learnt from); non-members are the
 real **val** split, which no audited model saw: the classifiers trained here choose their
@@ -38,11 +38,14 @@ from .config import DiffusionConfig, DownstreamConfig, PrivacyConfig
 from .diffusion import Trainer
 from .quality import nearest_neighbours
 
-VERSION = 1
+VERSION = 2  # 2: the per-class breakdown of the distance tests (by_class.csv)
 TABLE = "audit.csv"
+BY_CLASS = "by_class.csv"
 CURVES = "curves.npz"
 COLUMNS = ["test", "set", "role", "space", "statistic", "threshold", "p_value", "ci_low", "ci_high",
            "tpr_at_1pct_fpr", "n", "passed", "expected"]
+BY_CLASS_COLUMNS = ["set", "role", "space", "class", "images", "dcr_share", "dcr_ci_low", "dcr_ci_high",
+                    "dcr_p_value", "near_copies"]
 AUDITED, REFERENCE, CONTROL = "audited", "reference", "control"
 
 
@@ -92,17 +95,18 @@ def _indices_of(images: np.ndarray, pool: np.ndarray) -> np.ndarray:
 def run_audit(cfg: PrivacyConfig, up, sets: dict[str, AuditSet], recipe: DownstreamConfig,
               progress: bool = True, cache_root: Path | None = None) -> cache.Artifact:
     """Every test on every set (cached by the configuration, the sets, the data and the
-    generator): ``audit.csv`` (one row per test, set and space) and ``curves.npz`` (ROC
-    curves and distances for the figures)."""
+    generator): ``audit.csv`` (one row per test, set and space), ``by_class.csv`` (the
+    distance tests per class) and ``curves.npz`` (ROC curves and distances for the figures)."""
     inputs = {"data": up.bundle.artifact.key, "diffusion": up.diffusion.key,
               "sets": {name: s.key for name, s in sets.items()}, "recipe": cache.digest(dataclasses.asdict(recipe))}
 
     def build(folder: Path) -> None:
-        rows, curves = [], {}
-        rows += distance_tests(sets, up.bundle, cfg, curves, progress)
+        rows, curves, breakdown = [], {}, []
+        rows += distance_tests(sets, up.bundle, cfg, curves, progress, breakdown)
         rows += classifier_attacks(sets, up, recipe, cfg, curves, progress)
         rows += generator_attacks(up, cfg, curves, progress)
         pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / TABLE, index=False)
+        pd.DataFrame(breakdown, columns=BY_CLASS_COLUMNS).to_csv(folder / BY_CLASS, index=False)
         np.savez_compressed(folder / CURVES, **curves)
 
     return cache.cached("audit", cfg, build, inputs, VERSION, cache_root)
@@ -110,6 +114,10 @@ def run_audit(cfg: PrivacyConfig, up, sets: dict[str, AuditSet], recipe: Downstr
 
 def load_table(artifact: cache.Artifact) -> pd.DataFrame:
     return pd.read_csv(artifact.file(TABLE))
+
+
+def load_by_class(artifact: cache.Artifact) -> pd.DataFrame:
+    return pd.read_csv(artifact.file(BY_CLASS))
 
 
 def load_curves(artifact: cache.Artifact) -> dict[str, np.ndarray]:
@@ -132,9 +140,11 @@ def _expected(role: str) -> str:
 # --- 1-3: distances ------------------------------------------------------------------------
 
 
-def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves: dict, progress: bool) -> list[dict]:
+def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves: dict, progress: bool,
+                   breakdown: list | None = None) -> list[dict]:
     """DCR share, near-copies and C_T for every set, in pixels and in random-network
-    features; the nearest-train distances of each set and of holdout go into `curves`."""
+    features; the nearest-train distances of each set and of holdout go into `curves`, the
+    per-class DCR share and near-copies (`privacy.by_class`) into `breakdown`."""
     train, holdout = bundle.splits["train"].images, bundle.splits["val"].images
     spaces = {"pixels": privacy.pixel_vectors,
               "random features": lambda x: privacy.random_features(x, train, seed=cfg.seed)}
@@ -152,6 +162,9 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
             rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
                      _row("near-copies", name, s.role, space, copies, copies["n"], expected),
                      _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]
+            if breakdown is not None:
+                breakdown += [{"set": name, "role": s.role, "space": space, **row}
+                              for row in privacy.by_class(s.labels, dcr, copies, bundle.class_names)]
             tag = f"{name}__{space}"
             curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = copies["nearest"], copies["nearest_index"]
             curves[f"copy_ratio__{tag}"] = copies["ratios"]
@@ -296,10 +309,12 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
 # --- the verdict ------------------------------------------------------------------------------
 
 
-def verdict(table: pd.DataFrame, audited: str = "distilled (InfoDist)") -> dict:
+def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: str = "distilled (InfoDist)") -> dict:
     """The audited set's verdict (passed every test), which tests it failed, and whether every
     control and reference was caught (a control that passes means that test cannot see the
-    leak it is for, and the audit is inconclusive there)."""
+    leak it is for, and the audit is inconclusive there). With `by_class`, also where the
+    evidence of each failed distance test sits ("where", per space: `_where`). That locates
+    a failure; it does not excuse it: the verdict stays the whole-set one."""
     own = table[table["set"] == audited]
     failed = _named(own[~own["passed"].astype(bool)], ["test", "space"])
     controls = table[table["expected"] == "fail"]
@@ -308,7 +323,35 @@ def verdict(table: pd.DataFrame, audited: str = "distilled (InfoDist)") -> dict:
     return {"set": audited, "passed": not failed and bool(generator["passed"].astype(bool).all()),
             "failed_tests": failed + [f"{t} / the run's generator" for t in
                                       generator.loc[~generator["passed"].astype(bool), "test"]],
-            "controls_caught": not missed, "controls_missed": missed}
+            "controls_caught": not missed, "controls_missed": missed,
+            "where": _where(own, by_class, audited) if by_class is not None else {}}
+
+
+def _where(own: pd.DataFrame, by_class: pd.DataFrame, audited: str) -> dict[str, list[str]]:
+    """Per space in which a distance test failed, one line per failed test saying which
+    classes carry it: near-copies by class, the classes whose own DCR share is significantly
+    above the null, or that no class does alone (the excess is spread over the set, or a
+    class holds too few images for its own test); C_T's cells are k-means cells of train,
+    not classes, so it is not broken down."""
+    failed = own[~own["passed"].astype(bool)]
+    where = {}
+    for space in failed["space"].unique():
+        tests = set(failed.loc[failed["space"] == space, "test"])
+        rows = by_class[(by_class["set"] == audited) & (by_class["space"] == space)].to_dict("records")
+        notes = []
+        if "near-copies" in tests:
+            hits = [f"{r['class']} {r['near_copies']}" for r in rows if r["near_copies"]]
+            notes.append("near-copies: " + ", ".join(hits))
+        if "DCR share" in tests:
+            hits = [f"{r['class']} {r['dcr_share']:.2f} (p = {r['dcr_p_value']:.2g})" for r in rows
+                    if pd.notna(r["dcr_p_value"]) and r["dcr_p_value"] < privacy.ALPHA]
+            notes.append("DCR share: " + (", ".join(hits) if hits else
+                                          "no class significant alone: spread over the set"))
+        if "data-copying C_T" in tests:
+            notes.append("C_T: a whole-set test (its cells are k-means cells, not classes)")
+        if notes:
+            where[space] = notes
+    return where
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -334,12 +377,17 @@ def markdown(table: pd.DataFrame) -> str:
     return shown[list(columns)].rename(columns=columns).to_markdown(index=False, floatfmt=".3g")
 
 
-def save(table: pd.DataFrame, run_name: str) -> list[Path]:
-    """``paper_results/<run>/privacy_audit.csv`` and ``.md``."""
+def save(table: pd.DataFrame, run_name: str, by_class: pd.DataFrame | None = None) -> list[Path]:
+    """``paper_results/<run>/privacy_audit.csv`` and ``.md``, and with `by_class`
+    ``privacy_audit_by_class.csv``."""
     folder = paths.results_dir(run_name)
     table.to_csv(folder / "privacy_audit.csv", index=False)
     (folder / "privacy_audit.md").write_text(markdown(table) + "\n")
-    return [folder / "privacy_audit.csv", folder / "privacy_audit.md"]
+    written = [folder / "privacy_audit.csv", folder / "privacy_audit.md"]
+    if by_class is not None:
+        by_class.to_csv(folder / "privacy_audit_by_class.csv", index=False)
+        written.append(folder / "privacy_audit_by_class.csv")
+    return written
 
 
 def verdict_text(result: dict) -> str:
@@ -350,6 +398,8 @@ def verdict_text(result: dict) -> str:
     else:
         lines.append(f"WARNING: {result['set']} FAILED the privacy audit: " + "; ".join(result["failed_tests"])
                      + ". Exporting it still works, and the data card says so; do not share it as is.")
+        for space, notes in result.get("where", {}).items():
+            lines.append(f"  where, in {space}: " + "; ".join(notes))
     if result["controls_caught"]:
         lines.append("Every control and reference was caught: each test can see the leak it is for.")
     else:
@@ -381,6 +431,7 @@ def write_card(product: Path, table: pd.DataFrame, result: dict) -> Path:
     card["audit"] = {
         "verdict": "passed" if result["passed"] else "FAILED",
         "failed_tests": result["failed_tests"],
+        "where": result.get("where", {}),
         "controls_caught": result["controls_caught"],
         "tests": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
                   for row in own[["test", "set", "space", "statistic", "threshold", "p_value", "ci_low", "ci_high",

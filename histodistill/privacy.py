@@ -80,16 +80,48 @@ def dcr_share(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> 
         raise ValueError("need train and holdout rows")
     to_train, _ = nearest_neighbours(synthetic, train)
     to_holdout, _ = nearest_neighbours(synthetic, holdout)
+    null = len(train) / (len(train) + len(holdout))
+    result = _share_test(to_train, to_holdout, null)
+    if result["n"] == 0:
+        raise ValueError("every synthetic row is as close to train as to holdout: no decision possible")
+    return {**result, "to_train": to_train, "to_holdout": to_holdout}
+
+
+def _share_test(to_train: np.ndarray, to_holdout: np.ndarray, null: float) -> dict:
+    """The DCR share of rows with these nearest distances, its exact binomial test against
+    `null` and Clopper-Pearson interval (ties left out; NaN statistic when nothing is decided)."""
     decided = to_train != to_holdout
     k, n = int(np.count_nonzero(to_train[decided] < to_holdout[decided])), int(decided.sum())
     if n == 0:
-        raise ValueError("every synthetic row is as close to train as to holdout: no decision possible")
-    null = len(train) / (len(train) + len(holdout))
+        return {"statistic": np.nan, "n": 0, "ties": int(len(to_train)), "p_value": np.nan, "ci_low": np.nan,
+                "ci_high": np.nan, "threshold": null, "passed": True}
     test = stats.binomtest(k, n, null, alternative="greater")
     interval = test.proportion_ci(confidence_level=0.95, method="exact")
-    return {"statistic": k / n, "n": n, "ties": int(len(synthetic) - n), "p_value": float(test.pvalue),
+    return {"statistic": k / n, "n": n, "ties": int(len(to_train) - n), "p_value": float(test.pvalue),
             "ci_low": float(interval.low), "ci_high": float(interval.high), "threshold": null,
-            "passed": bool(test.pvalue >= ALPHA), "to_train": to_train, "to_holdout": to_holdout}
+            "passed": bool(test.pvalue >= ALPHA)}
+
+
+def by_class(labels: np.ndarray, dcr: dict, copies: dict, class_names: list[str]) -> list[dict]:
+    """Where in the set the distance tests' evidence sits: per class, the set's images, its
+    DCR share (with its own binomial test and interval, from `dcr_share`'s distances) and its
+    near-copies (from `near_copies`). A failure carried by one class reads differently from
+    one spread over all: near-uniform images (background squares) have close neighbours in
+    any sample. Per-class p-values are not corrected for the number of classes: read them as
+    a map of the evidence, the set's verdict is the whole-set test."""
+    labels = np.asarray(labels)
+    flagged = np.zeros(len(labels), dtype=bool)
+    flagged[copies["flagged"]] = True
+    rows = []
+    for c, name in enumerate(class_names):
+        members = labels == c
+        if not members.any():
+            continue
+        share = _share_test(dcr["to_train"][members], dcr["to_holdout"][members], dcr["threshold"])
+        rows.append({"class": name, "images": int(members.sum()), "dcr_share": share["statistic"],
+                     "dcr_ci_low": share["ci_low"], "dcr_ci_high": share["ci_high"], "dcr_p_value": share["p_value"],
+                     "near_copies": int(flagged[members].sum())})
+    return rows
 
 
 # --- 2. near-copies --------------------------------------------------------------------------

@@ -160,3 +160,47 @@ def test_the_card_carries_the_verdict_a_failure_included(tmp_path):
     assert card["audit"]["tests"][0]["ci_low"] is None  # NaN written as null, valid JSON
     assert card["audit"]["code_version"].startswith("0.") and card["audit"]["date"]
     assert "| DCR share" in audit.markdown(table)
+
+
+def test_the_per_class_breakdown_puts_the_evidence_where_the_copies_are(real):
+    """Copies planted in one class only: that class holds every near-copy and a DCR share
+    significantly above the null; the independent classes do not, and the per-class counts
+    add up to the whole-set test's."""
+    train, holdout = real
+    rng = np.random.default_rng(4)
+    fresh = population(60, 5)
+    planted = train[rng.choice(len(train), 30, replace=False)] + rng.normal(0, 0.01, (30, train.shape[1]))
+    synthetic = np.concatenate([fresh, planted])
+    labels = np.r_[np.repeat([0, 1], 30), np.full(30, 2)]
+    dcr, copies = privacy.dcr_share(synthetic, train, holdout), privacy.near_copies(synthetic, train)
+    rows = {r["class"]: r for r in privacy.by_class(labels, dcr, copies, ["a", "b", "copied", "absent"])}
+    assert set(rows) == {"a", "b", "copied"}  # a class without images has no row
+    assert rows["copied"]["near_copies"] == 30 and rows["copied"]["dcr_share"] == 1.0
+    assert rows["copied"]["dcr_p_value"] < 1e-4 and rows["copied"]["dcr_ci_low"] > dcr["threshold"]
+    # An independent draw is a near-copy only by chance (1 of these 60 is, at this seed).
+    assert rows["a"]["near_copies"] + rows["b"]["near_copies"] <= 2
+    assert rows["a"]["dcr_p_value"] > privacy.ALPHA and rows["b"]["dcr_p_value"] > privacy.ALPHA
+    assert sum(r["near_copies"] for r in rows.values()) == copies["statistic"]
+    assert sum(r["images"] for r in rows.values()) == len(synthetic)
+
+
+def test_the_verdict_says_where_a_failed_distance_test_sits():
+    import pandas as pd
+
+    from histodistill import audit
+
+    table = audit_table(distilled_passes=False)
+    by_class = pd.DataFrame([
+        {"set": "distilled (InfoDist)", "role": "audited", "space": "pixels", "class": c, "images": 10,
+         "dcr_share": share, "dcr_ci_low": 0.0, "dcr_ci_high": 1.0, "dcr_p_value": p, "near_copies": n}
+        for c, share, p, n in [("adipose", 0.5, 0.6, 0), ("background", 1.0, 0.001, 3)]], columns=audit.BY_CLASS_COLUMNS)
+    result = audit.verdict(table, by_class)
+    assert not result["passed"]  # locating a failure does not excuse it
+    assert result["where"] == {"pixels": ["DCR share: background 1.00 (p = 0.001)"]}
+    assert "where, in pixels: DCR share: background 1.00" in audit.verdict_text(result)
+    assert audit.verdict(audit_table(), by_class)["where"] == {}  # nothing failed, nothing to locate
+    # Near-copies are located by class; a DCR excess no class carries alone is said to be spread.
+    table.loc[table["test"] == "near-copies", "passed"] = False
+    by_class["dcr_p_value"] = 0.5
+    assert audit.verdict(table, by_class)["where"]["pixels"] == [
+        "near-copies: background 3", "DCR share: no class significant alone: spread over the set"]

@@ -65,6 +65,7 @@ EXPECTED = {
         "paired_differences.md",
         "privacy_audit.csv",
         "privacy_audit.md",
+        "privacy_audit_by_class.csv",
     } | {f"ablation_{name}.{ext}" for name in ABLATIONS for ext in ("csv", "md", "tex")}
       | {f"ablation_{name}_paired.{ext}" for name in ABLATIONS for ext in ("csv", "md")},
     "outputs/smoke": {
@@ -141,8 +142,12 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
             "planted train copies (control)", "the run's generator", "overtrained denoiser (control)"} == set(audit["set"])
     planted = audit[audit["set"] == "planted train copies (control)"]
     assert not planted["passed"].any()  # the planted copies are caught by every distance test
+    by_class = pd.read_csv(output_root / "paper_results/smoke/privacy_audit_by_class.csv")
+    own = by_class[(by_class["set"] == "distilled (InfoDist)") & (by_class["space"] == "pixels")]
+    near = audit[(audit["set"] == "distilled (InfoDist)") & (audit["space"] == "pixels") & (audit["test"] == "near-copies")]
+    assert own["images"].sum() == near["n"].item() and own["near_copies"].sum() == near["statistic"].item()
     card = json.loads((distilled / "data_card.json").read_text())
-    assert card["audit"]["verdict"] in ("passed", "FAILED") and card["audit"]["tests"]
+    assert card["audit"]["verdict"] in ("passed", "FAILED") and card["audit"]["tests"] and "where" in card["audit"]
 
     # A second run reads every stage from the cache and builds nothing.
     stages = {"01_data": ["data"], "02_latent_diffusion": ["autoencoder", "diffusion"],
