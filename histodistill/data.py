@@ -14,6 +14,7 @@ final evaluation only; no choice anywhere in the pipeline may look at it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,10 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from .progress import tqdm
 
-from . import cache
+from . import cache, paths, rehearsal
 from .config import DataConfig, stage_config
 from .sources import BUNDLED_FILE, SPLITS, DataError, pathmnist_file_info, pathmnist_stored_size
-from .sources import read_source, square_resize
+from .sources import read_npz, read_source, square_resize
 
 STAGE = "data"
 STAGE_VERSION = 1  # bump when the files this stage writes change meaning
@@ -63,7 +64,7 @@ def prepare_data(cfg: DataConfig, cache_root: Path | None = None) -> DataBundle:
     artifact = cache.cached(
         STAGE,
         cfg,
-        lambda folder: _build(cfg, folder),
+        lambda folder: _build(cfg, folder, cache_root),
         inputs={"source": identity},
         version=STAGE_VERSION,
         cache_root=cache_root,
@@ -78,6 +79,9 @@ def source_identity(cfg: DataConfig, cache_root: Path | None = None) -> str:
     if cfg.source == "pathmnist":
         name, _, md5 = pathmnist_file_info(pathmnist_stored_size(cfg.size))
         return f"{name}:md5:{md5}"  # the file is checked against this MD5 when read
+    if cfg.source == "rehearsal":  # made from the bundled file by versioned code: no need to hash 250 MB
+        return (f"rehearsal:v{rehearsal.VERSION}:{cache.digest(rehearsal.PATHMNIST_SPLITS)}:sha256:"
+                + cache.file_digest(BUNDLED_FILE, cache_root))
     path = Path(cfg.path).expanduser()
     if cfg.source == "npz":
         if not path.is_file():
@@ -93,8 +97,12 @@ def source_identity(cfg: DataConfig, cache_root: Path | None = None) -> str:
     return "listing:" + cache.digest(listing)
 
 
-def _build(cfg: DataConfig, folder: Path) -> None:
-    raw = read_source(cfg)
+def _build(cfg: DataConfig, folder: Path, cache_root: Path | None = None) -> None:
+    if cfg.source == "rehearsal":
+        file = rehearsal.write_file((cache_root or paths.cache_dir()) / "rehearsal")
+        raw = dataclasses.replace(read_npz(file), description=f"rehearsal ({file.name}): {rehearsal.NOTICE}")
+    else:
+        raw = read_source(cfg)
     splits = carve_splits(raw.splits, cfg.val_fraction, cfg.test_fraction, cfg.seed, raw.class_names)
     if cfg.max_train_per_class:
         keep = cap_per_class(splits["train"][1], cfg.max_train_per_class)

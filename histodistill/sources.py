@@ -68,6 +68,9 @@ def read_source(cfg: DataConfig) -> RawData:
         return read_pathmnist(cfg.path, cfg.size, cfg.download)
     if cfg.source == "npz":
         return read_npz(cfg.path)
+    if cfg.source == "rehearsal":
+        raise DataError("the rehearsal stand-in is written into the cache by data.prepare_data; read it there "
+                        "(or write it with rehearsal.write_file and read that file as source 'npz')")
     return read_folder(cfg.path, cfg.size)
 
 

@@ -31,7 +31,7 @@
 # The result is cached: running this notebook again with the same parameters loads it.
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 data_source = None  # "bundled" | "pathmnist" | "npz" | "folder"
 data_path = None  # your .npz file or class-folder root; for pathmnist, the folder holding its .npz

@@ -39,7 +39,7 @@
 # `use_shipped_generator = False`, and both train here from scratch.
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 use_shipped_generator = None  # True: load the generator shipped for exactly this configuration (demo); False: train from scratch
 ae_pretrained = None  # diffusers folder or hub id of a pretrained AutoencoderKL; None trains one here

@@ -38,7 +38,7 @@
 # The pool is written as an `.npz` in MedMNIST layout (`train_images`, `train_labels`).
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 pool_per_class = None  # synthetic images per class
 sampling_steps = None  # DPM-Solver++ steps

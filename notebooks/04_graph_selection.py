@@ -32,7 +32,7 @@
 # an `.npz` in MedMNIST layout, a PNG grid per class and a JSON data card.
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 select_method = None  # infodist | random | kmeans | umap_kmeans | herding
 ipc = None  # images kept per class

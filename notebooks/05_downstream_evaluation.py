@@ -39,7 +39,7 @@
 # ones it shares.
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 networks = None  # downstream networks, e.g. ("convnet", "resnet18")
 seeds = None  # training runs per row and network

@@ -28,7 +28,7 @@
 # the smallest class, a pool size above the pool) are skipped with a note.
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper: every parameter left as None takes this profile's value
+profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 ablations = None  # names to run, e.g. ("ipc", "guidance"); None: contrastive, selection, rank, ipc, pool_size, guidance
 ablation_network = None  # the network every ablation trains: convnet | resnet18
