@@ -175,13 +175,15 @@ def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def encode(model: AutoencoderKL, images: np.ndarray, batch_size: int = 256, scaled: bool = True) -> torch.Tensor:
-    """uint8 images -> latents (posterior means), times the scaling factor when `scaled`."""
+def encode(model: AutoencoderKL, images: np.ndarray, batch_size: int = 256, scaled: bool = True,
+           progress: bool = False) -> torch.Tensor:
+    """uint8 images -> latents (posterior means), times the scaling factor when `scaled`;
+    `progress` shows a bar (encoding a full-size train split takes minutes on a CPU)."""
     model.eval()
     scale = model.config.scaling_factor if scaled else 1.0
     out = [
         model.encode(to_model_range(images[i : i + batch_size]).to(model.device)).latent_dist.mode().cpu() * scale
-        for i in range(0, len(images), batch_size)
+        for i in tqdm(range(0, len(images), batch_size), desc="encoding", unit="batch", disable=not progress)
     ]
     return torch.cat(out)
 

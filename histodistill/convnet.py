@@ -220,8 +220,9 @@ def train_classifier(
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     total_steps, step = cfg.epochs * steps_per_epoch, 0
     best_acc, best_state, rows = -1.0, None, []
-    bar = tqdm(range(1, cfg.epochs + 1), desc="classifier", unit="epoch", disable=not progress)
-    for epoch in bar:
+    # One tick per batch: at full size one epoch takes minutes on a CPU.
+    bar = tqdm(total=total_steps, desc="classifier", unit="step", disable=not progress)
+    for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(len(labels), generator=generator)
         loss_sum, correct = 0.0, 0
@@ -240,6 +241,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             step += 1
+            bar.update(1)
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
         val_acc = accuracy(model, val_images, val_labels)
@@ -248,7 +250,9 @@ def train_classifier(
         if val_acc > best_acc:  # strictly better: ties keep the earlier epoch
             best_acc = val_acc
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        bar.set_postfix(loss=f"{loss_sum / n:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
+        bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / n:.3f}", val_acc=f"{val_acc:.3f}",
+                        best=f"{best_acc:.3f}")
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     return model, pd.DataFrame(rows, columns=["epoch", "train_loss", "train_acc", "val_acc", "lr"])

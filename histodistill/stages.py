@@ -70,7 +70,7 @@ def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool =
             if model is None:
                 raise _StoppedEarly
         model.save_pretrained(folder / "vae")
-        np.save(folder / "train_latents.npy", ae.encode(model, train.images).numpy().astype(np.float32))
+        np.save(folder / "train_latents.npy", ae.encode(model, train.images, progress=progress).numpy().astype(np.float32))
         np.save(folder / "train_labels.npy", train.labels)
         history.to_csv(folder / "history.csv", index=False)
         (folder / "reconstruction.json").write_text(json.dumps(ae.reconstruction_error(model, val.images)))
