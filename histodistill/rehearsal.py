@@ -8,8 +8,9 @@ may come from it; it exists to find what breaks at 90,000 images (memory of the
 nearest-neighbour checks, Fréchet distance, DM, the full-real row, selection) and to time
 each stage per unit.
 
-    >>> path = rehearsal.write_file(Path(".cache/rehearsal"))   # ~250 MB, MedMNIST layout
-    >>> cfg = DataConfig(source="npz", path=str(path))          # read like your own data
+    >>> DataConfig(source="rehearsal")                          # the data stage writes it into the cache
+    >>> path = rehearsal.write_file(Path("somewhere"))          # or by hand: ~250 MB, MedMNIST layout,
+    >>> DataConfig(source="npz", path=str(path))                # then read like your own data
 
 The file also holds a ``notice`` array saying what it is, and its class names are
 PathMNIST's.
