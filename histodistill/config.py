@@ -495,18 +495,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The rehearsal profile: the paper's presets, the same data sizes, pool, IPC, widths and batch
 # sizes, with only the counts of steps, epochs and iterations cut (so every stage runs on a
 # CPU in minutes and shows what its size costs), on the stand-in file instead of PathMNIST.
+# Two counts of images are cut too, both of small pools that only choose or compare (the main
+# pool keeps its 1000 per class): at the paper's U-ViT width one sampled image costs ~0.045 s
+# per step on 2 CPU cores, so the sampler sweep's 8 x 1800 images and the guidance ablation's
+# 4 x 4500 would take over an hour alone. The guidance ablation keeps 2 x IPC per class.
 REHEARSAL_CUTS: dict[str, dict[str, Any]] = {
     "data": {"source": "rehearsal"},
     "classifier": {"epochs": 1},
     "autoencoder": {"steps": 10},
     "diffusion": {"steps": 10, "warmup_steps": 2, "checkpoint_every": 5},
-    "sampling": {"steps": 2},
-    "guidance_sweep": {},
+    "sampling": {"steps": 1},
+    "guidance_sweep": {"per_class": 20},
     "selection": {},
     "downstream": {"steps": 4, "eval_every": 2},
     "evaluation": {"budget_steps": (2, 4)},
     "dm": {"iterations": 2},
-    "ablation": {},
+    "ablation": {"guidance_per_class": 200},
     "privacy": {"control_steps": 10},
 }
 PRESETS["rehearsal"] = {stage: dataclasses.replace(cfg, **REHEARSAL_CUTS[stage])

@@ -54,13 +54,14 @@ def test_the_rehearsal_profile_is_the_paper_profile_with_only_counts_cut():
 
     assert "rehearsal" in config.PROFILES
     counts = {"epochs", "steps", "warmup_steps", "checkpoint_every", "eval_every", "budget_steps", "iterations",
-              "control_steps"}
+              "control_steps", "per_class", "guidance_per_class"}
     for stage, paper in config.PRESETS["paper"].items():
         rehearsal_cfg = config.stage_config(stage, "rehearsal")
         changed = {f.name for f in dataclasses.fields(paper) if getattr(paper, f.name) != getattr(rehearsal_cfg, f.name)}
         assert changed <= counts | {"source"}, (stage, changed)
     # What full size is about stays: pool, IPC, widths, batch sizes.
     assert config.stage_config("sampling", "rehearsal").per_class == 1000
+    assert config.stage_config("ablation", "rehearsal").guidance_per_class >= 2 * config.stage_config("selection", "rehearsal").ipc
     assert config.stage_config("selection", "rehearsal").ipc == 100
     assert config.stage_config("diffusion", "rehearsal").hidden_size == config.stage_config("diffusion", "paper").hidden_size
     assert config.stage_config("downstream", "rehearsal").width_scale == 1.0
