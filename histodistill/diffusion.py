@@ -28,6 +28,7 @@ from .progress import tqdm
 
 from .checkpoints import CheckpointFolder
 from .config import DiffusionConfig
+from .scale_out import Shard
 from .uvit import UViT
 
 # One row per step; `seconds` is the training wall time up to that step (resumes included).
@@ -74,11 +75,17 @@ def loss_weights(noise_scheduler: DDPMScheduler, t: torch.Tensor, snr_gamma: flo
 
 
 class Trainer:
-    """Owns the model, optimiser, schedules, EMA and random stream of one training run."""
+    """Owns the model, optimiser, schedules, EMA and random stream of one training run.
+
+    With an `accelerator` of N processes (`scale_out`), each process trains on its 1/N slice
+    of every batch under DDP; the random stream, schedules and checkpoints stay those of the
+    one-process run."""
 
     def __init__(self, latents: torch.Tensor, labels: np.ndarray, n_classes: int, cfg: DiffusionConfig,
-                 work_dir: Path, config_hash: str, device: str | torch.device | None = None):
+                 work_dir: Path, config_hash: str, device: str | torch.device | None = None, accelerator=None):
         self.cfg, self.work_dir, self.config_hash = cfg, Path(work_dir), config_hash
+        self.accelerator = accelerator
+        self.shard = Shard(accelerator.process_index, accelerator.num_processes) if accelerator else Shard()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.latents = latents.float().cpu()  # batches move to the device one at a time
         self.labels = torch.as_tensor(labels, dtype=torch.long)
@@ -97,6 +104,8 @@ class Trainer:
         self.seconds = 0.0  # training wall time so far, summed over resumed runs
         self.checkpoints = CheckpointFolder(self.work_dir, config_hash, "diffusion")
         self._resume()
+        # DDP all-reduces (averages) the gradients of the processes' slices in backward().
+        self.forward_model = accelerator.prepare_model(self.model) if self.shard.world > 1 else self.model
 
     # --- one step -------------------------------------------------------------------------
 
@@ -109,12 +118,14 @@ class Trainer:
         y[drop] = self.n_classes  # the null class
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(cfg.num_train_timesteps, (len(y),), generator=g)
-        # Every random draw comes from the CPU generator above, so a run repeats on any device.
-        x0, y, noise, t = (v.to(self.device) for v in (x0, y, noise, t))
+        # Every random draw comes from the CPU generator above, so a run repeats on any device
+        # and under any number of processes (each keeps its slice of the whole batch).
+        part = self.shard.part(len(y))
+        x0, y, noise, t = (v[part].to(self.device) for v in (x0, y, noise, t))
         noisy = self.noise.add_noise(x0, noise, t)
-        self.model.train()
+        self.forward_model.train()
         with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            pred = self.model(noisy, t, y)
+            pred = self.forward_model(noisy, t, y)
         if cfg.prediction_type == "v_prediction":
             target = self.noise.get_velocity(x0, noise, t)
         else:
@@ -122,10 +133,12 @@ class Trainer:
         per_sample = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
         weights = loss_weights(self.noise, t, cfg.snr_gamma)
         loss = per_sample.mean() if weights is None else (per_sample * weights).mean()
-        if not torch.isfinite(loss):
+        # The whole batch's loss, the same number on every process (so all of them stop together).
+        whole = self.accelerator.reduce(loss.detach(), "mean") if self.shard.world > 1 else loss
+        if not torch.isfinite(whole):
             last = self.latest_checkpoint()
             raise TrainingDiverged(
-                f"diffusion loss is {loss.item()} at step {self.step + 1}; stopped. The last good "
+                f"diffusion loss is {whole.item()} at step {self.step + 1}; stopped. The last good "
                 f"checkpoint ({last.name if last else 'none'}) is kept. Lower lr or check the latents."
             )
         self.optimiser.zero_grad(set_to_none=True)
@@ -136,9 +149,9 @@ class Trainer:
         self.ema.step(self.model.parameters())
         self.step += 1
         self.seconds += time.perf_counter() - started
-        self.history.append({"step": self.step, "loss": loss.item(), "lr": self.lr_schedule.get_last_lr()[0],
+        self.history.append({"step": self.step, "loss": whole.item(), "lr": self.lr_schedule.get_last_lr()[0],
                              "seconds": round(self.seconds, 3)})
-        return loss.item()
+        return whole.item()
 
     def run(self, progress: bool = True, max_steps: int | None = None) -> None:
         """Train until cfg.steps (or `max_steps` more steps), checkpointing on the way."""
@@ -164,14 +177,20 @@ class Trainer:
     def latest_checkpoint(self) -> Path | None:
         return self.checkpoints.latest()
 
-    def save_checkpoint(self) -> Path:
-        training = {
-            "optimiser": self.optimiser.state_dict(),
-            "lr_schedule": self.lr_schedule.state_dict(),
-            "ema": self.ema.state_dict(),
-            "generator": self.generator.get_state(),
-        }
-        return self.checkpoints.save(self.step, self.model.state_dict(), training, {"history": self.history})
+    def save_checkpoint(self) -> Path | None:
+        """Process 0 writes (the others hold the same state); all wait until it is written."""
+        path = None
+        if self.shard.rank == 0:
+            training = {
+                "optimiser": self.optimiser.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(),
+                "ema": self.ema.state_dict(),
+                "generator": self.generator.get_state(),
+            }
+            path = self.checkpoints.save(self.step, self.model.state_dict(), training, {"history": self.history})
+        if self.shard.world > 1:
+            self.accelerator.wait_for_everyone()
+        return path
 
     def _resume(self) -> None:
         checkpoint = self.checkpoints.load(self.device)

@@ -30,6 +30,7 @@ ones `ipc`): with `histodistill.dsa.DSA`, use `DSA(shared=True).augment`. A seed
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -37,6 +38,7 @@ import torch
 from .progress import tqdm
 
 from . import convnet
+from .checkpoints import CheckpointFolder
 from .convnet import ConvNet, channel_stats, to_tensor
 
 MOMENTUM = 0.5  # the DM paper's momentum for the image optimiser
@@ -126,6 +128,9 @@ def distribution_matching(
     std=None,
     device: str | torch.device | None = None,
     return_losses: bool = False,
+    work_dir: Path | None = None,
+    checkpoint_every: int = 500,
+    config_hash: str = "",
 ):
     """Learn `ipc` synthetic images per class by distribution matching.
 
@@ -139,7 +144,11 @@ def distribution_matching(
     Returns (images float32 (n_classes * ipc, C, S, S) on the CPU in the normalised space,
     labels int64 (n_classes * ipc,) = [0]*ipc + [1]*ipc + ...), and with `return_losses`
     also the list of per-iteration matching losses (before each step; each under a
-    different random embedder, so noisy)."""
+    different random embedder, so noisy).
+    work_dir: checkpoint there every `checkpoint_every` iterations (`checkpoints.py`: the
+        images, the optimiser's momentum, both random streams, the losses) and resume from
+        the newest checkpoint found, to the same result as an uninterrupted run; a
+        checkpoint of another `config_hash` is refused."""
     if n_classes < 1 or ipc < 1 or iterations < 0 or batch_real < 1 or embed_width < 1:
         raise ValueError(f"need n_classes, ipc, batch_real, embed_width >= 1 and iterations >= 0 "
                          f"(got {n_classes}, {ipc}, {batch_real}, {embed_width}, {iterations})")
@@ -177,9 +186,12 @@ def distribution_matching(
     syn.requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=lr_img, momentum=MOMENTUM)
     losses: list[float] = []
+    checkpoints = CheckpointFolder(work_dir, config_hash, "dm") if work_dir is not None else None
     with torch.random.fork_rng(devices=[]):  # embedders' init: seeded, global RNG untouched
         torch.manual_seed(seed)
-        for _ in tqdm(range(iterations), desc="DM", unit="it", disable=not progress):
+        done = _resume(checkpoints, syn, optimizer, generator, losses, device)
+        for it in tqdm(range(done, iterations), desc="DM", unit="it", initial=done, total=iterations,
+                       disable=not progress):
             net = ConvNet(n_classes, size, width=embed_width, in_channels=channels)
             net.mean.copy_(torch.from_numpy(mean))
             net.std.copy_(torch.from_numpy(std))
@@ -188,9 +200,29 @@ def distribution_matching(
                 fetch(idx[torch.randperm(len(idx), generator=generator)[:batch_real]]) for idx in by_class
             ]
             losses.append(match_step(net.features, real_batches, syn, optimizer, dsa, generator))
+            if checkpoints is not None and ((it + 1) % checkpoint_every == 0) and it + 1 < iterations:
+                checkpoints.save(it + 1, {"images": syn}, {"optimizer": optimizer.state_dict(),
+                                                           "generator": generator.get_state(),
+                                                           "torch_rng": torch.get_rng_state()}, {"losses": losses})
     images = syn.detach().cpu().float()
     syn_labels = torch.arange(n_classes).repeat_interleave(ipc)
     return (images, syn_labels, losses) if return_losses else (images, syn_labels)
+
+
+def _resume(checkpoints: CheckpointFolder | None, syn: torch.Tensor, optimizer, generator: torch.Generator,
+            losses: list[float], device) -> int:
+    """Load the newest checkpoint into the run's state; the iteration it was written at."""
+    checkpoint = checkpoints.load(device) if checkpoints is not None else None
+    if checkpoint is None:
+        return 0
+    with torch.no_grad():
+        syn.copy_(checkpoint.weights["images"].to(syn.device))
+    optimizer.load_state_dict(checkpoint.training["optimizer"])
+    generator.set_state(checkpoint.training["generator"].cpu())
+    torch.set_rng_state(checkpoint.training["torch_rng"].cpu())  # the embedders' initialisation stream
+    losses[:] = checkpoint.state["losses"]
+    print(f"[dm] resumed from {checkpoint.folder.name} (iteration {checkpoint.step})")
+    return checkpoint.step
 
 
 def to_uint8(images: torch.Tensor, mean, std) -> np.ndarray:

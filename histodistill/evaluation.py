@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ MAIN_ROWS = (
 )
 REAL_ROWS = ("Full real train set", "Random real")  # references, not shareable data
 DM_PAPER_ITERATIONS = 20000  # the DM paper's headline runs (Zhao & Bilen 2023), from real images
+DM_CHECKPOINT_EVERY = 500  # DM iterations between checkpoints: a killed run loses at most these
 
 
 def dm_row(cfg: DMConfig) -> str:
@@ -130,6 +132,9 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
     images as uint8 ``train_images``/``train_labels`` (MedMNIST layout), ``losses.csv`` the
     matching loss per iteration."""
     train = bundle.splits["train"]
+    key_cfg = {**dataclasses.asdict(cfg), "ipc": ipc}
+    inputs = {"data": bundle.artifact.key}
+    work, key = cache.work_dir("dm", key_cfg, inputs, VERSIONS["dm"], cache_root)
 
     def build(folder: Path) -> None:
         mean, std = convnet.channel_stats(train.images)
@@ -138,14 +143,15 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
                 train.images, train.labels, bundle.n_classes, ipc, cfg.iterations, lr_img=cfg.lr_img,
                 batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
                 dsa=DSA(shared=True).augment if cfg.dsa else None, progress=progress, mean=mean, std=std,
-                return_losses=True)
+                return_losses=True, work_dir=work, checkpoint_every=DM_CHECKPOINT_EVERY, config_hash=key)
         stages.write_medmnist_npz(folder / "dm.npz", dm.to_uint8(images, mean, std), labels.numpy(),
                                   bundle.class_names)
         pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses}).to_csv(
             folder / "losses.csv", index=False)
 
-    key_cfg = {**dataclasses.asdict(cfg), "ipc": ipc}
-    return cache.cached("dm", key_cfg, build, {"data": bundle.artifact.key}, VERSIONS["dm"], cache_root)
+    artifact = cache.cached("dm", key_cfg, build, inputs, VERSIONS["dm"], cache_root)
+    shutil.rmtree(work, ignore_errors=True)  # the result is complete: its checkpoints served
+    return artifact
 
 
 def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,

@@ -82,16 +82,16 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
 
 
 def sweep(diffusion: cache.Artifact, cfg: GuidanceSweepConfig, classifier: convnet.ConvNet,
-          bundle: DataBundle, sampling_steps: int, progress: bool = True) -> pd.DataFrame:
-    """Score a small pool per solver and guidance scale (each a cached pool stage); one row
-    per pair, solvers in the order given."""
+          bundle: DataBundle, sampling_steps: int, progress: bool = True, processes: int = 1) -> pd.DataFrame:
+    """Score a small pool per solver and guidance scale (each a cached pool stage, sampled
+    on `processes` processes); one row per pair, solvers in the order given."""
     real_features = judge_features(classifier, bundle)
     rows = []
     for solver in cfg.solvers:
         for scale in cfg.scales:
             pool_cfg = SamplingConfig(per_class=cfg.per_class, steps=sampling_steps, guidance_scale=float(scale),
                                       seed=cfg.seed, solver=solver)
-            images, labels, _ = stages.load_pool(stages.sample_pool(pool_cfg, diffusion, progress))
+            images, labels, _ = stages.load_pool(stages.sample_pool(pool_cfg, diffusion, progress, processes=processes))
             scores = pool_scores(images, labels, classifier, bundle, real_features)
             rows.append({"solver": solver, "guidance_scale": float(scale), **scores})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -70,13 +70,15 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, classes, num_inference_steps: int = 25, guidance_scale: float = 2.0,
                  seed: int = 0, batch_size: int = 256, progress: bool = True,
-                 solver: str = "dpmsolver++", guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
+                 solver: str = "dpmsolver++", guidance_interval: tuple[float, float] | None = None,
+                 span: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 images (N, S, S, 3), one per entry of `classes` (names or ids); `solver`
         is "dpmsolver++" (deterministic) or "sde-dpmsolver++" (stochastic);
-        `guidance_interval` (lo, hi) guides only the steps whose sigma lies in (lo, hi]."""
+        `guidance_interval` (lo, hi) guides only the steps whose sigma lies in (lo, hi];
+        `span` (start, stop) samples only those entries, each as in the whole call."""
         labels = self.class_ids(classes)
         generator = torch.Generator().manual_seed(seed)
         latents = denoise(self.transformer, self.scheduler, labels, num_inference_steps,
-                          guidance_scale, generator, batch_size, progress, solver, seed, guidance_interval)
+                          guidance_scale, generator, batch_size, progress, solver, seed, guidance_interval, span)
         return ae.decode(self.vae, latents)
 

@@ -93,21 +93,25 @@ def denoise(
     solver: str = "dpmsolver++",
     seed: int = 0,
     guidance_interval: tuple[float, float] | None = None,
+    span: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Latents for `labels` by DPM-Solver++ (`solver`: ODE or SDE form) under `scheduler`'s
     noise schedule, guided at `guidance_scale` over `guidance_interval` (sigma bounds; None:
     every step). All the initial noise is drawn first from `generator`, in label order,
     and the SDE's step noise comes from per-image streams seeded by `seed`, so batching does
-    not change the result."""
+    not change the result. `span` (start, stop) denoises only those images, each with the
+    noise it has in the whole run (how a pool is sampled in chunks and across processes)."""
     model.eval()
     check_solver(solver)
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     noise = torch.randn((len(labels), *shape), generator=generator)
     streams = step_noise_streams(seed, len(labels)) if solver.startswith("sde") else None
+    first, stop = span if span is not None else (0, len(labels))
     out = []
-    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
-        x = noise[start : start + batch_size].to(model.device)
-        y = torch.as_tensor(labels[start : start + batch_size], dtype=torch.long, device=model.device)
+    for start in tqdm(range(first, stop, batch_size), desc="sampling", disable=not progress):
+        end = min(start + batch_size, stop)
+        x = noise[start:end].to(model.device)
+        y = torch.as_tensor(labels[start:end], dtype=torch.long, device=model.device)
         # A fresh solver per batch: its multistep history must not leak between batches.
         sampler = dpm_solver(scheduler, solver)
         sampler.set_timesteps(steps)

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
+from safetensors.torch import save_file
 from diffusers.utils import logging as diffusers_logging
 
 from . import autoencoder as ae
-from . import cache, convnet, shipped
+from . import cache, config, convnet, scale_out, shipped
 from .config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
 from .data import DataBundle
 from .diffusion import Trainer
@@ -117,13 +118,16 @@ def reconstruction_table(artifact: cache.Artifact, cfg: AutoencoderConfig) -> pd
 
 def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle,
                   progress: bool = True, max_steps: int | None = None,
-                  cache_root: Path | None = None) -> cache.Artifact | None:
+                  cache_root: Path | None = None, processes: int = 1) -> cache.Artifact | None:
     """Train the class-conditional U-ViT on the cached latents; save the whole model as a
     diffusers pipeline (``pipeline/``) plus ``history.csv`` (loss and lr per step).
 
     Training checkpoints into a persistent work folder: interrupt it (or pass `max_steps`
     to stop early) and the next call resumes where it stopped. With `max_steps`, returns
-    None until training is complete."""
+    None until training is complete. `processes` > 1 trains data-parallel on that many
+    processes (GPUs) under accelerate (`scale_out`); the result's cache key does not
+    depend on it."""
+    scale_out.check_processes(processes)
     inputs = {"autoencoder": autoencoder.key}
     source = None
     if cfg.shipped:
@@ -144,8 +148,16 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
             shutil.copy(source.file("diffusion_history.csv"), folder / "history.csv")
         else:
             latents, labels = training_latents(autoencoder, bundle, cfg.augment)
-            trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
-            trainer.run(progress, max_steps)
+            if processes > 1:
+                scale_out.Shard(0, processes).part(min(cfg.batch_size, len(latents)))  # refuse a batch they cannot share
+                work.mkdir(parents=True, exist_ok=True)
+                save_file({"latents": latents.float().contiguous(), "labels": torch.as_tensor(labels)},
+                          work / "training_latents.safetensors")
+                scale_out.launch("train-diffusion", {"cfg": config.to_dict(cfg), "work": str(work), "key": key,
+                                                     "n_classes": bundle.n_classes, "max_steps": max_steps},
+                                 processes, work)
+            trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)  # resumes where they stopped
+            trainer.run(progress, 0 if processes > 1 else max_steps)  # the processes did the training
             if trainer.step < cfg.steps:
                 raise _StoppedEarly
             transformer = trainer.ema_model().cpu()
@@ -187,9 +199,13 @@ def training_latents(autoencoder: cache.Artifact, bundle: DataBundle, augment: b
 
 
 def load_pipeline(artifact: cache.Artifact) -> ClassConditionalLDMPipeline:
+    return load_pipeline_from(artifact.file("pipeline"))
+
+
+def load_pipeline_from(folder: Path) -> ClassConditionalLDMPipeline:
     diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bar in the notebooks
     try:
-        pipe = ClassConditionalLDMPipeline.from_pretrained(artifact.file("pipeline"), low_cpu_mem_usage=False)
+        pipe = ClassConditionalLDMPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
     finally:
         diffusers_logging.enable_progress_bar()
     return pipe
@@ -199,19 +215,31 @@ def load_pipeline(artifact: cache.Artifact) -> ClassConditionalLDMPipeline:
 
 
 def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool = True,
-                cache_root: Path | None = None) -> cache.Artifact:
+                cache_root: Path | None = None, processes: int = 1) -> cache.Artifact:
     """`cfg.per_class` images per class from the trained pipeline, written as ``pool.npz``
     in MedMNIST layout: ``train_images`` uint8 (N, S, S, 3), ``train_labels`` (N, 1), plus
-    ``class_names``, so the project's own npz reader loads it like any data set."""
+    ``class_names``, so the project's own npz reader loads it like any data set.
+
+    The pool is sampled in chunks kept in a work folder (an interrupted run resumes at the
+    first missing chunk); `processes` > 1 shares the chunks among that many processes
+    (GPUs) under accelerate (`scale_out`), with the same pool as one process."""
+    scale_out.check_processes(processes)
+    inputs = {"diffusion": diffusion.key}
+    work, _ = cache.work_dir("pool", cfg, inputs, VERSIONS["pool"], cache_root)
 
     def build(folder: Path) -> None:
         pipe = load_pipeline(diffusion)
         labels = np.repeat(np.arange(len(pipe.class_names)), cfg.per_class)
-        images = pipe(labels, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size, progress, cfg.solver,
-                      cfg.guidance_interval)
+        if processes > 1:
+            scale_out.launch("sample", {"pipeline": str(diffusion.file("pipeline")), "cfg": config.to_dict(cfg),
+                                        "labels": labels.tolist(), "work": str(work)}, processes, work)
+        scale_out.sample_chunks(pipe, labels, cfg, work, progress=progress)  # what is still missing
+        images = scale_out.gather_chunks(work, len(labels), cfg.batch_size)
         write_medmnist_npz(folder / POOL_FILE, images, labels, pipe.class_names)
 
-    return cache.cached("pool", cfg, build, {"diffusion": diffusion.key}, VERSIONS["pool"], cache_root)
+    artifact = cache.cached("pool", cfg, build, inputs, VERSIONS["pool"], cache_root)
+    shutil.rmtree(work, ignore_errors=True)  # the pool is complete: its chunks served
+    return artifact
 
 
 def write_medmnist_npz(path: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:

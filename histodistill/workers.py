@@ -1,11 +1,12 @@
-"""Training several small models side by side on CPU: one thread each, one worker process
-per CPU.
+"""Training several small models side by side: on CPU one thread each, one worker process
+per CPU; on a machine with several GPUs, one worker process per GPU.
 
 The downstream networks and DM's embedders are small; their convolutions share out poorly
 over threads, so models side by side beat one model on all threads
 (bench/parallel_models.py), and a model trained on one thread has the same weights whatever
-the machine's CPU count. On a GPU none of this applies: everything runs in the calling
-process, as before.
+the machine's CPU count. With one GPU everything runs in the calling process; with N GPUs
+the independent models (groups of runs, DM runs) are spread over N workers, each on its own
+GPU, and every model is the one a single GPU would train.
 
     >>> n = workers.count(tasks=len(chunks), steps=total_steps)   # 1: train here
     >>> with workers.one_thread_on_cpu(): ...                      # training in this process
@@ -32,23 +33,24 @@ MIN_STEPS = 1000
 
 
 def available() -> int:
-    """Processes training models at once: 1 on a GPU; on CPU `HISTODISTILL_MODEL_WORKERS`,
-    else one per available CPU."""
-    if torch.cuda.is_available():
-        return 1
+    """Processes training models at once: `HISTODISTILL_MODEL_WORKERS` when set, else one
+    per GPU where there are GPUs, else one per available CPU."""
     text = os.environ.get(VARIABLE, "").strip()
     if text and not (text.isdigit() and int(text) >= 1):
         raise ValueError(f"{VARIABLE} must be a positive whole number, not {text!r}")
-    return int(text) if text else machine.available_cpus()
+    if text:
+        return int(text)
+    return torch.cuda.device_count() if torch.cuda.is_available() else machine.available_cpus()
 
 
 def count(tasks: int, steps: int, requested: int | None = None) -> int:
     """Worker processes for `tasks` pieces of work of `steps` training steps in all: at most
-    `requested` (None: `available()`) and one per task; 1 (train here) on a GPU or when the
-    work is too small to be worth starting them."""
-    if torch.cuda.is_available() or steps < MIN_STEPS:
+    `requested` (None: `available()`), one per task and one per GPU; 1 (train here) with a
+    single GPU or when the work is too small to be worth starting them."""
+    if steps < MIN_STEPS:
         return 1
-    return max(1, min(requested or available(), tasks))
+    limit = torch.cuda.device_count() if torch.cuda.is_available() else None
+    return max(1, min(requested or available(), tasks, limit or tasks))
 
 
 def one_thread_on_cpu():
@@ -68,13 +70,20 @@ def pool(n: int) -> ProcessPoolExecutor:
     if _POOL is None or _POOL[0] != n:
         if _POOL is not None:
             _POOL[1].shutdown(cancel_futures=True)
-        _POOL = (n, ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_start))
+        context = multiprocessing.get_context("spawn")
+        devices = context.Queue()  # each worker takes one GPU's number as it starts
+        for i in range(n):
+            devices.put(i % max(1, torch.cuda.device_count()) if torch.cuda.is_available() else None)
+        _POOL = (n, ProcessPoolExecutor(n, mp_context=context, initializer=_start, initargs=(devices,)))
     return _POOL[1]
 
 
-def _start() -> None:
+def _start(devices) -> None:
     os.environ[machine.THREADS_VARIABLE] = "1"
     machine.configure_torch()
+    device = devices.get()
+    if device is not None:  # "cuda" now means this worker's own GPU
+        torch.cuda.set_device(device)
 
 
 @atexit.register

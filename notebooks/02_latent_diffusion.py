@@ -73,6 +73,7 @@ ldm_snr_gamma = None  # min-SNR-gamma loss weighting (e.g. 5.0); None: plain MSE
 ldm_bf16 = None  # bfloat16 autocast (measured slower on a 2-core CPU; try it on a GPU)
 ldm_checkpoint_every = None  # steps between checkpoints (the resume points)
 ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
+processes = 1  # processes (GPUs) training the denoiser data-parallel under accelerate; 1: here, in this kernel
 
 # %%
 from IPython.display import display
@@ -171,7 +172,7 @@ display(ae_texture.round(3))
 # (EMA) is what gets saved.
 
 # %%
-ldm_artifact = stages.fit_diffusion(ldm_cfg, vae_artifact, bundle)
+ldm_artifact = stages.fit_diffusion(ldm_cfg, vae_artifact, bundle, processes=processes)
 
 # %% [markdown]
 # ## Training curves

@@ -60,6 +60,7 @@ sweep_scales = None  # guidance scales compared on real val to choose the pool's
 sweep_solvers = None  # solvers compared at each of those scales, e.g. ("dpmsolver++",)
 sweep_per_class = None  # images per class sampled at each of those scales
 sweep_seed = None  # seed of their initial noise
+processes = 1  # processes (GPUs) sharing the sampling under accelerate (same pool as 1); 1: here, in this kernel
 
 # %%
 from IPython.display import display
@@ -122,7 +123,7 @@ print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(cl
 # Fréchet distance (else the most class-consistent). The profile's preset cites this curve.
 
 # %%
-sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg.steps)
+sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg.steps, processes=processes)
 chosen = guidance.choose(sweep)
 plots.save_table(sweep.set_index(["solver", "guidance_scale"]), "guidance_sweep", run_name)
 display(sweep.round(3))
@@ -134,7 +135,7 @@ print(guidance.verdict(chosen, sampling_cfg))
 # ## Sample the pool
 
 # %%
-pool_artifact = stages.sample_pool(sampling_cfg, ldm_artifact)
+pool_artifact = stages.sample_pool(sampling_cfg, ldm_artifact, processes=processes)
 pool_images, pool_labels, class_names = stages.load_pool(pool_artifact)
 print(f"pool: {pool_images.shape[0]} images ({sampling_cfg.per_class} per class) in {pool_artifact.file(stages.POOL_FILE)}")
 

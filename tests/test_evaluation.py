@@ -112,6 +112,18 @@ def test_model_workers_come_from_the_variable_or_the_cpus(monkeypatch):
         workers.available()
 
 
+def test_several_gpus_get_one_model_worker_each_and_one_gpu_none(monkeypatch):
+    monkeypatch.delenv(workers.VARIABLE, raising=False)
+    monkeypatch.setattr(workers.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(workers.torch.cuda, "device_count", lambda: 4)
+    assert workers.available() == 4
+    assert workers.count(tasks=10, steps=10**5) == 4  # independent groups spread over the GPUs
+    assert workers.count(tasks=2, steps=10**5) == 2
+    assert workers.count(tasks=10, steps=10**5, requested=8) == 4  # never two workers on one GPU
+    monkeypatch.setattr(workers.torch.cuda, "device_count", lambda: 1)
+    assert workers.count(tasks=10, steps=10**5) == 1  # one GPU: train in the calling process
+
+
 def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
     root, bundle = smoke_data
     cfg = config.stage_config("dm", "smoke")

@@ -12,6 +12,7 @@ import torch
 
 from conftest import make_images
 from histodistill import convnet, dm, metrics
+from histodistill.dsa import DSA
 
 medmnist = pytest.importorskip("medmnist")
 from medmnist.evaluator import getACC, getAUC  # noqa: E402
@@ -224,6 +225,30 @@ def test_dm_dsa_gets_the_same_params_for_real_and_synthetic():
     reals, syns = calls[0::2], calls[1::2]
     assert all(r[0] == 8 and s[0] == 2 for r, s in zip(reals, syns))
     assert [r[1] for r in reals] == [s[1] for s in syns]
+
+
+def test_a_killed_dm_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
+    images, labels = tiny_real()
+    run = {**TINY, "iterations": 7, "seed": 4, "dsa": DSA(shared=True).augment, "return_losses": True}
+    straight, _, straight_losses = dm.distribution_matching(images, labels, **run)
+    calls = 0
+
+    def dies_in_iteration_6(x, generator, params=None):
+        nonlocal calls
+        calls += 1
+        if calls > 2 * 3 * 5:  # real and synthetic batch of 3 classes, 5 iterations done
+            raise KeyboardInterrupt
+        return DSA(shared=True).augment(x, generator, params=params)
+
+    work = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        dm.distribution_matching(images, labels, **{**run, "dsa": dies_in_iteration_6}, work_dir=work,
+                                 checkpoint_every=2, config_hash="h")
+    assert (work / "LATEST").read_text() == "step-0000004"  # the last checkpoint before the kill
+    resumed, _, losses = dm.distribution_matching(images, labels, **run, work_dir=work, checkpoint_every=2,
+                                                  config_hash="h")
+    assert "[dm] resumed from step-0000004 (iteration 4)" in capsys.readouterr().out
+    assert torch.equal(resumed, straight) and losses == straight_losses
 
 
 def test_match_loss_falls_on_a_fixed_embedder():
