@@ -31,9 +31,14 @@ SWEEP_COLUMNS = ["solver", "guidance_scale", "judge_val_accuracy", "consistency_
                  "precision_train", "recall_train", "memorised_pixels", "memorised_features", "n_pool"]
 
 
-def judge_features(classifier: convnet.ConvNet, bundle: DataBundle) -> dict[str, np.ndarray]:
-    """The judge's embeddings of real train and real val, computed once per sweep."""
-    return {split: convnet.embed(classifier, bundle.splits[split].images) for split in ("train", "val")}
+def judge_features(classifier: convnet.ConvNet, bundle: DataBundle) -> dict:
+    """What every pool of a sweep is scored against, computed once per sweep: the judge's
+    embeddings of real train and real val, and (``"val_to_train"``) each val image's
+    distance to its nearest train image in features and pixels, the copy check's reference."""
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    feats = {split: convnet.embed(classifier, bundle.splits[split].images) for split in ("train", "val")}
+    feats["val_to_train"] = quality.val_to_train(feats["train"], feats["val"], train.images, val.images)
+    return feats
 
 
 def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: convnet.ConvNet,
@@ -60,7 +65,7 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
                                      pool_feats, pool_labels, names)
     overall = fidelity.set_index("class").loc["all"]
     mem = quality.memorisation(pool_feats, real_features["train"], real_features["val"],
-                               pool_images, train.images, val.images)
+                               pool_images, train.images, val.images, val_distances=real_features.get("val_to_train"))
     return {
         # Both means over classes (unweighted), as in pool_class_consistency.csv.
         "judge_val_accuracy": float(per_class["val_accuracy"].mean()),

@@ -6,9 +6,10 @@
 #   2. the time model (bench/paper_time_model.py --device cuda): every unit of the paper
 #      profile timed on this GPU (a downstream step at full width among them), its peak GPU
 #      memory, and the paper profile's predicted hours;
-#   3. with two or more GPUs, a data-parallel launch with HF accelerate.
+#   3. with two or more GPUs, paper-size U-ViT training on 1 and on 2 data-parallel processes
+#      launched with HF accelerate (bench/ddp_speed.py), the pipeline's own trainer.
 # Figures go to bench/results/ (ldm_speed-paper-cuda.csv, paper_time_model-cuda.csv,
-# gpu_check.txt); commit them with the name of the GPU they came from.
+# ddp_speed-paper-cuda-*.csv, gpu_check.txt); commit them with the name of the GPU they came from.
 #
 #   ./scripts/gpu_check.sh
 set -euo pipefail
@@ -30,7 +31,9 @@ EOF
     gpus=$(python -c 'import torch; print(torch.cuda.device_count())')
     echo "## scale-out ($gpus GPUs)"
     if [ "$gpus" -ge 2 ]; then
-        echo "2-GPU launch: not run, the pipeline's accelerate scale-out is not implemented yet (README, known gaps)"
+        python bench/ddp_speed.py --profile paper --steps 20
+        python -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 \
+            --mixed_precision no --dynamo_backend no bench/ddp_speed.py --profile paper --steps 20
     else
         echo "one GPU: no multi-GPU launch to check"
     fi

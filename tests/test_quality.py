@@ -183,6 +183,16 @@ def test_memorisation_finds_exact_copies_in_features_and_pixels():
         pairs = quality.closest_pairs(result, space, n=4)
         assert [(p, t) for p, t, _ in pairs[:3]] == list(zip(copy_pos.tolist(), copied.tolist()))
         assert [d for _, _, d in pairs[:3]] == [0.0, 0.0, 0.0] and pairs[3][2] > 0
+    # The val-to-train distances computed once (as a sweep does) give the same result.
+    reference = quality.val_to_train(feats(train_px), feats(val_px), train_px, val_px)
+    again = quality.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px,
+                                 val_distances=reference)
+    for space in ("features", "pixels"):
+        for key, value in result[space].items():
+            np.testing.assert_array_equal(again[space][key], value)
+    with pytest.raises(ValueError, match="59 given val distances for 60 val images"):
+        quality.memorisation(feats(pool_px), feats(train_px), feats(val_px),
+                             val_distances={"features": reference["features"][:59]})
 
 
 def test_memorisation_features_only_and_pixel_arguments_together():
