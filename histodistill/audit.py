@@ -158,7 +158,9 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
             vectors, expected = embed(s.images), _expected(s.role)
             dcr = privacy.dcr_share(vectors, train_v, holdout_v)
             copies = privacy.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
-            copying = privacy.copying_test(vectors, train_v, holdout_v, cells=cfg.cells, seed=cfg.seed)
+            copying = privacy.copying_test(vectors, train_v, holdout_v, cells=cfg.cells, seed=cfg.seed,
+                                           synthetic_distances=dcr["to_train"],
+                                           holdout_distances=curves[f"holdout__{space}"])
             rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
                      _row("near-copies", name, s.role, space, copies, copies["n"], expected),
                      _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]

@@ -424,10 +424,11 @@ def copy_check(sets: dict[str, TrainingSet], bundle: DataBundle, classifier: con
 
     train, val = bundle.splits["train"], bundle.splits["val"]
     train_feats, val_feats = convnet.embed(classifier, train.images), convnet.embed(classifier, val.images)
+    reference = quality.val_to_train(train_feats, val_feats, train.images, val.images)  # once for every set
     frames = []
     for name, train_set in sets.items():
         result = quality.memorisation(convnet.embed(classifier, train_set.images), train_feats, val_feats,
-                                      train_set.images, train.images, val.images)
+                                      train_set.images, train.images, val.images, val_distances=reference)
         frames.append(quality.memorisation_summary(result, train_set.labels, bundle.class_names).assign(set=name))
     table = pd.concat(frames, ignore_index=True).rename(
         columns={"n_pool": "n_images", "median_pool_distance": "median_distance"})

@@ -151,7 +151,8 @@ def near_copies(synthetic: np.ndarray, train: np.ndarray, neighbours: int = NEAR
 
 
 def copying_test(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, cells: int = 5,
-                 min_share: float = 0.05, seed: int = 0) -> dict:
+                 min_share: float = 0.05, seed: int = 0, synthetic_distances: np.ndarray | None = None,
+                 holdout_distances: np.ndarray | None = None) -> dict:
     """Meehan, Chaudhuri & Dasgupta 2020's C_T. Train is cut into `cells` by k-means; in each
     cell the distances of synthetic rows to their nearest train row are compared with those
     of holdout rows by a Mann-Whitney U test, turned into a z-score (negative: synthetic rows
@@ -160,13 +161,18 @@ def copying_test(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, 
     `min_share` of the synthetic rows (and a holdout row). Under no copying each z is about
     standard normal, so C_T / sqrt(sum of squared weights) is too: the test passes unless
     that is significantly below 0 (one-sided at `ALPHA`). DiffInfinite (Aversa et al. 2023)
-    reports the same statistic for histology."""
+    reports the same statistic for histology. `synthetic_distances` and `holdout_distances`
+    (each row's distance to its nearest train row, as `nearest_neighbours` gives them) skip
+    recomputing what an audit already has: at full size the holdout's are 10,004 rows
+    against 89,996 in 2,352 pixel dimensions, for every audited set."""
     synthetic, train, holdout = (np.asarray(a, dtype=np.float32) for a in (synthetic, train, holdout))
     cells = min(cells, len(train))
     kmeans = KMeans(n_clusters=cells, n_init=10, random_state=seed).fit(train)
     synth_cell, hold_cell = kmeans.predict(synthetic), kmeans.predict(holdout)
-    synth_dist, _ = nearest_neighbours(synthetic, train)
-    hold_dist, _ = nearest_neighbours(holdout, train)
+    synth_dist = nearest_neighbours(synthetic, train)[0] if synthetic_distances is None else np.asarray(synthetic_distances)
+    hold_dist = nearest_neighbours(holdout, train)[0] if holdout_distances is None else np.asarray(holdout_distances)
+    if len(synth_dist) != len(synthetic) or len(hold_dist) != len(holdout):
+        raise ValueError("need one given distance per synthetic and per holdout row")
     z_scores, weights = [], []
     for cell in range(cells):
         q, p = synth_dist[synth_cell == cell], hold_dist[hold_cell == cell]

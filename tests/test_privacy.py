@@ -34,6 +34,12 @@ def test_a_planted_leak_fails_dcr_near_copies_and_c_t(real):
     assert dcr["p_value"] < 1e-10
     assert not copies["passed"] and copies["statistic"] == 100
     assert not copying["passed"] and copying["statistic"] < -3
+    # Distances the audit already has, passed in, give the same test.
+    given = privacy.copying_test(planted, train, holdout, synthetic_distances=dcr["to_train"],
+                                 holdout_distances=privacy.nearest_neighbours(holdout, train)[0])
+    assert given == copying
+    with pytest.raises(ValueError, match="one given distance per synthetic and per holdout row"):
+        privacy.copying_test(planted, train, holdout, holdout_distances=dcr["to_train"])
 
 
 def test_an_independent_sample_of_the_same_distribution_passes(real):
