@@ -266,7 +266,23 @@ def main() -> None:
         old = pd.read_csv(out)
         table = pd.concat([old[~old["stage"].isin(table["stage"])], table]).reset_index(drop=True)
     table.to_csv(out, index=False)
-    print(f"written to {out}")
+    out.with_suffix(".md").write_text(markdown(table, on_gpu))
+    print(f"written to {out} and {out.with_suffix('.md').name}")
+
+
+def markdown(table: pd.DataFrame, on_gpu: bool) -> str:
+    """The README's table "what the paper profile costs", from the CSV's rows."""
+    seconds = "seconds_per_unit_gpu" if on_gpu else "seconds_per_unit_cpu"
+    lines = ["| stage | unit | units in `paper` | seconds per unit here | GFLOP per unit | predicted GPU hours |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in table.itertuples():
+        lines.append(f"| {row.stage} | {row.unit} | {row.units_in_paper_profile:,.0f} | {getattr(row, seconds):.3g} | "
+                     f"{row.gflop_per_unit:.3g} | {row.predicted_gpu_hours:.2f} |")
+    pipeline = table[~table["stage"].str.startswith("06")]["predicted_gpu_hours"].sum()
+    ablations = table[table["stage"].str.startswith("06")]["predicted_gpu_hours"].sum()
+    lines.append(f"| **notebooks 01-05 and 07** | | | | | **{pipeline:.1f}** |")
+    lines.append(f"| **ablations (06)** | | | | | **{ablations:.1f}** |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -160,8 +160,9 @@ class FakePipeline:
 
     class_names = ["adipose", "mucus", "tumour"]
 
-    def __call__(self, labels, steps, guidance_scale, seed, batch_size, progress, solver, guidance_interval):
-        return np.random.default_rng(seed).integers(0, 256, (len(labels), 28, 28, 3), dtype=np.uint8)
+    def __call__(self, labels, steps, guidance_scale, seed, batch_size, progress, solver, guidance_interval, span=None):
+        start, stop = span or (0, len(labels))
+        return np.random.default_rng(seed).integers(0, 256, (len(labels), 28, 28, 3), dtype=np.uint8)[start:stop]
 
 
 def test_case03_zero_bytes_in_a_cached_pool_npz_are_named_not_bad_zip(monkeypatch, capsys):
