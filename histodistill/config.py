@@ -499,6 +499,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 # pool keeps its 1000 per class): at the paper's U-ViT width one sampled image costs ~0.045 s
 # per step on 2 CPU cores, so the sampler sweep's 8 x 1800 images and the guidance ablation's
 # 4 x 4500 would take over an hour alone. The guidance ablation keeps 2 x IPC per class.
+# And the counts of runs are the smoke profile's (2 per main-table row, 1 per budget and
+# ablation variant, 2 reference models): every row and variant still runs, at full size,
+# but a full-width downstream model costs about a minute on 2 cores even at 4 steps (one
+# val evaluation over 10,004 images and the test split), and the paper's 5 runs of every
+# row and variant would keep notebooks 05-07 busy for hours.
 REHEARSAL_CUTS: dict[str, dict[str, Any]] = {
     "data": {"source": "rehearsal"},
     "classifier": {"epochs": 1},
@@ -507,11 +512,11 @@ REHEARSAL_CUTS: dict[str, dict[str, Any]] = {
     "sampling": {"steps": 1},
     "guidance_sweep": {"per_class": 20},
     "selection": {},
-    "downstream": {"steps": 4, "eval_every": 2},
-    "evaluation": {"budget_steps": (2, 4)},
+    "downstream": {"steps": 4, "eval_every": 4},
+    "evaluation": {"budget_steps": (2, 4), "seeds": 2, "budget_seeds": 1},
     "dm": {"iterations": 2},
-    "ablation": {"guidance_per_class": 200},
-    "privacy": {"control_steps": 10},
+    "ablation": {"guidance_per_class": 200, "seeds": 1},
+    "privacy": {"control_steps": 10, "reference_models": 2},
 }
 PRESETS["rehearsal"] = {stage: dataclasses.replace(cfg, **REHEARSAL_CUTS[stage])
                         for stage, cfg in PRESETS["paper"].items()}
