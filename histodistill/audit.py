@@ -152,6 +152,7 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
     for space, embed in spaces.items():
         train_v, holdout_v = embed(train), embed(holdout)
         curves[f"holdout__{space}"], _ = nearest_neighbours(holdout_v, train_v)
+        cells = privacy.cut_into_cells(train_v, cfg.cells, cfg.seed)  # once per space, not per set
         for name, s in sets.items():
             if progress:
                 print(f"[audit] distances: {name}, {space}")
@@ -160,7 +161,7 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
             copies = privacy.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
             copying = privacy.copying_test(vectors, train_v, holdout_v, cells=cfg.cells, seed=cfg.seed,
                                            synthetic_distances=dcr["to_train"],
-                                           holdout_distances=curves[f"holdout__{space}"])
+                                           holdout_distances=curves[f"holdout__{space}"], train_cells=cells)
             rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
                      _row("near-copies", name, s.role, space, copies, copies["n"], expected),
                      _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]

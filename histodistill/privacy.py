@@ -150,9 +150,15 @@ def near_copies(synthetic: np.ndarray, train: np.ndarray, neighbours: int = NEAR
 # --- 3. the data-copying test C_T -----------------------------------------------------------
 
 
+def cut_into_cells(train: np.ndarray, cells: int = 5, seed: int = 0) -> KMeans:
+    """The k-means cells of train that C_T compares distances in (`copying_test`)."""
+    train = np.asarray(train, dtype=np.float32)
+    return KMeans(n_clusters=min(cells, len(train)), n_init=10, random_state=seed).fit(train)
+
+
 def copying_test(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, cells: int = 5,
                  min_share: float = 0.05, seed: int = 0, synthetic_distances: np.ndarray | None = None,
-                 holdout_distances: np.ndarray | None = None) -> dict:
+                 holdout_distances: np.ndarray | None = None, train_cells: KMeans | None = None) -> dict:
     """Meehan, Chaudhuri & Dasgupta 2020's C_T. Train is cut into `cells` by k-means; in each
     cell the distances of synthetic rows to their nearest train row are compared with those
     of holdout rows by a Mann-Whitney U test, turned into a z-score (negative: synthetic rows
@@ -164,10 +170,11 @@ def copying_test(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, 
     reports the same statistic for histology. `synthetic_distances` and `holdout_distances`
     (each row's distance to its nearest train row, as `nearest_neighbours` gives them) skip
     recomputing what an audit already has: at full size the holdout's are 10,004 rows
-    against 89,996 in 2,352 pixel dimensions, for every audited set."""
+    against 89,996 in 2,352 pixel dimensions, for every audited set; so does `train_cells`
+    (`cut_into_cells(train, cells, seed)`, the same k-means fit)."""
     synthetic, train, holdout = (np.asarray(a, dtype=np.float32) for a in (synthetic, train, holdout))
-    cells = min(cells, len(train))
-    kmeans = KMeans(n_clusters=cells, n_init=10, random_state=seed).fit(train)
+    kmeans = train_cells if train_cells is not None else cut_into_cells(train, cells, seed)
+    cells = kmeans.n_clusters
     synth_cell, hold_cell = kmeans.predict(synthetic), kmeans.predict(holdout)
     synth_dist = nearest_neighbours(synthetic, train)[0] if synthetic_distances is None else np.asarray(synthetic_distances)
     hold_dist = nearest_neighbours(holdout, train)[0] if holdout_distances is None else np.asarray(holdout_distances)

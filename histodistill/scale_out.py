@@ -30,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
-from .machine import THREADS_VARIABLE
+from .config import DiffusionConfig, SamplingConfig
+from .machine import THREADS_VARIABLE, configure_torch
 from .progress import tqdm
 
 CHUNK_BATCHES = 4  # sampler batches per chunk file of a pool
@@ -72,8 +75,6 @@ def launch(task: str, spec: dict, processes: int, work: Path) -> None:
           flush=True)
     # The workers use this process's thread count (`machine.configure_torch` reads the
     # variable): on a CPU another count sums in another order and changes the last bits.
-    import torch
-
     threads = os.environ.get(THREADS_VARIABLE) or str(torch.get_num_threads())
     env = {**os.environ, THREADS_VARIABLE: threads, "OMP_NUM_THREADS": threads}
     done = subprocess.run(command, env=env)
@@ -129,8 +130,7 @@ def gather_chunks(work: Path, n: int, batch_size: int) -> np.ndarray:
 
 
 def _sample_worker(spec: dict, accelerator) -> None:
-    from .config import SamplingConfig
-    from .stages import load_pipeline_from
+    from .stages import load_pipeline_from  # here: stages imports this module
 
     pipe = load_pipeline_from(Path(spec["pipeline"])).to(accelerator.device)
     cfg = SamplingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["cfg"].items()})
@@ -139,10 +139,7 @@ def _sample_worker(spec: dict, accelerator) -> None:
 
 
 def _train_worker(spec: dict, accelerator) -> None:
-    from safetensors.torch import load_file
-
-    from .config import DiffusionConfig
-    from .diffusion import Trainer
+    from .diffusion import Trainer  # here: diffusion imports this module
 
     work = Path(spec["work"])
     data = load_file(work / "training_latents.safetensors")
@@ -159,12 +156,8 @@ TASKS = {"sample": _sample_worker, "train-diffusion": _train_worker}
 def main(argv: list[str] | None = None) -> None:
     from accelerate import Accelerator
 
-    from .machine import configure_torch
-
     task, spec_path = (argv or sys.argv[1:])[:2]
     configure_torch()
-    import torch
-
     # Without a GPU, accelerate forms the process group only when told to use the CPU.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     TASKS[task](json.loads(Path(spec_path).read_text()), accelerator)

@@ -36,7 +36,8 @@ def test_a_planted_leak_fails_dcr_near_copies_and_c_t(real):
     assert not copying["passed"] and copying["statistic"] < -3
     # Distances the audit already has, passed in, give the same test.
     given = privacy.copying_test(planted, train, holdout, synthetic_distances=dcr["to_train"],
-                                 holdout_distances=privacy.nearest_neighbours(holdout, train)[0])
+                                 holdout_distances=privacy.nearest_neighbours(holdout, train)[0],
+                                 train_cells=privacy.cut_into_cells(train, 5, 0))
     assert given == copying
     with pytest.raises(ValueError, match="one given distance per synthetic and per holdout row"):
         privacy.copying_test(planted, train, holdout, holdout_distances=dcr["to_train"])
