@@ -39,7 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ldm_speed import device_name  # noqa: E402  (a sibling script)
+from ldm_speed import _sync, device_name  # noqa: E402  (a sibling script)
 
 from histodistill import autoencoder, config, convnet, downstream, dm, machine, privacy, rehearsal, selection  # noqa: E402
 from histodistill.dsa import DSA  # noqa: E402
@@ -64,6 +64,7 @@ class Unit:
     run: Callable[[int], None]
     lengths: tuple[int, int]  # the two run lengths whose difference is timed
     step: bool  # an optimisation step (the GPU floor applies)
+    units_per_count: float = 1.0  # units of work one count of `run` does (run(1) encodes 256 images: 256)
     host: bool = False  # runs on the host CPU (numpy, scikit-learn, Infomap) even on a GPU box
     same_as: str = ""  # costs what that unit costs (measured once)
 
@@ -165,18 +166,21 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
              lambda n: autoencoder.train_autoencoder(ae_images, dataclasses.replace(ae_cfg, steps=n), progress=False,
                                                      device=device), (1, 3), True),
         Unit("02 encode the train split", "encode", "image",
-             lambda n: autoencoder.encode(vae, images(256 * n)), (1, 5), False),
+             lambda n: autoencoder.encode(vae, images(256 * n)), (1, 5), False, units_per_count=256),
         Unit("02 U-ViT training", "uvit_step", f"step (batch {dm_cfg.batch_size})", uvit_steps, (1, 3), True),
-        Unit("03 judge classifier", "judge_epoch", f"epoch ({TRAIN} images)", judge, (1, 2), True),
+        Unit("03 judge classifier", "judge_epoch", f"epoch ({TRAIN} images)", judge, (1, 2), True,
+             units_per_count=2048 / TRAIN),
         Unit("03 sampling (pool and sweep)", "sample", f"image step ({s_cfg.solver}, guidance {s_cfg.guidance_scale})",
-             sample, (1, 3), False),
-        Unit("04 embedding", "embed", "image", lambda n: convnet.embed(val_model, images(1024 * n)), (1, 3), False),
+             sample, (1, 3), False, units_per_count=sample_batch),
+        Unit("04 embedding", "embed", "image", lambda n: convnet.embed(val_model, images(1024 * n)), (1, 3), False,
+             units_per_count=1024),
         Unit("04 selection", "select", f"class of {cfg['sampling'].per_class} images",
              lambda n: [selection.select_infodist(features, np.zeros(len(features), int), cfg["selection"].ipc)
                         for _ in range(n)], (1, 2), False, host=True),
         Unit("05 downstream ConvNet", "convnet_step", f"step (batch {ds.batch_size})", downstream_steps("convnet"), (2, 6), True),
         Unit("05 downstream ResNet-18", "resnet_step", f"step (batch {ds.batch_size})", downstream_steps("resnet18"), (2, 4), True),
-        Unit("05 val evaluations", "val_pass", f"pass over val ({VAL} images)", val_pass, (1, 3), False),
+        Unit("05 val evaluations", "val_pass", f"pass over val ({VAL} images)", val_pass, (1, 3), False,
+             units_per_count=1024 / VAL),
         Unit("05 Distribution Matching", "dm_iteration", "iteration",
              lambda n: dm.distribution_matching(dm_real, labels(len(dm_real)), N_CLASSES, cfg["selection"].ipc, n,
                                                 batch_real=cfg["dm"].batch_real, embed_width=cfg["dm"].embed_width,
@@ -187,12 +191,9 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
                                           privacy.pixel_vectors(audit_val)) for _ in range(n)], (0, 1), False, host=True),
         Unit("06 ablations: downstream", "ablation_step", f"ConvNet step (batch {ds.batch_size})",
              downstream_steps("convnet"), (2, 6), True, same_as="convnet_step"),
-        Unit("06 ablations: guidance pools", "ablation_sample", "image step", sample, (1, 3), False, same_as="sample"),
+        Unit("06 ablations: guidance pools", "ablation_sample", "image step", sample, (1, 3), False,
+             units_per_count=sample_batch, same_as="sample"),
     ]
-
-
-# How many of a unit's measured runs make one unit (a run of `judge` is 2048 images, not an epoch).
-PER_UNIT = {"judge_epoch": TRAIN / 2048, "val_pass": VAL / 1024, "encode": 1 / 256, "embed": 1 / 1024}
 
 
 def measure(unit: Unit, device: str) -> tuple[float, float, float]:
@@ -212,16 +213,9 @@ def measure(unit: Unit, device: str) -> tuple[float, float, float]:
         with counter:
             unit.run(n)
         flops.append(counter.get_total_flops())
-    scale = PER_UNIT.get(unit.name, 1.0) / (hi - lo)
-    if unit.name == "sample":
-        scale /= min(paper()["sampling"].batch_size, 64)  # a run's n steps are for a whole batch
+    scale = 1 / ((hi - lo) * unit.units_per_count)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else float("nan")
     return max(seconds[1] - seconds[0], 0.0) * scale, max(flops[1] - flops[0], 0) * scale, peak
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def main() -> None:

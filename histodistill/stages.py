@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
-from safetensors.torch import save_file
 from diffusers.utils import logging as diffusers_logging
+from safetensors.torch import save_file
 
 from . import autoencoder as ae
 from . import cache, config, convnet, scale_out, shipped
