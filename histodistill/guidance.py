@@ -87,10 +87,13 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
 
 
 def sweep(diffusion: cache.Artifact, cfg: GuidanceSweepConfig, classifier: convnet.ConvNet,
-          bundle: DataBundle, sampling_steps: int, progress: bool = True, processes: int = 1) -> pd.DataFrame:
+          bundle: DataBundle, sampling_steps: int, progress: bool = True, processes: int = 1,
+          real_features: dict | None = None) -> pd.DataFrame:
     """Score a small pool per solver and guidance scale (each a cached pool stage, sampled
-    on `processes` processes); one row per pair, solvers in the order given."""
-    real_features = judge_features(classifier, bundle)
+    on `processes` processes); one row per pair, solvers in the order given.
+    `real_features` (`judge_features`, None: computed here) can be shared with the main
+    pool's scoring."""
+    real_features = real_features or judge_features(classifier, bundle)
     rows = []
     for solver in cfg.solvers:
         for scale in cfg.scales:

@@ -123,7 +123,9 @@ print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(cl
 # Fréchet distance (else the most class-consistent). The profile's preset cites this curve.
 
 # %%
-sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg.steps, processes=processes)
+real = guidance.judge_features(classifier, bundle)  # the judge's view of real train and val, used below too
+sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg.steps, processes=processes,
+                       real_features=real)
 chosen = guidance.choose(sweep)
 plots.save_table(sweep.set_index(["solver", "guidance_scale"]), "guidance_sweep", run_name)
 display(sweep.round(3))
@@ -178,7 +180,7 @@ plots.save(fig, "03_class_consistency", run_name)
 # per-class numbers rest on few val images in the small profiles: read them as rough.
 
 # %%
-train_feats, val_feats = convnet.embed(classifier, train.images), convnet.embed(classifier, val.images)
+train_feats, val_feats = real["train"], real["val"]
 pool_feats = convnet.embed(classifier, pool_images)
 fidelity = quality.quality_table(train_feats, train.labels, val_feats, val.labels, pool_feats, pool_labels, class_names)
 plots.save_table(fidelity.set_index("class"), "pool_quality", run_name)
@@ -206,7 +208,8 @@ plots.save(fig, "03_pool_texture", run_name)
 # copied". Pool images below val's 1st percentile deserve a look before anything is shared.
 
 # %%
-mem = quality.memorisation(pool_feats, train_feats, val_feats, pool_images, train.images, val.images)
+mem = quality.memorisation(pool_feats, train_feats, val_feats, pool_images, train.images, val.images,
+                           val_distances=real["val_to_train"])
 summary = quality.memorisation_summary(mem, pool_labels, class_names)
 plots.save_table(summary.set_index("space"), "pool_memorisation", run_name)
 display(summary.round(4))
