@@ -24,7 +24,7 @@ import torch
 from accelerate import Accelerator
 
 from histodistill import config, machine
-from histodistill.diffusion import Trainer
+from histodistill.generate.diffusion import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

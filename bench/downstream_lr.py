@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from histodistill import budget, config, evaluation, machine, upstream
+from histodistill import config, machine, upstream
+from histodistill.evaluate import budget, evaluation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "downstream_lr.csv"
 

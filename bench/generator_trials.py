@@ -9,7 +9,7 @@ to bench/results/generator_trials.csv.
 
 The run shares the diffusion stage's resumable work folder, so a trial trained to its last
 step is the cached result of the same configuration trained from scratch (notebook 02 with
-`use_shipped_generator = False`), which `python -m histodistill.shipped build` then packs.
+`use_shipped_generator = False`), which `python -m histodistill.generate.shipped build` then packs.
 
 A trial always trains (``shipped`` off). The committed trials (bench/results/generator_trials.csv)
 came from the demo preset of that time with the fields that became the current preset:
@@ -31,9 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import cache, config, data, guidance, stages
-from histodistill.diffusion import Trainer
-from histodistill.pipeline import ClassConditionalLDMPipeline
+from histodistill import cache, config
+from histodistill.data.dataset import dataset
+from histodistill.generate import guidance, stages
+from histodistill.generate.diffusion import Trainer
+from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 
 RESULTS = Path(__file__).parent / "results" / "generator_trials.csv"
 
@@ -64,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    bundle = data.prepare_data(config.stage_config("data", args.profile))
+    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
     ae_cfg = config.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
     vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
     classifier = stages.load_classifier(stages.fit_classifier(config.stage_config("classifier", args.profile), bundle, progress=False))

@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import autoencoder, config, data, machine
-from histodistill.diffusion import Trainer, build_denoiser, build_noise_scheduler
-from histodistill.pipeline import ClassConditionalLDMPipeline, dpm_solver
+from histodistill import config, machine
+from histodistill.data.dataset import dataset
+from histodistill.generate import autoencoder
+from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler
+from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -94,7 +96,7 @@ def main() -> None:
     cfg = {stage: config.stage_config(stage, args.profile) for stage in config.STAGES}
     data_cfg, n_classes = cfg["data"], 9  # PathMNIST's classes
     if data_cfg.source == "bundled":
-        images = data.prepare_data(data_cfg).splits["train"].images
+        images = dataset.prepare_data(data_cfg).splits["train"].images
     else:  # speed does not depend on the pixels: random images of the profile's size
         images = np.random.default_rng(0).integers(0, 256, (2048, data_cfg.size, data_cfg.size, 3), dtype=np.uint8)
     ae_cfg, dm_cfg, s_cfg = cfg["autoencoder"], cfg["diffusion"], cfg["sampling"]

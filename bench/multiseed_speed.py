@@ -1,9 +1,9 @@
-"""Speed of training a row's runs together (`downstream.train_runs`) against one by one.
+"""Speed of training a row's runs together (`training.train_runs`) against one by one.
 
 For each network (ConvNet and ResNet-18 by default), `--runs` models are trained on random real
 subsets of the bundled train split at the profile's IPC (a new subset per run, as the
 "Random real" row draws them), with the profile's downstream recipe: first one after
-another (`downstream.train_on_set`), then all at once. Each figure is the wall time of
+another (`training.train_on_set`), then all at once. Each figure is the wall time of
 the whole training (val evaluations included, test untouched); the two ways give the same
 models up to float summation order (tests/test_downstream.py).
 
@@ -25,8 +25,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodistill import config, data, downstream, evaluation, machine
-from histodistill.networks import CONVNET_WIDTH, RESNET18_WIDTHS, scaled
+from histodistill import config, machine
+from histodistill.classifiers import training
+from histodistill.data.dataset import dataset
+from histodistill.evaluate import evaluation
+from histodistill.classifiers.networks import CONVNET_WIDTH, RESNET18_WIDTHS, scaled
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multiseed_speed.csv"
 
@@ -40,7 +43,7 @@ def main() -> None:
                     help="networks timed (default: both, whatever the profile's main table trains)")
     args = ap.parse_args()
 
-    bundle = data.prepare_data(config.stage_config("data", args.profile))
+    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
     recipe = config.stage_config("downstream", args.profile, steps=args.steps)
     ipc = config.stage_config("selection", args.profile).ipc
     networks = args.networks
@@ -52,11 +55,11 @@ def main() -> None:
         cfg = dataclasses.replace(recipe, network=network)
         start = time.perf_counter()
         for seed, s in zip(seeds, sets):
-            downstream.train_on_set(s.images, s.labels, val.images, val.labels, bundle.n_classes,
+            training.train_on_set(s.images, s.labels, val.images, val.labels, bundle.n_classes,
                                     dataclasses.replace(cfg, seed=seed), progress=False)
         sequential = time.perf_counter() - start
         start = time.perf_counter()
-        downstream.train_runs([(s.images, s.labels) for s in sets], val.images, val.labels, bundle.n_classes,
+        training.train_runs([(s.images, s.labels) for s in sets], val.images, val.labels, bundle.n_classes,
                               cfg, seeds, progress=False)
         batched = time.perf_counter() - start
         width = scaled(CONVNET_WIDTH if network == "convnet" else RESNET18_WIDTHS[0], cfg.width_scale)

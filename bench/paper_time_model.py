@@ -41,11 +41,17 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ldm_speed import _sync, device_name  # noqa: E402  (a sibling script)
 
-from histodistill import autoencoder, config, convnet, downstream, dm, machine, privacy, rehearsal, selection  # noqa: E402
-from histodistill.dsa import DSA  # noqa: E402
-from histodistill.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
-from histodistill.networks import build_network  # noqa: E402
-from histodistill.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
+from histodistill import config, machine  # noqa: E402
+from histodistill.classifiers import convnet, training
+from histodistill.data.dataset import rehearsal
+from histodistill.evaluate import dm
+from histodistill.generate import autoencoder
+from histodistill.privacy.measures import measures
+from histodistill.select import selection
+from histodistill.classifiers.augmentation import DSA  # noqa: E402
+from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
+from histodistill.classifiers.networks import build_network  # noqa: E402
+from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ASSUMED_GPU_FLOPS = 30e12  # sustained FLOP/s assumed for a FLOP estimate (see the docstring)
@@ -151,7 +157,7 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
     def downstream_steps(network: str) -> Callable[[int], None]:
         def run(n: int) -> None:
             recipe = dataclasses.replace(ds, network=network, steps=n, eval_every=10**6)
-            downstream.train_on_set(set_images, labels(len(set_images)), val_images[:64], labels(64), N_CLASSES,
+            training.train_on_set(set_images, labels(len(set_images)), val_images[:64], labels(64), N_CLASSES,
                                     recipe, progress=False, device=device)
         return run
 
@@ -187,8 +193,8 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
                                                 dsa=DSA(shared=True).augment if cfg["dm"].dsa else None, device=device),
              (1, 3), True),
         Unit("07 audit nearest neighbours", "audit_nn", f"set of {len(set_images)} images vs train + val",
-             lambda n: [privacy.dcr_share(privacy.pixel_vectors(set_images), privacy.pixel_vectors(audit_train),
-                                          privacy.pixel_vectors(audit_val)) for _ in range(n)], (0, 1), False, host=True),
+             lambda n: [measures.dcr_share(measures.pixel_vectors(set_images), measures.pixel_vectors(audit_train),
+                                          measures.pixel_vectors(audit_val)) for _ in range(n)], (0, 1), False, host=True),
         Unit("06 ablations: downstream", "ablation_step", f"ConvNet step (batch {ds.batch_size})",
              downstream_steps("convnet"), (2, 6), True, same_as="convnet_step"),
         Unit("06 ablations: guidance pools", "ablation_sample", "image step", sample, (1, 3), False,

@@ -25,7 +25,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodistill import config, data, downstream, evaluation, machine
+from histodistill import config, machine
+from histodistill.classifiers import training
+from histodistill.data.dataset import dataset
+from histodistill.evaluate import evaluation
 from histodistill import workers as workers_mod
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_models.csv"
@@ -38,7 +41,7 @@ def main() -> None:
     ap.add_argument("--network", default="convnet", choices=config.NETWORKS)
     args = ap.parse_args()
     threads = machine.configure_torch()
-    bundle = data.prepare_data(config.stage_config("data", args.profile))
+    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
     recipe = config.stage_config("downstream", args.profile, network=args.network)
     ipc = config.stage_config("selection", args.profile).ipc
     jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, ipc, seed), dataclasses.replace(recipe, seed=seed))
@@ -47,7 +50,7 @@ def main() -> None:
 
     started = time.perf_counter()
     for job in jobs:  # the former way: this process, all threads
-        downstream.train_on_set(job.train_set.images, job.train_set.labels, val.images, val.labels,
+        training.train_on_set(job.train_set.images, job.train_set.labels, val.images, val.labels,
                                 bundle.n_classes, job.cfg, progress=False)
     before = time.perf_counter() - started
 

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histodistill import config, data, guidance, machine, stages
+from histodistill import config, machine
+from histodistill.data.dataset import dataset
+from histodistill.generate import guidance, stages
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_trials.csv"
 
@@ -46,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     machine.configure_torch()
 
-    bundle = data.prepare_data(config.stage_config("data", args.profile))
+    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
     vae = stages.fit_autoencoder(config.stage_config("autoencoder", args.profile), bundle)
     ldm = stages.fit_diffusion(config.stage_config("diffusion", args.profile), vae, bundle)
     judge = stages.load_classifier(stages.fit_classifier(config.stage_config("classifier", args.profile), bundle))

@@ -55,8 +55,8 @@ def synthetic_pool(n: int, n_classes: int, dim: int, blobs: int, seed: int = 0) 
 
 
 def _child(size: int, graph: str, args: dict, queue) -> None:
-    from histodistill.graphs import GraphError
-    from histodistill.selection import select_infodist
+    from histodistill.select.graphs import GraphError
+    from histodistill.select.selection import select_infodist
 
     features, labels = synthetic_pool(size, args["classes"], args["dim"], args["blobs"])
     params = {"distance_scale": args["paper_scale"]} if graph == "paper" else {"k": args["k"]}

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from . import paths
-from .metrics import SUMMARY_METRICS as METRICS
+from .classifiers.metrics import SUMMARY_METRICS as METRICS
 
 LEVEL = 0.95
 COLUMNS = ["table", "row", "column", "reference", "reference_low", "reference_high", "fresh", "difference",

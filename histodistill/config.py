@@ -445,7 +445,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": DataConfig(),
         "classifier": ClassifierConfig(),
         # The demo's generator trains for over an hour on 2 CPU cores, so the package ships
-        # it (`shipped=True`: `python -m histodistill.shipped build --profile demo` made it)
+        # it (`shipped=True`: `python -m histodistill.generate.shipped build --profile demo` made it)
         # and notebook 02 loads it when these fields are unchanged; any change trains anew.
         # One autoencoder level plus the Laplacian loss: the two-level one capped the pool's
         # texture at 0.66 of real; v-prediction with min-SNR-5 weighting, 16,000 steps.

@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import paths
-from .sources import SPLITS
+from .data.sources import SPLITS
 
 SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 

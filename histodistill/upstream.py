@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cache, data, distill, runs, stages
+from . import cache, runs
+from .data import dataset
+from .generate import stages
+from .select import distill
 from .config import SamplingConfig, SelectionConfig
-from .data import DataBundle
+from .data.dataset import DataBundle
 
 POOL_SUBSET_VERSION = 1
 
@@ -55,7 +58,7 @@ def load(run_name: str, profile: str, with_selection: bool = True, cache_root: P
     the pool and the classifier with `with_selection` False, as notebook 04 needs)."""
     stages_needed = ["data", "autoencoder", "diffusion", "sampling", "classifier"] + ["selection"] * with_selection
     cfgs = {stage: runs.upstream(run_name, profile, stage) for stage in stages_needed}
-    bundle = data.prepare_data(cfgs["data"], cache_root)
+    bundle = dataset.prepare_data(cfgs["data"], cache_root)
     vae = stages.fit_autoencoder(cfgs["autoencoder"], bundle, cache_root=cache_root)
     ldm = stages.fit_diffusion(cfgs["diffusion"], vae, bundle, cache_root=cache_root)
     pool = stages.sample_pool(cfgs["sampling"], ldm, cache_root=cache_root)

@@ -45,7 +45,8 @@ download = None  # pathmnist: fetch the file from medmnist's servers when it is 
 # %%
 from IPython.display import display
 
-from histodistill import config, data, machine, plots, runs
+from histodistill import config, machine, plots, runs
+from histodistill.data.dataset import dataset
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -68,9 +69,9 @@ cfg
 # ## Load, check, split, resize
 
 # %%
-bundle = data.prepare_data(cfg)
+bundle = dataset.prepare_data(cfg)
 print(bundle.meta["source"])
-summary = data.summary_table(bundle)
+summary = dataset.summary_table(bundle)
 plots.save_table(summary, "data_splits", run_name)
 summary
 
@@ -79,7 +80,7 @@ summary
 # A stratified split keeps each class's share the same in every split (right panel).
 
 # %%
-counts = data.class_counts(bundle)
+counts = dataset.class_counts(bundle)
 plots.save_table(counts, "data_class_counts", run_name)
 display(counts)
 fig = plots.class_distribution(counts)

@@ -34,7 +34,7 @@
 #
 # **The demo loads a shipped generator.** Training the demo's pair takes about an hour on
 # 2 CPU cores, so the package carries it (`histodistill/assets/generators/demo/`, made by
-# `python -m histodistill.shipped build --profile demo`). It is loaded only when the data
+# `python -m histodistill.generate.shipped build --profile demo`). It is loaded only when the data
 # and every field below equal those it was built for; change any of them, or set
 # `use_shipped_generator = False`, and both train here from scratch.
 
@@ -78,11 +78,13 @@ processes = 1  # processes (GPUs) training the denoiser data-parallel under acce
 # %%
 from IPython.display import display
 
-from histodistill import autoencoder, config, data, machine, plots, plots_ldm, quality, runs, stages
+from histodistill import config, machine, plots, runs
+from histodistill.data.dataset import dataset
+from histodistill.generate import autoencoder, figures, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
+bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
 ae_cfg = config.stage_config(
     "autoencoder",
     profile,
@@ -149,7 +151,7 @@ recon = autoencoder.decode(vae, autoencoder.encode(vae, val.images))
 error = stages.reconstruction_table(vae_artifact, ae_cfg)
 plots.save_table(error.set_index("autoencoder"), "autoencoder_reconstruction", run_name)
 display(error)
-fig = plots_ldm.reconstructions(val.images, recon, val.labels, bundle.class_names,
+fig = figures.reconstructions(val.images, recon, val.labels, bundle.class_names,
                                 title=f"Autoencoder: real val vs reconstruction (MAE {error['mae'].iloc[0]:.1f} / 255)")
 plots.save(fig, "02_reconstructions", run_name)
 
@@ -183,7 +185,7 @@ ldm_artifact = stages.fit_diffusion(ldm_cfg, vae_artifact, bundle, processes=pro
 # %%
 curves = {"autoencoder (L1, KL, Laplacian L1)": stages.history(vae_artifact),
           "U-ViT denoiser (weighted MSE)": stages.history(ldm_artifact)}
-fig = plots_ldm.loss_curves(curves)
+fig = figures.loss_curves(curves)
 plots.save(fig, "02_loss_curves", run_name)
 training = stages.training_summary(vae_artifact, ldm_artifact)
 plots.save_table(training, "ldm_training", run_name)
@@ -196,7 +198,7 @@ training
 # cache:
 #
 # ```python
-# from histodistill.pipeline import ClassConditionalLDMPipeline
+# from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 # pipe = ClassConditionalLDMPipeline.from_pretrained(folder)
 # images = pipe(["adipose"] * 8, guidance_scale=2.0, seed=0)   # uint8 (8, 28, 28, 3)
 # ```

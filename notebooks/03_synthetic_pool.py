@@ -65,11 +65,14 @@ processes = 1  # processes (GPUs) sharing the sampling under accelerate (same po
 # %%
 from IPython.display import display
 
-from histodistill import config, convnet, data, guidance, machine, plots, plots_ldm, quality, runs, stages
+from histodistill import config, machine, plots, runs
+from histodistill.classifiers import convnet
+from histodistill.data.dataset import dataset
+from histodistill.generate import figures, guidance, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-bundle = data.prepare_data(runs.upstream(run_name, profile, "data"))
+bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
 vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)
 ldm_artifact = stages.fit_diffusion(runs.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
 sampling_cfg = config.stage_config(
@@ -129,7 +132,7 @@ sweep = guidance.sweep(ldm_artifact, sweep_cfg, classifier, bundle, sampling_cfg
 chosen = guidance.choose(sweep)
 plots.save_table(sweep.set_index(["solver", "guidance_scale"]), "guidance_sweep", run_name)
 display(sweep.round(3))
-fig = plots_ldm.guidance_sweep(sweep, chosen)
+fig = figures.guidance_sweep(sweep, chosen)
 plots.save(fig, "03_guidance_sweep", run_name)
 print(guidance.verdict(chosen, sampling_cfg))
 
@@ -146,7 +149,7 @@ print(f"pool: {pool_images.shape[0]} images ({sampling_cfg.per_class} per class)
 
 # %%
 train, val = bundle.splits["train"], bundle.splits["val"]
-fig = plots_ldm.real_vs_synthetic(train.images, train.labels, pool_images, pool_labels, class_names,
+fig = figures.real_vs_synthetic(train.images, train.labels, pool_images, pool_labels, class_names,
                                   title=f"Real vs synthetic ({sampling_cfg.solver}, guidance {sampling_cfg.guidance_scale:g}, "
                                         f"{sampling_cfg.steps} steps)")
 plots.save(fig, "03_real_vs_synthetic", run_name)
@@ -170,7 +173,7 @@ val_pred = convnet.predict(classifier, val.images).argmax(1)
 consistency, confusion = quality.class_consistency(pool_pred, pool_labels, val_pred, val.labels, class_names)
 plots.save_table(consistency.set_index("class"), "pool_class_consistency", run_name)
 display(consistency.round(3))
-fig = plots_ldm.class_consistency(consistency, confusion)
+fig = figures.class_consistency(consistency, confusion)
 plots.save(fig, "03_class_consistency", run_name)
 
 # %% [markdown]
@@ -185,7 +188,7 @@ pool_feats = convnet.embed(classifier, pool_images)
 fidelity = quality.quality_table(train_feats, train.labels, val_feats, val.labels, pool_feats, pool_labels, class_names)
 plots.save_table(fidelity.set_index("class"), "pool_quality", run_name)
 display(fidelity.round(3))
-fig = plots_ldm.pool_quality(fidelity)
+fig = figures.pool_quality(fidelity)
 plots.save(fig, "03_pool_quality", run_name)
 
 # %% [markdown]
@@ -198,7 +201,7 @@ plots.save(fig, "03_pool_quality", run_name)
 texture = quality.texture_table(pool_images, pool_labels, train.images, train.labels, class_names)
 plots.save_table(texture.set_index("class"), "pool_texture", run_name)
 display(texture.round(3))
-fig = plots_ldm.texture(texture)
+fig = figures.texture(texture)
 plots.save(fig, "03_pool_texture", run_name)
 
 # %% [markdown]
@@ -213,7 +216,7 @@ mem = quality.memorisation(pool_feats, train_feats, val_feats, pool_images, trai
 summary = quality.memorisation_summary(mem, pool_labels, class_names)
 plots.save_table(summary.set_index("space"), "pool_memorisation", run_name)
 display(summary.round(4))
-fig = plots_ldm.memorisation(mem)
+fig = figures.memorisation(mem)
 plots.save(fig, "03_memorisation", run_name)
 
 # %% [markdown]
@@ -221,5 +224,5 @@ plots.save(fig, "03_memorisation", run_name)
 
 # %%
 pairs = quality.closest_pairs(mem, "pixels", n=8)
-fig = plots_ldm.closest_pairs(pairs, pool_images, train.images, title="Closest synthetic / real train pairs (pixels)")
+fig = figures.closest_pairs(pairs, pool_images, train.images, title="Closest synthetic / real train pairs (pixels)")
 plots.save(fig, "03_closest_pairs", run_name)

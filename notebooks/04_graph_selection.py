@@ -48,7 +48,9 @@ map_class = 0  # class id whose pool the community map shows
 # %%
 from IPython.display import display
 
-from histodistill import config, distill, machine, paths, plots, plots_selection, runs, stages, upstream
+from histodistill import config, machine, paths, plots, runs, upstream
+from histodistill.generate import stages
+from histodistill.select import distill, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -88,7 +90,7 @@ print(f"{len(indices)} of {len(pool_labels)} pool images kept ({cfg.ipc} per cla
 if graphs is not None:
     plots.save_table(graphs.set_index("class"), "selection_graphs", run_name)
     display(graphs)
-    fig = plots_selection.community_sizes(nodes, class_names)
+    fig = figures.community_sizes(nodes, class_names)
     plots.save(fig, "04_community_sizes", run_name)
 else:
     print(f"{cfg.method} builds no graph")
@@ -102,7 +104,7 @@ else:
 if nodes is not None:
     features = distill.load_features(distill.embed_pool(cfg.embedding, pool_artifact, clf_artifact, cfg.seed))
     part = nodes[nodes["label"] == map_class]
-    fig = plots_selection.community_map(features[part["pool_index"]], part["module"].to_numpy(),
+    fig = figures.community_map(features[part["pool_index"]], part["module"].to_numpy(),
                                         part["selected"].to_numpy(),
                                         title=f"{class_names[map_class]}: {part['module'].nunique()} modules, "
                                               f"{int(part['selected'].sum())} selected")

@@ -72,7 +72,9 @@ confusion_network = "convnet"  # network whose InfoDist confusion matrix is show
 import pandas as pd
 from IPython.display import Markdown, display
 
-from histodistill import budget, comparisons, config, evaluation, machine, plots, plots_eval, runs, stages, upstream
+from histodistill import config, machine, plots, runs, upstream
+from histodistill.evaluate import budget, comparisons, evaluation, figures
+from histodistill.generate import stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -140,7 +142,7 @@ budget_history = budget.histories(budget_runs)
 budget_curve = budget.curve(budget_history)
 budget_picks = budget.choose(budget_curve, eval_cfg.budget_tolerance)
 plots.save_table(budget_curve.set_index(["network", "budget"]), "training_budget", run_name)
-fig = plots_eval.training_budget(budget_curve, budget_history, budget_picks, down_cfg.steps)
+fig = figures.training_budget(budget_curve, budget_history, budget_picks, down_cfg.steps)
 plots.save(fig, "05_training_budget", run_name)
 print(budget.verdict(budget_curve, budget_picks, down_cfg.steps))
 budget_curve.round(3)
@@ -167,7 +169,7 @@ for path in evaluation.write_tables(summary, "main_table", run_name):
 display(Markdown(evaluation.display_table(summary).to_markdown()))
 
 # %%
-fig = plots_eval.main_results(summary)
+fig = figures.main_results(summary)
 plots.save(fig, "05_main_results", run_name)
 
 # %% [markdown]
@@ -182,7 +184,7 @@ paired = comparisons.paired_differences(model_runs, up.bundle, reference="InfoDi
 for path in comparisons.write_paired(paired, "paired_differences", run_name):
     print("wrote", path.name)
 display(Markdown(comparisons.paired_markdown(paired)))
-fig = plots_eval.paired_differences(paired)
+fig = figures.paired_differences(paired)
 plots.save(fig, "05_paired_differences", run_name)
 
 # %% [markdown]
@@ -194,14 +196,14 @@ plots.save(fig, "05_paired_differences", run_name)
 highlight = "InfoDist (CE + contrastive)"
 chosen = model_runs[(model_runs["row"] == highlight) & (model_runs["network"] == confusion_network)]
 matrix = evaluation.pooled_confusion(chosen, up.bundle)
-fig = plots_eval.confusion(matrix, up.bundle.class_names,
-                           f"{highlight}, {plots_eval.NETWORK_NAMES.get(confusion_network, confusion_network)}: "
+fig = figures.confusion(matrix, up.bundle.class_names,
+                           f"{highlight}, {figures.NETWORK_NAMES.get(confusion_network, confusion_network)}: "
                            f"test confusion over {len(chosen)} runs")
 plots.save(fig, "05_infodist_confusion", run_name)
 
 # %%
 per_class = evaluation.per_class_accuracy(model_runs[model_runs["network"] == confusion_network], up.bundle)
-fig = plots_eval.per_class_accuracy(per_class, highlight)
+fig = figures.per_class_accuracy(per_class, highlight)
 plots.save(fig, "05_per_class_accuracy", run_name)
 per_class.round(2)
 
@@ -228,7 +230,7 @@ plots.save(fig, "05_dm_images", run_name)
 
 # %%
 dm_losses = pd.read_csv(dm_artifacts[0].file("losses.csv"))
-fig = plots_eval.loss_curve(dm_losses, f"Distribution Matching: matching loss over {len(dm_losses):,} iterations")
+fig = figures.loss_curve(dm_losses, f"Distribution Matching: matching loss over {len(dm_losses):,} iterations")
 plots.save(fig, "05_dm_loss", run_name)
 
 # %%

@@ -44,8 +44,9 @@ guidance_per_class = None  # pool images per class sampled for each guidance sca
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import ablations as ablation_lib
-from histodistill import comparisons, config, evaluation, machine, runs, upstream
+from histodistill.evaluate import ablations as ablation_lib
+from histodistill import config, machine, runs, upstream
+from histodistill.evaluate import comparisons, evaluation
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile

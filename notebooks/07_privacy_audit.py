@@ -56,7 +56,9 @@ audit_seed = None  # seed of subsets, noise, features and bootstraps
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import audit, config, evaluation, machine, paths, plots, plots_privacy, runs, upstream
+from histodistill import config, machine, paths, plots, runs, upstream
+from histodistill.evaluate import evaluation
+from histodistill.privacy.measures import audit, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -125,7 +127,7 @@ by_class[by_class["set"] == "distilled (InfoDist)"].drop(columns=["set", "role"]
 # planted copies and the real subset sit at or near zero.
 
 # %%
-fig = plots_privacy.distances(curves, {name: s.role for name, s in sets.items()}, space="pixels")
+fig = figures.distances(curves, {name: s.role for name, s in sets.items()}, space="pixels")
 plots.save(fig, "07_distances", run_name)
 
 # %% [markdown]
@@ -134,7 +136,7 @@ plots.save(fig, "07_distances", run_name)
 # tell members from non-members. Each panel holds the attack's control, which must bend away.
 
 # %%
-fig = plots_privacy.attacks(table, curves)
+fig = figures.attacks(table, curves)
 plots.save(fig, "07_attacks", run_name)
 
 # %% [markdown]
@@ -143,7 +145,7 @@ plots.save(fig, "07_attacks", run_name)
 # the same for the planted copies: distinct images in the first row, copies in the second.
 
 # %%
-fig = plots_privacy.closest_pairs(sets, up.bundle.splits["train"].images, curves)
+fig = figures.closest_pairs(sets, up.bundle.splits["train"].images, curves)
 plots.save(fig, "07_closest_pairs", run_name)
 
 # %% [markdown]

@@ -7,7 +7,7 @@ file adds a test for the rest, listed after it.
   Cache
    1  train_images.npy overwritten in place,     test_cache.py::test_a_same_size_change_is_caught_by_its_content_digest
       same size -> discarded, file named,         (any cached file); new: test_case01_same_size_overwrite_of_train_images_is_rebuilt
-      rebuilt                                     (the data stage's own train_images.npy, through data.prepare_data)
+      rebuilt                                     (the data stage's own train_images.npy, through dataset.prepare_data)
    2  0xFF over part of a cached model           new: test_case02_ff_bytes_in_a_cached_safetensors_model_are_not_served
       .safetensors -> discarded/rebuilt           (stages.fit_classifier's classifier.safetensors)
    3  64 zero bytes in a cached pool.npz ->      new: test_case03_zero_bytes_in_a_cached_pool_npz_are_named_not_bad_zip
@@ -16,7 +16,7 @@ file adds a test for the rest, listed after it.
       falls back to the previous one
    5  disk full while writing a stage ->         test_cache.py::test_a_full_disk_is_named_and_nothing_is_kept (errno ENOSPC);
       one CacheError, nothing kept                new: test_case05_disk_full_in_the_data_stage_without_enospc_is_one_cache_error
-                                                  (numpy's "problem writing element" OSError, no errno, in data.prepare_data)
+                                                  (numpy's "problem writing element" OSError, no errno, in dataset.prepare_data)
   Committed results
    6  --only 01 -p data_source npz -p data_path  test_runner.py::test_a_changed_profile_needs_its_own_run_name (-p image_size);
       my.npz, no --run-name -> refused            new: test_case06_own_data_without_a_run_name_is_refused_before_running
@@ -92,14 +92,16 @@ import pytest
 from PIL import Image
 
 from conftest import balanced_labels, make_images
-from histodistill import cache, config, data, paths, runner, sources, stages
-from histodistill.sources import DataError
+from histodistill import cache, config, paths, runner
+from histodistill.data.dataset import dataset, sources
+from histodistill.generate import stages
+from histodistill.data.dataset.sources import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def prepare(**overrides):
-    return data.prepare_data(config.stage_config("data", "demo", **overrides))
+    return dataset.prepare_data(config.stage_config("data", "demo", **overrides))
 
 
 def overwrite_in_place(path: Path, offset: int, payload: bytes) -> None:
@@ -135,7 +137,7 @@ def test_case01_same_size_overwrite_of_train_images_is_rebuilt(capsys):
 
 
 def test_case02_ff_bytes_in_a_cached_safetensors_model_are_not_served(capsys):
-    bundle = data.prepare_data(config.stage_config("data", "smoke"))
+    bundle = dataset.prepare_data(config.stage_config("data", "smoke"))
     cfg = config.stage_config("classifier", "smoke")
     first = stages.fit_classifier(cfg, bundle, progress=False)
     weights = first.file("classifier/classifier.safetensors")
@@ -235,10 +237,10 @@ def test_case09_to_13_bad_parameters_together_each_named_in_full(runs_nothing):
     assert lines[0] == "bad parameter(s); nothing was run:"
     assert sorted(line.strip() for line in lines[1:]) == sorted([
         "-p ipc 'ten': sets selection.ipc, which takes a whole number",
-        "-p image_size 28.5: sets data.size, which takes a whole number",
+        "-p image_size 28.5: sets dataset.size, which takes a whole number",
         "-p networks 'resnet18': sets evaluation.networks, which takes a tuple of texts, e.g. ('convnet',)",
         "-p select_seed -1: sets selection.seed, a seed: a whole number >= 0",
-        "-p seed -1: sets data.seed, a seed: a whole number >= 0",
+        "-p seed -1: sets dataset.seed, a seed: a whole number >= 0",
     ])
     assert runs_nothing == []
 

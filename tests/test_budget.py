@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from histodistill import budget
+from histodistill.evaluate import budget
 
 
 def curve_of(accs: dict[str, list[float]], budgets=(150, 300, 600, 1200)) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import convnet
+from histodistill.classifiers import convnet
 from histodistill.config import ClassifierConfig
 
 COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=np.uint8)
@@ -189,5 +189,5 @@ def test_save_load_round_trip(trained, tmp_path):
 
 def test_no_torchvision_import():
     """In a fresh interpreter: other tests' imports (medmnist) may load it in this one."""
-    code = "import sys, histodistill.convnet; assert 'torchvision' not in sys.modules"
+    code = "import sys, histodistill.classifiers.convnet; assert 'torchvision' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,14 +6,15 @@ import pytest
 from PIL import Image
 
 from conftest import balanced_labels, make_images, md5
-from histodistill import config, data, paths, sources
-from histodistill.sources import DataError
+from histodistill import config, paths
+from histodistill.data.dataset import dataset, sources
+from histodistill.data.dataset.sources import DataError
 
 medmnist = pytest.importorskip("medmnist")
 
 
 def prepare(**overrides):
-    return data.prepare_data(config.stage_config("data", "demo", **overrides))
+    return dataset.prepare_data(config.stage_config("data", "demo", **overrides))
 
 
 def row_keys(images):
@@ -53,7 +54,7 @@ def test_bundled_split_is_disjoint_and_complete():
 
 def test_split_is_deterministic_and_seeded(tmp_path):
     a = prepare()
-    b = data.prepare_data(config.stage_config("data", "demo"), cache_root=tmp_path / "other")
+    b = dataset.prepare_data(config.stage_config("data", "demo"), cache_root=tmp_path / "other")
     assert a.artifact.path != b.artifact.path
     for split in sources.SPLITS:
         np.testing.assert_array_equal(a.splits[split].images, b.splits[split].images)
@@ -76,7 +77,7 @@ def test_cap_per_class_and_resize():
 
 
 def test_medmnist_style_dataset():
-    ds = data.HistoDataset("val", profile="demo")
+    ds = dataset.HistoDataset("val", profile="demo")
     assert len(ds) == 150
     image, target = ds[0]
     assert isinstance(image, Image.Image) and image.size == (28, 28)
@@ -84,15 +85,15 @@ def test_medmnist_style_dataset():
     assert ds.info["label"]["0"] == "adipose"
     assert ds.labels.shape == (150, 1)
     with pytest.raises(ValueError, match="split"):
-        data.HistoDataset("training")
+        dataset.HistoDataset("training")
 
 
 def test_class_tables():
     bundle = prepare()
-    summary = data.summary_table(bundle)
+    summary = dataset.summary_table(bundle)
     assert list(summary.index) == ["train", "val", "test"]
     assert summary.loc["val", "origin"].startswith("carved")
-    counts = data.class_counts(bundle)
+    counts = dataset.class_counts(bundle)
     assert counts["train"].sum() == 600 and len(counts) == 9
 
 

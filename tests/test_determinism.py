@@ -19,7 +19,9 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from histodistill import machine
     threads = machine.configure_torch()
-    from histodistill import data, downstream, stages
+    from histodistill.classifiers import training
+    from histodistill.data.dataset import dataset
+    from histodistill.generate import stages
     from histodistill.config import stage_config
 
     def weights_hash(model):
@@ -32,13 +34,13 @@ SCRIPT = textwrap.dedent(
     def history_hash(history):
         return hashlib.sha256(history.to_csv(index=False).encode()).hexdigest()
 
-    bundle = data.prepare_data(stage_config("data", "smoke"))
+    bundle = dataset.prepare_data(stage_config("data", "smoke"))
     artifact = stages.fit_classifier(stage_config("classifier", "smoke"), bundle, progress=False)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (27, 28, 28, 3), dtype=np.uint8)
     labels = np.arange(27) % 9
     recipe = dataclasses.replace(stage_config("downstream", "smoke"), network="convnet", seed=3)
-    model, history = downstream.train_on_set(images[:18], labels[:18], images[18:], labels[18:], 9, recipe,
+    model, history = training.train_on_set(images[:18], labels[:18], images[18:], labels[18:], 9, recipe,
                                              progress=False)
     print(json.dumps({
         "threads": threads,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import downstream
+from histodistill.classifiers import training
 from histodistill.config import DownstreamConfig as TrainRecipe
 
 
@@ -32,7 +32,7 @@ def two_tone(n_per_class, seed, size=28):
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    lrs = [downstream.learning_rate(s, 100, 0.1, 0.3) for s in range(100)]
+    lrs = [training.learning_rate(s, 100, 0.1, 0.3) for s in range(100)]
     assert lrs[29] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.1 / 30)
     assert all(a < b for a, b in zip(lrs[:29], lrs[1:30]))  # linear warm-up
     assert all(a >= b for a, b in zip(lrs[30:], lrs[31:]))  # cosine decay
@@ -46,12 +46,12 @@ def test_a_separable_set_is_learnt_and_the_run_repeats(network):
     # dsa off: a 90-degree turn would swap the classes; a short run needs a fast EMA.
     recipe = TrainRecipe(network=network, steps=12, batch_size=12, lr=0.05, eval_every=4, seed=3,
                          dsa=False, ema_decay=0.5)
-    model, history = downstream.train_on_set(train_x, train_y, val_x, val_y, 2, recipe, progress=False, device="cpu")
+    model, history = training.train_on_set(train_x, train_y, val_x, val_y, 2, recipe, progress=False, device="cpu")
     assert history["step"].tolist() == [4, 8, 12]
     assert history["val_acc"].max() == 1.0
     # The kept evaluation is the first with the best val AUC (the selection metric).
-    assert downstream.evaluate_on_test(model, *two_tone(10, seed=4))["auc"] == 1.0
-    again, _ = downstream.train_on_set(train_x, train_y, val_x, val_y, 2, recipe, progress=False, device="cpu")
+    assert training.evaluate_on_test(model, *two_tone(10, seed=4))["auc"] == 1.0
+    again, _ = training.train_on_set(train_x, train_y, val_x, val_y, 2, recipe, progress=False, device="cpu")
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
 
@@ -61,7 +61,7 @@ def test_a_separable_set_is_learnt_and_the_run_repeats(network):
 def test_contrastive_terms_train(contrastive, dsa):
     train_x, train_y = two_tone(4, seed=1)
     recipe = TrainRecipe(steps=2, batch_size=8, contrastive=contrastive, eval_every=1, dsa=dsa)
-    _, history = downstream.train_on_set(train_x, train_y, train_x, train_y, 2, recipe, progress=False, device="cpu")
+    _, history = training.train_on_set(train_x, train_y, train_x, train_y, 2, recipe, progress=False, device="cpu")
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
 
 
@@ -70,12 +70,12 @@ def test_the_budget_is_steps_whatever_the_set_size():
     # in the second pass, and the last step is always evaluated.
     x, y = make_images(18, seed=1), balanced_labels(18, 3)
     recipe = TrainRecipe(width_scale=0.125, steps=5, batch_size=8, eval_every=2, dsa=False)
-    _, history = downstream.train_on_set(x, y, x, y, 3, recipe, progress=False)
+    _, history = training.train_on_set(x, y, x, y, 3, recipe, progress=False)
     assert history["step"].tolist() == [2, 4, 5]
     assert history["epoch"].tolist() == [1, 2, 2]
     assert history["lr"].iloc[-1] == pytest.approx(recipe.lr * 0.25)  # cosine over steps 2..4 of 5
     one_batch = make_images(6, seed=2), balanced_labels(6, 3)  # a set in one batch: a step per pass
-    _, history = downstream.train_on_set(*one_batch, x, y, 3, dataclasses.replace(recipe, steps=4), progress=False)
+    _, history = training.train_on_set(*one_batch, x, y, 3, dataclasses.replace(recipe, steps=4), progress=False)
     assert history["step"].tolist() == history["epoch"].tolist() == [2, 4]
 
 
@@ -83,9 +83,9 @@ def test_train_and_val_must_share_a_resolution():
     small, labels = two_tone(2, seed=0, size=28)
     large, _ = two_tone(2, seed=0, size=32)
     with pytest.raises(ValueError, match="one resolution"):
-        downstream.train_on_set(small, labels, large, labels, 2, TrainRecipe(steps=1), progress=False)
+        training.train_on_set(small, labels, large, labels, 2, TrainRecipe(steps=1), progress=False)
     with pytest.raises(ValueError, match="uint8"):
-        downstream.train_on_set(small.astype(np.float32), labels, small, labels, 2, TrainRecipe(steps=1))
+        training.train_on_set(small.astype(np.float32), labels, small, labels, 2, TrainRecipe(steps=1))
 
 
 @pytest.mark.parametrize("network,contrastive", [("convnet", "supcon"), ("convnet", "supcon_1view"),
@@ -101,9 +101,9 @@ def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastiv
     val = (make_images(12, seed=9), balanced_labels(12, 3))
     recipe = TrainRecipe(network=network, width_scale=0.125, steps=6, batch_size=8, eval_every=1,
                          contrastive=contrastive)
-    together = downstream.train_runs(sets, *val, 3, recipe, seeds=[0, 1, 2], progress=False)
+    together = training.train_runs(sets, *val, 3, recipe, seeds=[0, 1, 2], progress=False)
     for seed, (images, labels), (model, history) in zip([0, 1, 2], sets, together):
-        alone, alone_history = downstream.train_on_set(images, labels, *val, 3,
+        alone, alone_history = training.train_on_set(images, labels, *val, 3,
                                                        dataclasses.replace(recipe, seed=seed), progress=False)
         for name, value in alone.state_dict().items():
             torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=1e-5, msg=name)
@@ -117,16 +117,16 @@ def test_runs_trained_together_need_one_set_per_seed_of_one_shape():
     a, b = two_tone(4, 0), two_tone(5, 1)
     recipe = TrainRecipe(width_scale=0.125, steps=1)
     with pytest.raises(ValueError, match="one shape"):
-        downstream.train_runs([a, b], *a, 2, recipe, seeds=[0, 1], progress=False)
+        training.train_runs([a, b], *a, 2, recipe, seeds=[0, 1], progress=False)
     with pytest.raises(ValueError, match="one training set per seed"):
-        downstream.train_runs([a], *a, 2, recipe, seeds=[0, 1], progress=False)
+        training.train_runs([a], *a, 2, recipe, seeds=[0, 1], progress=False)
 
 
 def test_reference_supcon_starts_from_the_cross_entropy_runs_network():
     # The projection head is drawn after the network, so run i of the contrastive row starts
     # from the same network weights as run i of the cross-entropy row (paired comparisons).
     x, y = two_tone(4, seed=1)
-    ce, supcon = (downstream.train_on_set(x, y, x, y, 2, TrainRecipe(steps=1, contrastive=kind, dsa=False,
+    ce, supcon = (training.train_on_set(x, y, x, y, 2, TrainRecipe(steps=1, contrastive=kind, dsa=False,
                                                                      lr=0.0, ema_decay=0.0), progress=False)[0]
                   for kind in ("none", "supcon"))
     for key, value in ce.state_dict().items():

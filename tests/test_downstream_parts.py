@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from histodistill import convnet
-from histodistill.dsa import DSA, FAMILIES, DSAParams
-from histodistill.losses import combined_loss, semi_push_pull_loss, supcon_loss
-from histodistill.networks import ResNet18, build_network
+from histodistill.classifiers import convnet
+from histodistill.classifiers.augmentation import DSA, FAMILIES, DSAParams
+from histodistill.classifiers.losses import combined_loss, semi_push_pull_loss, supcon_loss
+from histodistill.classifiers.networks import ResNet18, build_network
 
 # --- networks -------------------------------------------------------------------------------
 

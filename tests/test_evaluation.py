@@ -7,14 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodistill import ablations, cache, comparisons, config, data, evaluation, machine, paths, runs, stages, upstream, workers
-from histodistill.evaluation import MAIN_ROWS
+from histodistill import cache, config, machine, paths, runs, upstream, workers
+from histodistill.data.dataset import dataset
+from histodistill.evaluate import ablations, comparisons, evaluation
+from histodistill.generate import stages
+from histodistill.evaluate.evaluation import MAIN_ROWS
 
 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluation")
-    return root, data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    return root, dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
 
 
 def test_random_real_subsets_are_balanced_seeded_and_keyed(smoke_data):

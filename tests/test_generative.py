@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import autoencoder, config
+from histodistill import config
+from histodistill.generate import autoencoder
 from histodistill.checkpoints import CheckpointMismatch
-from histodistill.diffusion import Trainer, TrainingDiverged
-from histodistill.uvit import UViT
+from histodistill.generate.diffusion import Trainer, TrainingDiverged
+from histodistill.generate.uvit import UViT
 
 
 def tiny_uvit(**kw):
@@ -122,7 +123,7 @@ def test_autoencoder_loads_a_local_pretrained_folder(tmp_path):
 
 def test_autoencoder_hub_id_offline_gives_a_clear_error():
     code = (
-        "from histodistill.autoencoder import load_pretrained_autoencoder, ModelLoadError\n"
+        "from histodistill.generate.autoencoder import load_pretrained_autoencoder, ModelLoadError\n"
         "try:\n    load_pretrained_autoencoder('some-org/some-vae')\n"
         "except ModelLoadError as e:\n    print('ERROR', e)\n"
     )
@@ -215,8 +216,8 @@ def test_ema_model_carries_the_average(tmp_path):
 
 
 def test_sampler_is_deterministic_for_a_seed_and_class_ordered():
-    from histodistill.diffusion import build_noise_scheduler
-    from histodistill.sampling import sample_latents
+    from histodistill.generate.diffusion import build_noise_scheduler
+    from histodistill.generate.sampling import sample_latents
 
     model = tiny_uvit().eval()
     noise = build_noise_scheduler(config.stage_config("diffusion", "smoke"))
@@ -231,8 +232,8 @@ def test_sampler_is_deterministic_for_a_seed_and_class_ordered():
 
 
 def test_sde_sampler_is_seeded_per_image_and_independent_of_batch_size():
-    from histodistill.diffusion import build_noise_scheduler
-    from histodistill.sampling import sample_latents
+    from histodistill.generate.diffusion import build_noise_scheduler
+    from histodistill.generate.sampling import sample_latents
 
     model = tiny_uvit().eval()
     noise = build_noise_scheduler(config.stage_config("diffusion", "smoke"))
@@ -248,7 +249,7 @@ def test_sde_sampler_is_seeded_per_image_and_independent_of_batch_size():
 
 
 def test_guidance_scale_one_is_the_conditional_model():
-    from histodistill.sampling import guided_noise
+    from histodistill.generate.sampling import guided_noise
 
     model = tiny_uvit().eval()
     x, t, y = torch.randn(2, 4, 7, 7), torch.tensor([10, 10]), torch.tensor([0, 1])
@@ -283,8 +284,8 @@ def test_default_schedule_samples_the_right_scale_even_with_a_slightly_wrong_den
     """DPM-Solver++ predicts x0 = (x_t - sigma eps) / alpha, so where alpha_T is tiny (the
     cosine schedule: ~5e-5) a 2 % error in eps becomes a blow-up. The default schedule must
     give samples of the data's scale from the exact denoiser and from a slightly wrong one."""
-    from histodistill.diffusion import build_noise_scheduler
-    from histodistill.sampling import denoise
+    from histodistill.generate.diffusion import build_noise_scheduler
+    from histodistill.generate.sampling import denoise
 
     noise_scheduler = build_noise_scheduler(config.DiffusionConfig())
     oracle = GaussianOracle(noise_scheduler.alphas_cumprod, s=0.7, error=error)

@@ -13,9 +13,11 @@ import scipy.ndimage
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import autoencoder, config, data, guidance, quality, shipped, stages
-from histodistill.diffusion import Trainer, build_noise_scheduler, loss_weights
-from histodistill.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
+from histodistill import config
+from histodistill.data.dataset import dataset
+from histodistill.generate import autoencoder, guidance, quality, shipped, stages
+from histodistill.generate.diffusion import Trainer, build_noise_scheduler, loss_weights
+from histodistill.generate.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
 
 
 # --- the sampler ---------------------------------------------------------------------------
@@ -35,8 +37,8 @@ def test_sampling_starts_at_the_last_training_timestep(steps, schedule):
 
 
 def test_the_saved_pipeline_keeps_the_trailing_spacing(tmp_path):
-    from histodistill.pipeline import ClassConditionalLDMPipeline
-    from histodistill.uvit import UViT
+    from histodistill.generate.pipeline import ClassConditionalLDMPipeline
+    from histodistill.generate.uvit import UViT
 
     vae = autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16)), 28)
     model = UViT(sample_size=14, in_channels=4, patch_size=2, hidden_size=16, depth=1, num_heads=2, num_classes=2)
@@ -61,7 +63,7 @@ def test_guidance_interval_guides_only_the_steps_inside_it():
 
 
 def test_an_interval_holding_every_step_changes_nothing_and_an_empty_one_means_no_guidance():
-    from histodistill.uvit import UViT
+    from histodistill.generate.uvit import UViT
 
     torch.manual_seed(0)
     model = UViT(sample_size=4, in_channels=2, patch_size=2, hidden_size=16, depth=1, num_heads=2, num_classes=2)
@@ -223,7 +225,7 @@ def shipped_smoke(tmp_path_factory):
 def test_build_writes_a_self_describing_folder(shipped_smoke):
     _, _, out = shipped_smoke
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["profile"] == "smoke" and prov["command"] == "python -m histodistill.shipped build --profile smoke"
+    assert prov["profile"] == "smoke" and prov["command"] == "python -m histodistill.generate.shipped build --profile smoke"
     assert sorted(prov["files"]) == sorted(f.relative_to(out).as_posix() for f in out.rglob("*")
                                            if f.is_file() and f.name != "provenance.json")
     assert {"vae/config.json", "transformer/config.json", "diffusion_history.csv"} <= set(prov["files"])
@@ -235,7 +237,7 @@ def test_shipped_stages_load_exactly_what_was_trained(shipped_smoke, monkeypatch
     root, assets, out = shipped_smoke
     monkeypatch.setattr(shipped, "ASSETS", assets)
     fresh = root.parent / "fresh"  # a machine that never trained it
-    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=fresh)
+    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=fresh)
     ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True)
     dm_cfg = dataclasses.replace(config.stage_config("diffusion", "smoke"), shipped=True)
     vae = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=fresh)
@@ -257,7 +259,7 @@ def test_shipped_stages_load_exactly_what_was_trained(shipped_smoke, monkeypatch
 def test_another_configuration_trains_from_scratch_and_says_why(shipped_smoke, monkeypatch, capsys):
     root, assets, _ = shipped_smoke
     monkeypatch.setattr(shipped, "ASSETS", assets)
-    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
     ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True, steps=21)
     found = shipped.find("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"])
     assert found is None
@@ -272,7 +274,7 @@ def test_a_changed_shipped_file_is_ignored(shipped_smoke, tmp_path, capsys):
     blob = bytearray(weights.read_bytes())
     blob[-8:] = b"\xff" * 8
     weights.write_bytes(bytes(blob))
-    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
     ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True)
     assert shipped.find("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"],
                         root=tmp_path / "assets") is None

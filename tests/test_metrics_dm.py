@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from conftest import make_images
-from histodistill import convnet, dm, metrics
-from histodistill.dsa import DSA
+from histodistill.classifiers import convnet, metrics
+from histodistill.evaluate import dm
+from histodistill.classifiers.augmentation import DSA
 
 medmnist = pytest.importorskip("medmnist")
 from medmnist.evaluator import getACC, getAUC  # noqa: E402

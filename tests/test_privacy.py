@@ -7,7 +7,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from conftest import make_images
-from histodistill import privacy
+from histodistill.privacy.measures import measures
 
 
 def population(n: int, seed: int, dim: int = 8) -> np.ndarray:
@@ -27,28 +27,28 @@ def test_a_planted_leak_fails_dcr_near_copies_and_c_t(real):
     train, holdout = real
     rng = np.random.default_rng(2)
     planted = train[rng.choice(len(train), 100, replace=False)] + rng.normal(0, 0.01, (100, train.shape[1]))
-    dcr = privacy.dcr_share(planted, train, holdout)
-    copies = privacy.near_copies(planted, train)
-    copying = privacy.copying_test(planted, train, holdout)
+    dcr = measures.dcr_share(planted, train, holdout)
+    copies = measures.near_copies(planted, train)
+    copying = measures.copying_test(planted, train, holdout)
     assert not dcr["passed"] and dcr["statistic"] == 1.0 and dcr["threshold"] == pytest.approx(400 / 600)
     assert dcr["p_value"] < 1e-10
     assert not copies["passed"] and copies["statistic"] == 100
     assert not copying["passed"] and copying["statistic"] < -3
     # Distances the audit already has, passed in, give the same test.
-    given = privacy.copying_test(planted, train, holdout, synthetic_distances=dcr["to_train"],
-                                 holdout_distances=privacy.nearest_neighbours(holdout, train)[0],
-                                 train_cells=privacy.cut_into_cells(train, 5, 0))
+    given = measures.copying_test(planted, train, holdout, synthetic_distances=dcr["to_train"],
+                                 holdout_distances=measures.nearest_neighbours(holdout, train)[0],
+                                 train_cells=measures.cut_into_cells(train, 5, 0))
     assert given == copying
     with pytest.raises(ValueError, match="one given distance per synthetic and per holdout row"):
-        privacy.copying_test(planted, train, holdout, holdout_distances=dcr["to_train"])
+        measures.copying_test(planted, train, holdout, holdout_distances=dcr["to_train"])
 
 
 def test_an_independent_sample_of_the_same_distribution_passes(real):
     train, holdout = real
     fresh = population(100, 3)
-    dcr = privacy.dcr_share(fresh, train, holdout)
-    copies = privacy.near_copies(fresh, train)
-    copying = privacy.copying_test(fresh, train, holdout)
+    dcr = measures.dcr_share(fresh, train, holdout)
+    copies = measures.near_copies(fresh, train)
+    copying = measures.copying_test(fresh, train, holdout)
     assert dcr["passed"] and dcr["ci_low"] <= 400 / 600 <= dcr["ci_high"]
     assert copies["passed"] and copies["statistic"] == 0 and copies["ratios"].min() > 1 / 3
     assert copying["passed"] and abs(copying["statistic"]) < 2.5
@@ -58,7 +58,7 @@ def test_dcr_share_counts_by_hand():
     train = np.array([[0.0], [10.0], [20.0]])
     holdout = np.array([[1.0], [30.0], [40.0]])
     synthetic = np.array([[0.2], [9.0], [29.0], [0.5]])  # train, train, holdout, tie (0.5 from both)
-    result = privacy.dcr_share(synthetic, train, holdout)
+    result = measures.dcr_share(synthetic, train, holdout)
     assert (result["n"], result["ties"]) == (3, 1) and result["threshold"] == 0.5  # equal sizes
     assert result["statistic"] == pytest.approx(2 / 3)
     assert result["p_value"] == pytest.approx(stats.binomtest(2, 3, 0.5, alternative="greater").pvalue)
@@ -66,7 +66,7 @@ def test_dcr_share_counts_by_hand():
 
 def test_near_copy_ratio_by_hand():
     train = np.array([[0.0], [10.0], [11.0], [12.0]])
-    result = privacy.near_copies(np.array([[1.0], [11.0]]), train, neighbours=3)
+    result = measures.near_copies(np.array([[1.0], [11.0]]), train, neighbours=3)
     # first: nearest 1, three nearest 1, 9, 10 -> 1 / (20 / 3) = 0.15; second: 0, 1, 1 -> 0
     np.testing.assert_allclose(result["ratios"], [0.15, 0.0])
     assert result["statistic"] == 2 and result["flagged_nearest"].tolist() == [0, 2]
@@ -76,9 +76,9 @@ def test_c_t_is_the_mann_whitney_z_in_one_cell():
     rng = np.random.default_rng(0)
     train = rng.normal(0, 1, (200, 2)).astype(np.float32)
     holdout, synthetic = rng.normal(0, 1, (50, 2)), rng.normal(0, 1, (60, 2))
-    result = privacy.copying_test(synthetic, train, holdout, cells=1)
-    q = privacy.nearest_neighbours(synthetic.astype(np.float32), train)[0]
-    p = privacy.nearest_neighbours(holdout.astype(np.float32), train)[0]
+    result = measures.copying_test(synthetic, train, holdout, cells=1)
+    q = measures.nearest_neighbours(synthetic.astype(np.float32), train)[0]
+    p = measures.nearest_neighbours(holdout.astype(np.float32), train)[0]
     u = stats.mannwhitneyu(q, p).statistic
     assert result["statistic"] == pytest.approx((u - 60 * 50 / 2) / np.sqrt(60 * 50 * 111 / 12))
     assert result["p_value"] == pytest.approx(stats.norm.cdf(result["statistic"]))
@@ -86,7 +86,7 @@ def test_c_t_is_the_mann_whitney_z_in_one_cell():
 
 def test_membership_auc_on_a_hand_made_case():
     members, holdout = np.array([0.9, 0.8, 0.7, 0.2]), np.array([0.6, 0.5, 0.1, 0.0])
-    result = privacy.membership_auc(members, holdout, n_boot=500)
+    result = measures.membership_auc(members, holdout, n_boot=500)
     assert result["statistic"] == pytest.approx(14 / 16)  # 14 of 16 pairs ordered right
     assert result["statistic"] == pytest.approx(roc_auc_score([1] * 4 + [0] * 4, np.r_[members, holdout]))
     assert result["ci_low"] <= result["statistic"] <= result["ci_high"]
@@ -95,8 +95,8 @@ def test_membership_auc_on_a_hand_made_case():
 
 def test_an_attack_without_signal_passes_and_one_with_signal_fails():
     rng = np.random.default_rng(0)
-    none = privacy.membership_auc(rng.normal(size=300), rng.normal(size=300))
-    strong = privacy.membership_auc(rng.normal(1.0, 1, 300), rng.normal(size=300))
+    none = measures.membership_auc(rng.normal(size=300), rng.normal(size=300))
+    strong = measures.membership_auc(rng.normal(1.0, 1, 300), rng.normal(size=300))
     assert none["passed"] and none["ci_low"] < 0.5 < none["ci_high"]
     assert not strong["passed"] and strong["ci_low"] > 0.7
 
@@ -104,28 +104,28 @@ def test_an_attack_without_signal_passes_and_one_with_signal_fails():
 def test_loss_and_reference_scores():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
     labels = np.array([0, 0, 1])
-    np.testing.assert_allclose(privacy.loss_scores(probs, labels), np.log([0.9, 0.3, 0.5]))
-    np.testing.assert_allclose(privacy.logit_confidence(probs, labels), np.log([9.0, 3 / 7, 1.0]))
+    np.testing.assert_allclose(measures.loss_scores(probs, labels), np.log([0.9, 0.3, 0.5]))
+    np.testing.assert_allclose(measures.logit_confidence(probs, labels), np.log([9.0, 3 / 7, 1.0]))
     refs = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 2.0]])  # mean 1, 2, 2; std sqrt(2), sqrt(2), 0
-    scores = privacy.reference_scores(np.array([1.0, 2.0 + np.sqrt(2), 2.0]), refs)
+    scores = measures.reference_scores(np.array([1.0, 2.0 + np.sqrt(2), 2.0]), refs)
     np.testing.assert_allclose(scores[:2], [0.0, 1.0])
     assert scores[2] == 0.0
     with pytest.raises(ValueError, match="at least two reference models"):
-        privacy.reference_scores(np.zeros(3), refs[:1])
+        measures.reference_scores(np.zeros(3), refs[:1])
 
 
 def test_random_features_do_not_depend_on_what_they_embed_with():
     train, other = make_images(20, seed=0), make_images(6, seed=1)
-    a = privacy.random_features(other, train, seed=0)
-    b = privacy.random_features(np.concatenate([other, train[:3]]), train, seed=0)[:6]
+    a = measures.random_features(other, train, seed=0)
+    b = measures.random_features(np.concatenate([other, train[:3]]), train, seed=0)[:6]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(a, privacy.random_features(other, train, seed=1))
+    assert not np.allclose(a, measures.random_features(other, train, seed=1))
 
 
 def audit_table(distilled_passes: bool = True, control_caught: bool = True):
     import pandas as pd
 
-    from histodistill import audit
+    from histodistill.privacy.measures import audit
 
     rows = [
         ("DCR share", "distilled (InfoDist)", "audited", "pixels", distilled_passes, "pass"),
@@ -140,7 +140,7 @@ def audit_table(distilled_passes: bool = True, control_caught: bool = True):
 
 
 def test_the_verdict_names_failed_tests_and_missed_controls():
-    from histodistill import audit
+    from histodistill.privacy.measures import audit
 
     good = audit.verdict(audit_table())
     assert good["passed"] and good["controls_caught"] and good["failed_tests"] == []
@@ -154,7 +154,7 @@ def test_the_verdict_names_failed_tests_and_missed_controls():
 def test_the_card_carries_the_verdict_a_failure_included(tmp_path):
     import json
 
-    from histodistill import audit
+    from histodistill.privacy.measures import audit
 
     (tmp_path / "data_card.json").write_text(json.dumps({"method": "infodist", "n_images": 90}))
     table = audit_table(distilled_passes=False)
@@ -179,14 +179,14 @@ def test_the_per_class_breakdown_puts_the_evidence_where_the_copies_are(real):
     planted = train[rng.choice(len(train), 30, replace=False)] + rng.normal(0, 0.01, (30, train.shape[1]))
     synthetic = np.concatenate([fresh, planted])
     labels = np.r_[np.repeat([0, 1], 30), np.full(30, 2)]
-    dcr, copies = privacy.dcr_share(synthetic, train, holdout), privacy.near_copies(synthetic, train)
-    rows = {r["class"]: r for r in privacy.by_class(labels, dcr, copies, ["a", "b", "copied", "absent"])}
+    dcr, copies = measures.dcr_share(synthetic, train, holdout), measures.near_copies(synthetic, train)
+    rows = {r["class"]: r for r in measures.by_class(labels, dcr, copies, ["a", "b", "copied", "absent"])}
     assert set(rows) == {"a", "b", "copied"}  # a class without images has no row
     assert rows["copied"]["near_copies"] == 30 and rows["copied"]["dcr_share"] == 1.0
     assert rows["copied"]["dcr_p_value"] < 1e-4 and rows["copied"]["dcr_ci_low"] > dcr["threshold"]
     # An independent draw is a near-copy only by chance (1 of these 60 is, at this seed).
     assert rows["a"]["near_copies"] + rows["b"]["near_copies"] <= 2
-    assert rows["a"]["dcr_p_value"] > privacy.ALPHA and rows["b"]["dcr_p_value"] > privacy.ALPHA
+    assert rows["a"]["dcr_p_value"] > measures.ALPHA and rows["b"]["dcr_p_value"] > measures.ALPHA
     assert sum(r["near_copies"] for r in rows.values()) == copies["statistic"]
     assert sum(r["images"] for r in rows.values()) == len(synthetic)
 
@@ -194,7 +194,7 @@ def test_the_per_class_breakdown_puts_the_evidence_where_the_copies_are(real):
 def test_the_verdict_says_where_a_failed_distance_test_sits():
     import pandas as pd
 
-    from histodistill import audit
+    from histodistill.privacy.measures import audit
 
     table = audit_table(distilled_passes=False)
     by_class = pd.DataFrame([

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_images
-from histodistill import quality
+from histodistill.generate import quality
 
 
 def gaussian(n, dim, mean=0.0, seed=0):

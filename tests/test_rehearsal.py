@@ -4,7 +4,7 @@ as one's own data, and made of changed copies of the bundled images."""
 import numpy as np
 import pytest
 
-from histodistill import rehearsal, sources
+from histodistill.data.dataset import rehearsal, sources
 from histodistill.config import DataConfig
 
 SMALL = {"train": 300, "val": 40, "test": 30}
@@ -69,10 +69,10 @@ def test_the_rehearsal_profile_is_the_paper_profile_with_only_counts_cut():
 
 
 def test_the_data_stage_writes_and_reads_the_rehearsal_file_in_the_cache(tmp_path, monkeypatch):
-    from histodistill import data
+    from histodistill.data.dataset import dataset
 
     monkeypatch.setattr(rehearsal, "PATHMNIST_SPLITS", SMALL)
-    bundle = data.prepare_data(DataConfig(source="rehearsal"), cache_root=tmp_path)
+    bundle = dataset.prepare_data(DataConfig(source="rehearsal"), cache_root=tmp_path)
     assert (tmp_path / "rehearsal" / rehearsal.FILE_NAME).is_file()
     assert {s: len(bundle.splits[s]) for s in SMALL} == SMALL  # the official-style splits are kept, none carved
     assert "NOT DATA" in bundle.meta["source"]  # the data record says what it is

@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import cache, config, data, scale_out, stages
+from histodistill import cache, config
+from histodistill.data.dataset import dataset
+from histodistill.generate import scale_out, stages
 
 
 @pytest.fixture(scope="module")
 def smoke_model(tmp_path_factory):
     """The smoke profile's autoencoder and denoiser, trained once in one process."""
     root = tmp_path_factory.mktemp("scale_out")
-    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
     vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
     ldm = stages.fit_diffusion(config.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
     return root, bundle, vae, ldm

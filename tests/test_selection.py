@@ -9,10 +9,11 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import make_images
-from histodistill import graphs, selection, sources
-from histodistill.graphs import GraphError, GraphWarning, build_graph
+from histodistill.data.dataset import sources
+from histodistill.select import graphs, selection
+from histodistill.select.graphs import GraphError, GraphWarning, build_graph
 from histodistill.config import SelectionConfig
-from histodistill.selection import allocate_quota, communities
+from histodistill.select.selection import allocate_quota, communities
 
 CHEAP_METHODS = ["infodist", "random", "kmeans", "herding"]  # umap_kmeans: see the umap test
 

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import autoencoder, cache, config, data, runs, sources, stages
-from histodistill.pipeline import ClassConditionalLDMPipeline
-from histodistill.sampling import dpm_solver
-from histodistill.diffusion import build_noise_scheduler
-from histodistill.uvit import UViT
+from histodistill import cache, config, runs
+from histodistill.data.dataset import dataset, sources
+from histodistill.generate import autoencoder, stages
+from histodistill.generate.pipeline import ClassConditionalLDMPipeline
+from histodistill.generate.sampling import dpm_solver
+from histodistill.generate.diffusion import build_noise_scheduler
+from histodistill.generate.uvit import UViT
 
 NAMES = ["adipose", "mucus", "tumour"]
 
@@ -29,7 +31,7 @@ def test_pipeline_saves_in_diffusers_layout_and_loads_on_its_own(tmp_path):
     pipe.save_pretrained(tmp_path / "ldm")
     index = json.loads((tmp_path / "ldm" / "model_index.json").read_text())
     assert index["class_names"] == NAMES
-    assert index["transformer"] == ["histodistill.uvit", "UViT"]
+    assert index["transformer"] == ["histodistill.generate.uvit", "UViT"]
     assert index["vae"] == ["diffusers", "AutoencoderKL"]
     for part in ("vae", "transformer"):
         assert (tmp_path / "ldm" / part / "diffusion_pytorch_model.safetensors").is_file()
@@ -66,7 +68,7 @@ def test_pipeline_rejects_unknown_classes_and_wrong_names():
 def smoke_chain(tmp_path_factory):
     """The smoke profile's stages, once for this module, in their own cache."""
     root = tmp_path_factory.mktemp("chain")
-    bundle = data.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
     return root, bundle
 
 
@@ -191,7 +193,7 @@ def test_run_record_says_which_notebook_to_run():
 
 
 def test_distill_stage_writes_the_product_and_reuses_the_embedding(smoke_chain, capsys):
-    from histodistill import distill
+    from histodistill.select import distill
 
     root, bundle = smoke_chain
     vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)

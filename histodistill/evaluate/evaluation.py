@@ -1,0 +1,439 @@
+"""Downstream evaluation: train classifiers on each training set, test them once, tabulate.
+
+    >>> jobs, dm_stage = evaluation.main_jobs(up, down_cfg, eval_cfg, dm_cfg)   # rows x networks x seeds
+    >>> runs = evaluation.run_jobs(jobs, up.bundle)                     # one row per trained model
+    >>> table = evaluation.summarise_runs(runs)                         # mean and std per row/network
+
+Every trained model is a cached stage (``model``) keyed by its `DownstreamConfig` (network,
+seed, steps, ...), the identity of its training images and the data splits, so a row
+shared by notebook 05 and an ablation in 06 trains once, and a changed parameter retrains
+only the models it touches. A model's stage keeps its test metrics, its test-set class
+probabilities (for confusion matrices) and its val history; the weights are not kept.
+
+Rows of the main table, each run `seeds` times (run i: training seed `seed + i`, and every
+other seed of the row moved by i too, see `main_jobs`):
+
+- the full real train set, and a random real subset at the selection's IPC (a new subset
+  per run, so the spread includes the choice of images);
+- random and k-means selections from the synthetic pool (a new subset / k-means seed per run);
+- InfoDist with cross-entropy only, and with the contrastive term (Infomap seed per run;
+  run 0 is notebook 04's selection);
+- Distribution Matching distilled from the real train set at the same IPC, from real images
+  as the DM paper's headline runs (a DM seed per run; the row's name says when it ran fewer
+  iterations than the paper's 20,000).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from concurrent.futures import as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from ..progress import tqdm
+
+from . import dm
+from .. import cache, paths
+from ..classifiers import convnet, metrics, training
+from ..generate import stages
+from ..select import distill
+from .. import workers as workers_mod
+from ..config import DMConfig, DownstreamConfig, EvaluationConfig
+from ..data.dataset import DataBundle
+from ..classifiers.augmentation import DSA
+
+VERSIONS = {"model": 3, "dm": 2}  # model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU
+# Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
+# GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
+# on CPU the batched (grouped) convolutions are slower than one run after another
+# (bench/multiseed_speed.py: 0.91x for the demo's ConvNet, 0.94x for its ResNet-18, 5 runs of
+# 150 steps on 2 cores), so the CPU trains one run at a time.
+RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
+
+
+def runs_together_default() -> int:
+    return RUNS_TOGETHER["cuda" if torch.cuda.is_available() else "cpu"]
+
+
+MAIN_ROWS = (
+    "Full real train set",
+    "Random real",
+    "Random synthetic",
+    "k-means synthetic",
+    "InfoDist (CE)",
+    "InfoDist (CE + contrastive)",
+    "Distribution Matching",
+)
+REAL_ROWS = ("Full real train set", "Random real")  # references, not shareable data
+DM_PAPER_ITERATIONS = 20000  # the DM paper's headline runs (Zhao & Bilen 2023), from real images
+DM_CHECKPOINT_EVERY = 500  # DM iterations between checkpoints: a killed run loses at most these
+
+
+def dm_row(cfg: DMConfig) -> str:
+    """The DM row's name: it says so when the run is shorter than the DM paper's."""
+    if cfg.iterations >= DM_PAPER_ITERATIONS:
+        return "Distribution Matching"
+    return f"Distribution Matching ({cfg.iterations:,} of the paper's {DM_PAPER_ITERATIONS:,} iterations)"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Images a downstream model trains on, and `key`: the identity of what produced them."""
+
+    images: np.ndarray  # uint8 (N, S, S, C)
+    labels: np.ndarray  # (N,) class ids
+    key: str
+
+    @property
+    def ipc(self) -> int:
+        """Images of the largest class (a distilled set has the same number in every class)."""
+        return int(np.bincount(self.labels).max())
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model to train: a table row, its training set and its recipe."""
+
+    row: str
+    train_set: TrainingSet
+    cfg: DownstreamConfig
+    variant: str = ""  # an ablation's variant label (empty in the main table)
+
+
+# --- training sets -------------------------------------------------------------------------
+
+
+def full_real(bundle: DataBundle) -> TrainingSet:
+    train = bundle.splits["train"]
+    return TrainingSet(train.images, train.labels, cache.digest({"real_train": bundle.artifact.key}))
+
+
+def random_real(bundle: DataBundle, ipc: int, seed: int) -> TrainingSet:
+    """`ipc` random real train images per class (all of a class that has fewer)."""
+    train = bundle.splits["train"]
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(train.labels == c))[:ipc] for c in range(bundle.n_classes)]
+    idx = np.sort(np.concatenate(picks))
+    key = cache.digest({"random_real": bundle.artifact.key, "ipc": ipc, "seed": seed})
+    return TrainingSet(train.images[idx], train.labels[idx], key)
+
+
+def from_selection(selection: cache.Artifact, pool: cache.Artifact) -> TrainingSet:
+    """The images a selection stage picked from its pool."""
+    indices, labels, _, _ = distill.load_selection(selection)
+    images, _, _ = stages.load_pool(pool)
+    return TrainingSet(images[indices], labels.astype(np.int64), selection.key)
+
+
+def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress: bool = True,
+                          cache_root: Path | None = None) -> cache.Artifact:
+    """Distribution Matching on the real train split (cached): ``dm.npz`` holds the learnt
+    images as uint8 ``train_images``/``train_labels`` (MedMNIST layout), ``losses.csv`` the
+    matching loss per iteration."""
+    train = bundle.splits["train"]
+    key_cfg = {**dataclasses.asdict(cfg), "ipc": ipc}
+    inputs = {"data": bundle.artifact.key}
+    work, key = cache.work_dir("dm", key_cfg, inputs, VERSIONS["dm"], cache_root)
+
+    def build(folder: Path) -> None:
+        mean, std = convnet.channel_stats(train.images)
+        with workers_mod.one_thread_on_cpu():
+            images, labels, losses = dm.distribution_matching(
+                train.images, train.labels, bundle.n_classes, ipc, cfg.iterations, lr_img=cfg.lr_img,
+                batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
+                dsa=DSA(shared=True).augment if cfg.dsa else None, progress=progress, mean=mean, std=std,
+                return_losses=True, work_dir=work, checkpoint_every=DM_CHECKPOINT_EVERY, config_hash=key)
+        stages.write_medmnist_npz(folder / "dm.npz", dm.to_uint8(images, mean, std), labels.numpy(),
+                                  bundle.class_names)
+        pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses}).to_csv(
+            folder / "losses.csv", index=False)
+
+    artifact = cache.cached("dm", key_cfg, build, inputs, VERSIONS["dm"], cache_root)
+    shutil.rmtree(work, ignore_errors=True)  # the result is complete: its checkpoints served
+    return artifact
+
+
+def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,
+                               cache_root: Path | None = None, workers: int | None = None) -> list[cache.Artifact]:
+    """`distribution_matching` for each configuration; on CPU those not cached yet run side
+    by side in the model workers (one thread each, as every DM run), `workers` at once."""
+    def cached(cfg):
+        return cache.is_cached("dm", {**dataclasses.asdict(cfg), "ipc": ipc}, {"data": bundle.artifact.key},
+                               VERSIONS["dm"], cache_root)
+
+    pending = [cfg for cfg in cfgs if not cached(cfg)]
+    n = workers_mod.count(len(pending), sum(cfg.iterations for cfg in pending), workers)
+    if n > 1:
+        if progress:
+            print(f"[dm] {len(pending)} runs in {n} worker processes")
+        futures = [workers_mod.pool(n).submit(distribution_matching, cfg, bundle, ipc, False, cache_root)
+                   for cfg in pending]
+        for future in futures:
+            future.result()
+    return [distribution_matching(cfg, bundle, ipc, progress, cache_root) for cfg in cfgs]
+
+
+def from_dm(artifact: cache.Artifact) -> TrainingSet:
+    with np.load(artifact.file("dm.npz"), allow_pickle=False) as z:
+        return TrainingSet(z["train_images"], z["train_labels"].ravel().astype(np.int64), artifact.key)
+
+
+# --- one model -----------------------------------------------------------------------------
+
+
+def _model_inputs(train_set: TrainingSet, bundle: DataBundle) -> dict[str, str]:
+    return {"train_set": train_set.key, "data": bundle.artifact.key}
+
+
+def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundle, progress: bool = False,
+                cache_root: Path | None = None, log=print, trained=None) -> cache.Artifact:
+    """Train `cfg.network` on `train_set`, keep the EMA weights of the best val evaluation,
+    and evaluate them once on test (cached): ``result.json`` (test ACC/AUC/macro F1, per-class
+    values, best step), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation).
+    `trained` (model, history) stores a model `training.train_runs` trained with others."""
+
+    def build(folder: Path) -> None:
+        val, test = bundle.splits["val"], bundle.splits["test"]
+        if trained is None:
+            with workers_mod.one_thread_on_cpu():  # as in `train_together`'s workers: the same key, the same weights
+                model, history = training.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
+                                                         bundle.n_classes, cfg, progress=progress)
+        else:
+            model, history = trained
+        probs = convnet.predict(model, test.images)
+        scores = metrics.evaluate(test.labels, probs)
+        best = history.loc[history["val_auc"].fillna(history["val_acc"]).idxmax()]
+        scores.update(n_train=int(len(train_set.labels)), best_step=int(best["step"]),
+                      best_val_auc=float(best["val_auc"]))
+        cache.write_json_atomic(folder / "result.json", scores)
+        np.save(folder / "test_probs.npy", probs.astype(np.float32))
+        history.to_csv(folder / "history.csv", index=False)
+
+    return cache.cached("model", cfg, build, _model_inputs(train_set, bundle), VERSIONS["model"], cache_root, log=log)
+
+
+def load_result(artifact: cache.Artifact) -> dict:
+    return json.loads(artifact.file("result.json").read_text())
+
+
+def test_probabilities(artifact: cache.Artifact) -> np.ndarray:
+    return np.load(artifact.file("test_probs.npy"), allow_pickle=False)
+
+
+def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | None = None, desc: str = "models",
+                   progress: bool = True, cache_root: Path | None = None, workers: int | None = None) -> int:
+    """Train the models of `jobs` that are not cached yet, `runs_together` at a time
+    (`training.train_runs`): jobs whose recipes differ only in the seed and whose sets
+    have one shape train as one group, whatever their row; None: the device's default
+    (`RUNS_TOGETHER`). On CPU every group trains on one thread, `workers` groups at once in
+    worker processes (None: `workers.count`'s choice); the models are the same whatever the number.
+    Returns how many were trained."""
+    runs_together = runs_together or runs_together_default()
+    pending: dict[tuple, list[Job]] = {}
+    seen = set()
+    for job in jobs:
+        inputs = _model_inputs(job.train_set, bundle)
+        key = cache.stage_key("model", job.cfg, inputs, VERSIONS["model"])
+        if key in seen or cache.is_cached("model", job.cfg, inputs, VERSIONS["model"], cache_root):
+            continue
+        seen.add(key)
+        group = (dataclasses.replace(job.cfg, seed=0), job.train_set.images.shape)
+        pending.setdefault(group, []).append(job)
+    chunks = [group[i : i + runs_together] for group in pending.values() for i in range(0, len(group), runs_together)]
+    bar = tqdm(total=len(chunks), desc=desc, unit="group", disable=not progress or not chunks)
+    n = workers_mod.count(len(chunks), sum(chunk[0].cfg.steps for chunk in chunks), workers)
+    if n == 1:
+        for chunk in chunks:
+            bar.set_postfix_str(_describe(chunk))
+            with workers_mod.one_thread_on_cpu():
+                _train_chunk(chunk, bundle, cache_root)
+            bar.update(1)
+    else:
+        futures = [workers_mod.pool(n).submit(_train_chunk, chunk, bundle, cache_root) for chunk in chunks]
+        try:
+            for future in as_completed(futures):
+                future.result()  # a worker's exception is raised here
+                bar.update(1)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    bar.close()
+    return len(seen)
+
+
+def _describe(chunk: list[Job]) -> str:
+    return f"{chunk[0].cfg.network}, {len(chunk)} runs of {len(chunk[0].train_set.labels)} images"
+
+
+def _train_chunk(chunk: list[Job], bundle: DataBundle, cache_root: Path | None) -> None:
+    """Train one group of runs together and store each model as its cached stage."""
+    val = bundle.splits["val"]
+    results = training.train_runs([(j.train_set.images, j.train_set.labels) for j in chunk], val.images,
+                                    val.labels, bundle.n_classes, chunk[0].cfg, [j.cfg.seed for j in chunk],
+                                    progress=False)
+    for job, trained in zip(chunk, results):
+        train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None, trained=trained)
+
+
+def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
+             cache_root: Path | None = None, runs_together: int | None = None) -> pd.DataFrame:
+    """Train (or read from the cache) every job's model, several runs at a time
+    (`train_together`); one row per model: row, variant, network, seed, ipc, n_train, test
+    acc/auc/macro_f1, best step, the model's cache key."""
+    trained = train_together(jobs, bundle, runs_together, desc, progress, cache_root)
+    records = []
+    for job in jobs:
+        artifact = train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None)
+        result = load_result(artifact)
+        records.append({
+            "row": job.row, "variant": job.variant, "network": job.cfg.network, "seed": job.cfg.seed,
+            "ipc": job.train_set.ipc, "n_train": result["n_train"], "acc": result["acc"], "auc": result["auc"],
+            "macro_f1": result["macro_f1"], "best_step": result["best_step"], "model_key": artifact.key,
+        })
+    if progress:
+        print(f"{len(jobs)} models: {trained} trained now, {len(jobs) - trained} read from the cache")
+    return pd.DataFrame(records)
+
+
+def model_artifact(key: str, cache_root: Path | None = None) -> cache.Artifact:
+    """A trained model's stage folder from its key (as `run_jobs` reports it)."""
+    return cache.Artifact("model", key, (cache_root or paths.cache_dir()) / "model" / key[: cache.KEY_CHARS])
+
+
+# --- the main table ------------------------------------------------------------------------
+
+
+def seeds(cfg: DownstreamConfig, n: int) -> list[int]:
+    return [cfg.seed + i for i in range(n)]
+
+
+def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig,
+              progress: bool = True) -> tuple[list[Job], list[cache.Artifact]]:
+    """Every model of the main table (rows x networks x runs), and the DM stages (one per
+    run, built here if not cached). `up` is the run's `upstream.Upstream`.
+
+    Every source of randomness varies with the run: run i trains at seed `down.seed + i`
+    and draws its subsets, its Infomap and k-means seeds (`selection seed + i`) and its DM
+    images (`dm seed + i`) anew; run 0 is notebook 04's selection. The pool itself stays
+    the one notebook 03 sampled. Run i of every row starts from the same network weights
+    and, where the sets have equal size, sees the same batch order, so rows compare pairwise."""
+    ipc = up.selection_cfg.ipc
+    select_seed = up.selection_cfg.seed
+    ce = dataclasses.replace(down, contrastive="none")
+    with_term = dataclasses.replace(down, contrastive=ev.contrastive)
+    dm_artifacts = distribution_matching_runs([dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i) for i in range(ev.seeds)],
+                                              up.bundle, ipc, progress)
+    jobs = []
+    for network in ev.networks:
+        for i, seed in enumerate(seeds(down, ev.seeds)):
+            def job(row, train_set, cfg=ce, **changes):
+                jobs.append(Job(row, train_set, dataclasses.replace(cfg, network=network, seed=seed, **changes)))
+
+            def selected(method):
+                return from_selection(up.select(method=method, seed=select_seed + i), up.pool)
+
+            infodist = selected("infodist")
+            job("Full real train set", full_real(up.bundle))
+            job("Random real", random_real(up.bundle, ipc, select_seed + i))
+            job("Random synthetic", selected("random"))
+            job("k-means synthetic", selected("kmeans"))
+            job("InfoDist (CE)", infodist)
+            job("InfoDist (CE + contrastive)", infodist, with_term)
+            job(dm_row(dm_cfg), from_dm(dm_artifacts[i]))
+    return jobs, dm_artifacts
+
+
+def summarise_runs(runs: pd.DataFrame, by: tuple[str, ...] = ("row", "network")) -> pd.DataFrame:
+    """Mean and sample std over seeds of acc/auc/macro_f1 per group, in the order groups
+    first appear; with the number of runs and the images per class."""
+    rows = []
+    for group, part in runs.groupby(list(by), sort=False):
+        stats = metrics.summarise(part.to_dict("records"))
+        group = group if isinstance(group, tuple) else (group,)
+        rows.append({**dict(zip(by, group)), "ipc": int(part["ipc"].iloc[0]), **stats})
+    return pd.DataFrame(rows)
+
+
+METRIC_LABELS = (("acc", "ACC"), ("auc", "AUC"), ("macro_f1", "macro F1"))
+
+
+def display_table(summary: pd.DataFrame, index: str = "row", digits: int = 3) -> pd.DataFrame:
+    """One line per `index` value: the IPC, any descriptive columns (an ablation's
+    parameters), then a column per (network, metric) reading "mean ± std"."""
+    first = summary.drop_duplicates(index).set_index(index)
+    standard = {"network", "ipc", "n_runs"} | {f"{k}_{s}" for k, _ in METRIC_LABELS for s in ("mean", "std")}
+    extra = [c for c in first.columns if c not in standard]
+    table = pd.DataFrame({("", "IPC"): first["ipc"]})
+    for column in extra:
+        values = first[column]
+        table[("", column)] = values.round(digits) if pd.api.types.is_float_dtype(values) else values
+    for network, part in summary.groupby("network", sort=False):
+        part = part.set_index(index)
+        for key, label in METRIC_LABELS:
+            table[(network, label)] = pd.Series(
+                [metrics.format_mean_std(m, s, digits) for m, s in zip(part[f"{key}_mean"], part[f"{key}_std"])],
+                index=part.index)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def write_tables(summary: pd.DataFrame, name: str, run_name: str, index: str = "row") -> list[Path]:
+    """``paper_results/<run>/<name>.csv`` (every number, long form), ``.md`` and ``.tex``
+    (mean ± std per network and metric)."""
+    folder = paths.results_dir(run_name)
+    summary.to_csv(folder / f"{name}.csv", index=False)
+    shown = display_table(summary, index)
+    flat = shown.copy()
+    flat.columns = [" ".join(c for c in col if c) for col in shown.columns]
+    (folder / f"{name}.md").write_text(flat.to_markdown() + "\n")
+    latex = flat.rename(columns=lambda c: c.replace("±", "$\\pm$"))
+    latex = latex.map(lambda v: str(v).replace("±", "$\\pm$"))
+    (folder / f"{name}.tex").write_text(latex.to_latex(escape=False) + "\n")
+    return [folder / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def pooled_confusion(runs: pd.DataFrame, bundle: DataBundle, cache_root: Path | None = None) -> np.ndarray:
+    """Test confusion matrix (true x predicted), summed over the models in `runs`."""
+    from sklearn.metrics import confusion_matrix
+
+    labels = bundle.splits["test"].labels
+    total = np.zeros((bundle.n_classes, bundle.n_classes), np.int64)
+    for key in runs["model_key"]:
+        predicted = test_probabilities(model_artifact(key, cache_root)).argmax(1)
+        total += confusion_matrix(labels, predicted, labels=np.arange(bundle.n_classes))
+    return total
+
+
+def per_class_accuracy(runs: pd.DataFrame, bundle: DataBundle, cache_root: Path | None = None) -> pd.DataFrame:
+    """Per row and class, the test accuracy (recall) averaged over the row's models."""
+    out = {}
+    for row, part in runs.groupby("row", sort=False):
+        confusion = pooled_confusion(part, bundle, cache_root)
+        out[row] = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+    return pd.DataFrame(out, index=pd.Index(bundle.class_names, name="class"))
+
+
+def copy_check(sets: dict[str, TrainingSet], bundle: DataBundle, classifier: convnet.ConvNet) -> pd.DataFrame:
+    """How close each training set's images lie to the real train images, against how close
+    unseen real val images lie (`quality.memorisation`, in the real-trained ConvNet's
+    feature space and in pixels): one line per set and space. A shareable set should have
+    no image at or below val's 1st percentile."""
+    from ..generate import quality
+
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    train_feats, val_feats = convnet.embed(classifier, train.images), convnet.embed(classifier, val.images)
+    reference = quality.val_to_train(train_feats, val_feats, train.images, val.images)  # once for every set
+    frames = []
+    for name, train_set in sets.items():
+        result = quality.memorisation(convnet.embed(classifier, train_set.images), train_feats, val_feats,
+                                      train_set.images, train.images, val.images, val_distances=reference)
+        frames.append(quality.memorisation_summary(result, train_set.labels, bundle.class_names).assign(set=name))
+    table = pd.concat(frames, ignore_index=True).rename(
+        columns={"n_pool": "n_images", "median_pool_distance": "median_distance"})
+    return table.set_index(["set", "space"])

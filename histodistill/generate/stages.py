@@ -1,0 +1,308 @@
+"""The expensive stages after the data, each a cached function of its configuration and of
+its upstream results (see `cache.py`): change a field and only that stage and what depends
+on it recompute.
+
+    data ─┬─ autoencoder ── diffusion ── pool
+          └─ classifier  (the real-trained ConvNet: judge of the pool, and its embedding)
+
+    >>> vae = stages.fit_autoencoder(ae_cfg, bundle)         # Artifact: vae/, latents, history
+    >>> ldm = stages.fit_diffusion(dm_cfg, vae, bundle)      # Artifact: pipeline/ (diffusers)
+    >>> pool = stages.sample_pool(sampling_cfg, ldm)         # Artifact: pool.npz (MedMNIST layout)
+    >>> clf = stages.fit_classifier(clf_cfg, bundle)         # Artifact: ConvNet weights, history
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL
+from diffusers.utils import logging as diffusers_logging
+from safetensors.torch import save_file
+
+from . import autoencoder as ae
+from . import scale_out, shipped
+from .. import cache, config
+from ..classifiers import convnet
+from ..config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
+from ..data.dataset import DataBundle
+from .diffusion import Trainer
+from .pipeline import ClassConditionalLDMPipeline
+from .uvit import UViT
+
+# Bump a version when the stage's code changes what it writes.
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "classifier": 1}
+POOL_FILE = "pool.npz"
+
+
+# --- autoencoder ------------------------------------------------------------------------
+
+
+def fit_autoencoder(cfg: AutoencoderConfig, bundle: DataBundle, progress: bool = True,
+                    max_steps: int | None = None, cache_root: Path | None = None) -> cache.Artifact | None:
+    """Train (or load) the autoencoder and encode the real train split once.
+
+    Writes ``vae/`` (diffusers layout), ``train_latents.npy`` (scaled latents, float32),
+    ``train_labels.npy``, ``history.csv`` (per-step L1 and KL; empty for a pretrained
+    model) and ``reconstruction.json`` (MAE and PSNR on the val split). Training
+    checkpoints itself in the stage's work folder, so an interrupted run resumes there;
+    `max_steps` stops after that many more steps (tests), returning None."""
+    inputs = {"data": bundle.artifact.key}
+    if cfg.pretrained:
+        inputs["pretrained"] = _pretrained_identity(cfg.pretrained)
+    source = None
+    if cfg.shipped:
+        source = shipped.find("autoencoder", cfg, inputs, VERSIONS["autoencoder"])
+        inputs["shipped"] = source.digest if source else shipped.NONE
+
+    def build(folder: Path) -> None:
+        train, val = bundle.splits["train"], bundle.splits["val"]
+        if source:
+            model = ae.load_pretrained_autoencoder(str(source.file("vae"))).eval()
+            history = pd.read_csv(source.file("autoencoder_history.csv"))
+        elif cfg.pretrained:
+            model = ae.load_pretrained_autoencoder(cfg.pretrained)
+            history = pd.DataFrame(columns=["step", "l1", "kl", "edge"])
+        else:
+            model, history = ae.train_autoencoder(train.images, cfg, progress, work_dir=work, config_hash=key,
+                                                  max_steps=max_steps)
+            if model is None:
+                raise _StoppedEarly
+        model.save_pretrained(folder / "vae")
+        np.save(folder / "train_latents.npy", ae.encode(model, train.images, progress=progress).numpy().astype(np.float32))
+        np.save(folder / "train_labels.npy", train.labels)
+        history.to_csv(folder / "history.csv", index=False)
+        (folder / "reconstruction.json").write_text(json.dumps(ae.reconstruction_error(model, val.images)))
+
+    work, key = cache.work_dir("autoencoder", cfg, inputs, VERSIONS["autoencoder"], cache_root)
+    return _resumable("autoencoder", cfg, build, inputs, work, cache_root)
+
+
+def _pretrained_identity(name_or_path: str) -> str:
+    """A local folder is identified by its files (a changed model changes the key); a hub
+    id by its name."""
+    local = Path(name_or_path).expanduser()
+    if not local.exists():
+        return f"hub:{name_or_path}"
+    listing = [(f.relative_to(local).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+               for f in sorted(local.rglob("*")) if f.is_file()]
+    return "folder:" + cache.digest(listing)
+
+
+def load_autoencoder(artifact: cache.Artifact) -> AutoencoderKL:
+    return AutoencoderKL.from_pretrained(artifact.file("vae"), low_cpu_mem_usage=False).eval()
+
+
+def load_latents(artifact: cache.Artifact) -> torch.Tensor:
+    """The scaled latents of the real train split, (N, C, h, w) float32."""
+    return torch.from_numpy(np.load(artifact.file("train_latents.npy"), allow_pickle=False))
+
+
+def reconstruction_table(artifact: cache.Artifact, cfg: AutoencoderConfig) -> pd.DataFrame:
+    """One row: which autoencoder, its latent shape, and its val reconstruction error
+    (mean absolute error on the 0-255 scale, PSNR in dB)."""
+    error = json.loads(artifact.file("reconstruction.json").read_text())
+    latent = np.load(artifact.file("train_latents.npy"), mmap_mode="r").shape[1:]
+    return pd.DataFrame([{
+        "autoencoder": cfg.pretrained or ("shipped with the package" if shipped.shipped_digest(artifact) else "trained here"),
+        "latent shape": "x".join(map(str, latent)),
+        "mae": round(error["mae"], 3),
+        "psnr_db": round(error["psnr_db"], 3),
+    }])
+
+
+# --- diffusion ------------------------------------------------------------------------------
+
+
+def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle,
+                  progress: bool = True, max_steps: int | None = None,
+                  cache_root: Path | None = None, processes: int = 1) -> cache.Artifact | None:
+    """Train the class-conditional U-ViT on the cached latents; save the whole model as a
+    diffusers pipeline (``pipeline/``) plus ``history.csv`` (loss and lr per step).
+
+    Training checkpoints into a persistent work folder: interrupt it (or pass `max_steps`
+    to stop early) and the next call resumes where it stopped. With `max_steps`, returns
+    None until training is complete. `processes` > 1 trains data-parallel on that many
+    processes (GPUs) under accelerate (`scale_out`); the result's cache key does not
+    depend on it."""
+    scale_out.check_processes(processes)
+    inputs = {"autoencoder": autoencoder.key}
+    source = None
+    if cfg.shipped:
+        # The identity a shipped denoiser was built for names the autoencoder trained from
+        # scratch; it only fits the latents of that very autoencoder, the one shipped with it.
+        source = shipped.find("diffusion", cfg, {"autoencoder": shipped.from_scratch_key(autoencoder)},
+                              VERSIONS["diffusion"])
+        if source and shipped.shipped_digest(autoencoder) != source.digest:
+            print("[diffusion] the shipped denoiser belongs to the autoencoder shipped with it, and this "
+                  "run's autoencoder was not loaded from there (set its `shipped` too): training from scratch")
+            source = None
+        inputs["shipped"] = source.digest if source else shipped.NONE
+    work, key = cache.work_dir("diffusion", cfg, inputs, VERSIONS["diffusion"], cache_root)
+
+    def build(folder: Path) -> None:
+        if source:
+            transformer = UViT.from_pretrained(source.file("transformer"), low_cpu_mem_usage=False).eval()
+            shutil.copy(source.file("diffusion_history.csv"), folder / "history.csv")
+        else:
+            latents, labels = training_latents(autoencoder, bundle, cfg.augment)
+            if processes > 1:
+                scale_out.Shard(0, processes).part(min(cfg.batch_size, len(latents)))  # refuse a batch they cannot share
+                work.mkdir(parents=True, exist_ok=True)
+                save_file({"latents": latents.float().contiguous(), "labels": torch.as_tensor(labels)},
+                          work / "training_latents.safetensors")
+                scale_out.launch("train-diffusion", {"cfg": config.to_dict(cfg), "work": str(work), "key": key,
+                                                     "n_classes": bundle.n_classes, "max_steps": max_steps},
+                                 processes, work)
+            trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)  # resumes where they stopped
+            trainer.run(progress, 0 if processes > 1 else max_steps)  # the processes did the training
+            if trainer.step < cfg.steps:
+                raise _StoppedEarly
+            transformer = trainer.ema_model().cpu()
+            trainer.history_frame().to_csv(folder / "history.csv", index=False)
+        pipe = ClassConditionalLDMPipeline.assemble(load_autoencoder(autoencoder), transformer, cfg, bundle.class_names)
+        pipe.save_pretrained(folder / "pipeline")
+
+    return _resumable("diffusion", cfg, build, inputs, work, cache_root)
+
+
+class _StoppedEarly(Exception):
+    pass
+
+
+def _resumable(stage: str, cfg, build, inputs: dict, work: Path, cache_root: Path | None) -> cache.Artifact | None:
+    """The cached stage of a training that checkpoints in `work`: None when `build` stopped
+    early (the checkpoints stay for the next run), else the result, with `work` removed."""
+    try:
+        artifact = cache.cached(stage, cfg, build, inputs, VERSIONS[stage], cache_root)
+    except _StoppedEarly:
+        print(f"[{stage}] stopped early; checkpoints kept in {work}, the next run resumes")
+        return None
+    shutil.rmtree(work, ignore_errors=True)  # the result is complete: the checkpoints served
+    return artifact
+
+
+def training_latents(autoencoder: cache.Artifact, bundle: DataBundle, augment: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """The denoiser's training set: the cached train latents, or with `augment` the latents
+    of all 8 flips and turns of every train image (encoded here, once per training run;
+    the encoder is not equivariant, so flipping latents would not do)."""
+    latents = load_latents(autoencoder)
+    labels = np.load(autoencoder.file("train_labels.npy"), allow_pickle=False)
+    if not augment:
+        return latents, labels
+    vae = load_autoencoder(autoencoder)
+    views = ae.dihedral_views(bundle.splits["train"].images)
+    latents = torch.cat([latents] + [ae.encode(vae, view) for view in views[1:]])
+    return latents, np.tile(labels, len(views))
+
+
+def load_pipeline(artifact: cache.Artifact) -> ClassConditionalLDMPipeline:
+    return load_pipeline_from(artifact.file("pipeline"))
+
+
+def load_pipeline_from(folder: Path) -> ClassConditionalLDMPipeline:
+    diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bar in the notebooks
+    try:
+        pipe = ClassConditionalLDMPipeline.from_pretrained(folder, low_cpu_mem_usage=False)
+    finally:
+        diffusers_logging.enable_progress_bar()
+    return pipe
+
+
+# --- the synthetic pool -----------------------------------------------------------------------
+
+
+def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool = True,
+                cache_root: Path | None = None, processes: int = 1) -> cache.Artifact:
+    """`cfg.per_class` images per class from the trained pipeline, written as ``pool.npz``
+    in MedMNIST layout: ``train_images`` uint8 (N, S, S, 3), ``train_labels`` (N, 1), plus
+    ``class_names``, so the project's own npz reader loads it like any data set.
+
+    The pool is sampled in chunks kept in a work folder (an interrupted run resumes at the
+    first missing chunk); `processes` > 1 shares the chunks among that many processes
+    (GPUs) under accelerate (`scale_out`), with the same pool as one process."""
+    scale_out.check_processes(processes)
+    inputs = {"diffusion": diffusion.key}
+    work, _ = cache.work_dir("pool", cfg, inputs, VERSIONS["pool"], cache_root)
+
+    def build(folder: Path) -> None:
+        pipe = load_pipeline(diffusion)
+        labels = np.repeat(np.arange(len(pipe.class_names)), cfg.per_class)
+        if processes > 1:
+            scale_out.launch("sample", {"pipeline": str(diffusion.file("pipeline")), "cfg": config.to_dict(cfg),
+                                        "labels": labels.tolist(), "work": str(work)}, processes, work)
+        scale_out.sample_chunks(pipe, labels, cfg, work, progress=progress)  # what is still missing
+        images = scale_out.gather_chunks(work, len(labels), cfg.batch_size)
+        write_medmnist_npz(folder / POOL_FILE, images, labels, pipe.class_names)
+
+    artifact = cache.cached("pool", cfg, build, inputs, VERSIONS["pool"], cache_root)
+    shutil.rmtree(work, ignore_errors=True)  # the pool is complete: its chunks served
+    return artifact
+
+
+def write_medmnist_npz(path: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+    """MedMNIST's layout: labels as an (N, 1) column, uint8 when the classes fit."""
+    dtype = np.uint8 if len(class_names) <= 256 else np.int64
+    np.savez_compressed(
+        path, train_images=np.asarray(images, np.uint8),
+        train_labels=np.asarray(labels).reshape(-1, 1).astype(dtype), class_names=np.asarray(class_names),
+    )
+
+
+def load_pool(artifact: cache.Artifact) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels (N,), class names) of a pool artifact."""
+    with np.load(artifact.file(POOL_FILE), allow_pickle=False) as z:
+        return z["train_images"], z["train_labels"].ravel().astype(np.int64), z["class_names"].tolist()
+
+
+# --- the real-trained ConvNet -----------------------------------------------------------------
+
+
+def fit_classifier(cfg: ClassifierConfig, bundle: DataBundle, progress: bool = True,
+                   cache_root: Path | None = None) -> cache.Artifact:
+    """The ConvNet trained on the real train split, selected on val: ``classifier/``
+    (safetensors) and ``history.csv`` (one row per epoch)."""
+
+    def build(folder: Path) -> None:
+        train, val = bundle.splits["train"], bundle.splits["val"]
+        model, history = convnet.train_classifier(
+            train.images, train.labels, val.images, val.labels, bundle.n_classes, cfg, progress
+        )
+        convnet.save_classifier(model.cpu(), folder / "classifier")
+        history.to_csv(folder / "history.csv", index=False)
+
+    return cache.cached("classifier", cfg, build, {"data": bundle.artifact.key}, VERSIONS["classifier"], cache_root)
+
+
+def load_classifier(artifact: cache.Artifact) -> convnet.ConvNet:
+    return convnet.load_classifier(artifact.file("classifier"))
+
+
+def history(artifact: cache.Artifact) -> pd.DataFrame:
+    return pd.read_csv(artifact.file("history.csv"))
+
+
+def training_summary(*artifacts: cache.Artifact) -> pd.DataFrame:
+    """Per trained stage: where it comes from (trained here, or shipped with the package),
+    steps, the mean loss over its last tenth of steps, how long building its cached result
+    took (measured when it was built, not when it was read from the cache; for a shipped
+    model that is the copying), and its training wall time where its history records it."""
+    rows = []
+    for artifact in artifacts:
+        frame = history(artifact)
+        losses = frame.drop(columns=[c for c in ("step", "lr", "kl", "edge", "seconds") if c in frame.columns])
+        tail = losses.tail(max(1, len(frame) // 10)).mean()
+        record = json.loads(artifact.file(cache.CONFIG_FILE).read_text())
+        rows.append({
+            "stage": artifact.stage,
+            "source": "shipped" if shipped.shipped_digest(artifact) else "trained here",
+            "steps": len(frame),
+            "final loss (mean of last 10%)": float(tail.iloc[0]) if len(frame) else np.nan,
+            "build seconds": record["build_seconds"],
+            "training seconds": float(frame["seconds"].iloc[-1]) if "seconds" in frame and len(frame) else np.nan,
+        })
+    return pd.DataFrame(rows).set_index("stage")

@@ -1,0 +1,452 @@
+"""The privacy audit of notebook 07, as one cached stage: every test of `privacy` on every
+audited set, the positive controls that show each test can fail, and the verdict.
+
+    >>> sets = audit.audit_sets(up, dm_artifact, cfg)        # distilled, pool, DM, random real, planted copies
+    >>> artifact = audit.run_audit(cfg, up, sets, recipe)    # cached: audit.csv and the curves behind the figures
+    >>> table, by_class = audit.load_table(artifact), audit.load_by_class(artifact)
+    >>> audit.verdict(table, by_class)                       # the distilled set's, where it failed, the controls
+
+Members are the real train split (what the generator learnt from); non-members are the
+real **val** split, which no audited model saw: the classifiers trained here choose their
+checkpoint on pool images, not on val, and the generator never trained on val. The test
+split is not read.
+
+Roles: the audited sets ("audited": the distilled set, the whole pool, DM's set) should
+pass; a random real subset of the same size ("reference") and a set of train images with
+light noise ("control") contain the train images themselves and must fail the distance
+tests; a classifier trained on the random real subset and a small denoiser overtrained on
+a few train images are the attacks' controls and must be caught.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import DDPMScheduler
+
+from . import measures
+from .. import __version__, cache, paths, workers
+from ..classifiers import convnet, training
+from ..evaluate import evaluation
+from ..generate import stages
+from ..generate import autoencoder as ae
+from ..config import DiffusionConfig, DownstreamConfig, PrivacyConfig
+from ..generate.diffusion import Trainer
+from ..generate.quality import nearest_neighbours
+
+VERSION = 2  # 2: the per-class breakdown of the distance tests (by_class.csv)
+TABLE = "audit.csv"
+BY_CLASS = "by_class.csv"
+CURVES = "curves.npz"
+COLUMNS = ["test", "set", "role", "space", "statistic", "threshold", "p_value", "ci_low", "ci_high",
+           "tpr_at_1pct_fpr", "n", "passed", "expected"]
+BY_CLASS_COLUMNS = ["set", "role", "space", "class", "images", "dcr_share", "dcr_ci_low", "dcr_ci_high",
+                    "dcr_p_value", "near_copies"]
+AUDITED, REFERENCE, CONTROL = "audited", "reference", "control"
+
+
+@dataclasses.dataclass
+class AuditSet:
+    images: np.ndarray  # uint8 (N, S, S, C)
+    labels: np.ndarray  # (N,)
+    key: str  # the identity of what produced it (its cache key)
+    role: str  # audited | reference | control
+    members: np.ndarray | None = None  # indices into real train of the images it holds (reference, control)
+
+
+def audit_sets(up, dm: cache.Artifact | None, cfg: PrivacyConfig) -> dict[str, AuditSet]:
+    """The sets the audit compares, by name: notebook 04's distilled set, the whole pool,
+    DM's set (run 0 of notebook 05; None leaves it out), a random real subset of the
+    distilled set's size, and the same number of train images with Gaussian noise of
+    std `cfg.planted_noise` (in 0..255 units)."""
+    selection = evaluation.from_selection(up.select(), up.pool)
+    pool_images, pool_labels, _ = stages.load_pool(up.pool)
+    train = up.bundle.splits["train"]
+    ipc = up.selection_cfg.ipc
+    real = evaluation.random_real(up.bundle, ipc, cfg.seed)
+    real_members = _indices_of(real.images, train.images)
+    rng = np.random.default_rng(cfg.seed + 1)
+    planted_idx = np.sort(rng.choice(len(train.images), size=len(selection.labels), replace=False))
+    noise = rng.normal(0.0, cfg.planted_noise, train.images[planted_idx].shape)
+    planted = np.clip(train.images[planted_idx].astype(np.float64) + noise, 0, 255).round().astype(np.uint8)
+    sets = {
+        "distilled (InfoDist)": AuditSet(selection.images, selection.labels, selection.key, AUDITED),
+        "whole pool": AuditSet(pool_images, pool_labels, up.pool.key, AUDITED),
+    }
+    if dm is not None:
+        learnt = evaluation.from_dm(dm)
+        sets["Distribution Matching"] = AuditSet(learnt.images, learnt.labels, learnt.key, AUDITED)
+    sets["random real (reference)"] = AuditSet(real.images, real.labels, real.key, REFERENCE, real_members)
+    sets["planted train copies (control)"] = AuditSet(planted, train.labels[planted_idx],
+                                                      f"planted:{cfg.seed}:{cfg.planted_noise}", CONTROL, planted_idx)
+    return sets
+
+
+def _indices_of(images: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Indices in `pool` of each of `images` (which are rows of it)."""
+    lookup = {row.tobytes(): i for i, row in enumerate(pool)}
+    return np.asarray([lookup[row.tobytes()] for row in images], dtype=np.int64)
+
+
+def run_audit(cfg: PrivacyConfig, up, sets: dict[str, AuditSet], recipe: DownstreamConfig,
+              progress: bool = True, cache_root: Path | None = None) -> cache.Artifact:
+    """Every test on every set (cached by the configuration, the sets, the data and the
+    generator): ``audit.csv`` (one row per test, set and space), ``by_class.csv`` (the
+    distance tests per class) and ``curves.npz`` (ROC curves and distances for the figures)."""
+    inputs = {"data": up.bundle.artifact.key, "diffusion": up.diffusion.key,
+              "sets": {name: s.key for name, s in sets.items()}, "recipe": cache.digest(dataclasses.asdict(recipe))}
+
+    def build(folder: Path) -> None:
+        rows, curves, breakdown = [], {}, []
+        rows += distance_tests(sets, up.bundle, cfg, curves, progress, breakdown)
+        rows += classifier_attacks(sets, up, recipe, cfg, curves, progress)
+        rows += generator_attacks(up, cfg, curves, progress)
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / TABLE, index=False)
+        pd.DataFrame(breakdown, columns=BY_CLASS_COLUMNS).to_csv(folder / BY_CLASS, index=False)
+        np.savez_compressed(folder / CURVES, **curves)
+
+    return cache.cached("audit", cfg, build, inputs, VERSION, cache_root)
+
+
+def load_table(artifact: cache.Artifact) -> pd.DataFrame:
+    return pd.read_csv(artifact.file(TABLE))
+
+
+def load_by_class(artifact: cache.Artifact) -> pd.DataFrame:
+    return pd.read_csv(artifact.file(BY_CLASS))
+
+
+def load_curves(artifact: cache.Artifact) -> dict[str, np.ndarray]:
+    with np.load(artifact.file(CURVES), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _row(test, name, role, space, result, n, expected) -> dict:
+    return {"test": test, "set": name, "role": role, "space": space, "statistic": result["statistic"],
+            "threshold": result["threshold"], "p_value": result.get("p_value", np.nan),
+            "ci_low": result.get("ci_low", np.nan), "ci_high": result.get("ci_high", np.nan),
+            "tpr_at_1pct_fpr": result.get("tpr_at_1pct_fpr", np.nan), "n": n, "passed": result["passed"],
+            "expected": expected}
+
+
+def _expected(role: str) -> str:
+    return "pass" if role == AUDITED else "fail"
+
+
+# --- 1-3: distances ------------------------------------------------------------------------
+
+
+def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves: dict, progress: bool,
+                   breakdown: list | None = None) -> list[dict]:
+    """DCR share, near-copies and C_T for every set, in pixels and in random-network
+    features; the nearest-train distances of each set and of holdout go into `curves`, the
+    per-class DCR share and near-copies (`measures.by_class`) into `breakdown`."""
+    train, holdout = bundle.splits["train"].images, bundle.splits["val"].images
+    spaces = {"pixels": measures.pixel_vectors,
+              "random features": lambda x: measures.random_features(x, train, seed=cfg.seed)}
+    rows = []
+    for space, embed in spaces.items():
+        train_v, holdout_v = embed(train), embed(holdout)
+        curves[f"holdout__{space}"], _ = nearest_neighbours(holdout_v, train_v)
+        cells = measures.cut_into_cells(train_v, cfg.cells, cfg.seed)  # once per space, not per set
+        for name, s in sets.items():
+            if progress:
+                print(f"[audit] distances: {name}, {space}")
+            vectors, expected = embed(s.images), _expected(s.role)
+            dcr = measures.dcr_share(vectors, train_v, holdout_v)
+            copies = measures.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
+            copying = measures.copying_test(vectors, train_v, holdout_v, cells=cfg.cells, seed=cfg.seed,
+                                           synthetic_distances=dcr["to_train"],
+                                           holdout_distances=curves[f"holdout__{space}"], train_cells=cells)
+            rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
+                     _row("near-copies", name, s.role, space, copies, copies["n"], expected),
+                     _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]
+            if breakdown is not None:
+                breakdown += [{"set": name, "role": s.role, "space": space, **row}
+                              for row in measures.by_class(s.labels, dcr, copies, bundle.class_names)]
+            tag = f"{name}__{space}"
+            curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = copies["nearest"], copies["nearest_index"]
+            curves[f"copy_ratio__{tag}"] = copies["ratios"]
+    return rows
+
+
+# --- 4: the classifier trained on a set ------------------------------------------------------
+
+
+def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, cfg: PrivacyConfig,
+                       curves: dict, progress: bool) -> list[dict]:
+    """Membership inference against a classifier trained on each set (all but the whole pool
+    and the planted copies): the loss attack and the reference-model attack, members = the
+    real train images (for the random real reference, the ones it holds), non-members = val.
+    Every model chooses its checkpoint on pool images, so val stays unseen; the reference
+    models train on random pool subsets of the distilled set's size, so they saw no real
+    image."""
+    bundle = up.bundle
+    train, holdout = bundle.splits["train"], bundle.splits["val"]
+    pool_images, pool_labels, _ = stages.load_pool(up.pool)
+    rng = np.random.default_rng(cfg.seed + 2)
+    select = np.sort(rng.choice(len(pool_images), size=min(len(pool_images), cfg.selection_images), replace=False))
+    select_images, select_labels = pool_images[select], pool_labels[select]
+    size = len(sets["distilled (InfoDist)"].labels)
+
+    def fit(images, labels, seed):
+        with workers.one_thread_on_cpu():
+            model, _ = training.train_on_set(images, labels, select_images, select_labels, bundle.n_classes,
+                                               dataclasses.replace(recipe, seed=seed), progress=False)
+        return model
+
+    def confidences(model):
+        probs_train, probs_holdout = convnet.predict(model, train.images), convnet.predict(model, holdout.images)
+        return (measures.logit_confidence(probs_train, train.labels),
+                measures.logit_confidence(probs_holdout, holdout.labels), probs_train, probs_holdout)
+
+    references_train, references_holdout = [], []
+    for i in range(cfg.reference_models):
+        if progress:
+            print(f"[audit] reference model {i + 1} of {cfg.reference_models}")
+        pick = np.random.default_rng(cfg.seed + 100 + i).choice(len(pool_images), size=size, replace=False)
+        conf_train, conf_holdout, _, _ = confidences(fit(pool_images[pick], pool_labels[pick], recipe.seed + 100 + i))
+        references_train.append(conf_train)
+        references_holdout.append(conf_holdout)
+    references_train, references_holdout = np.stack(references_train), np.stack(references_holdout)
+
+    rows = []
+    for name, s in sets.items():
+        if name == "whole pool" or s.role == CONTROL:
+            continue
+        if progress:
+            print(f"[audit] classifier trained on {name}")
+        conf_train, conf_holdout, probs_train, probs_holdout = confidences(fit(s.images, s.labels, recipe.seed))
+        members = s.members if s.members is not None else np.arange(len(train.labels))
+        role = CONTROL if s.role == REFERENCE else s.role  # the real subset's model is the attack's control
+        attacks = {
+            "MIA classifier: loss": (measures.loss_scores(probs_train, train.labels)[members],
+                                     measures.loss_scores(probs_holdout, holdout.labels)),
+            "MIA classifier: reference models": (
+                measures.reference_scores(conf_train, references_train)[members],
+                measures.reference_scores(conf_holdout, references_holdout)),
+        }
+        for test, (member_scores, holdout_scores) in attacks.items():
+            result = measures.membership_auc(member_scores, holdout_scores, cfg.n_boot, cfg.seed)
+            rows.append(_row(test, name, role, "model", result, len(member_scores), _expected(role)))
+            curves[f"roc__{test}__{name}__fpr"], curves[f"roc__{test}__{name}__tpr"] = result["fpr"], result["tpr"]
+    return rows
+
+
+# --- 5: the generator ----------------------------------------------------------------------------
+
+
+def denoising_losses(transformer, noise: DDPMScheduler, latents: torch.Tensor, labels: np.ndarray,
+                     timesteps: tuple[int, ...], draws: int, seed: int) -> np.ndarray:
+    """Each image's denoising loss (the training objective, unweighted) at each timestep,
+    averaged over `draws` noise draws (seeded): (len(timesteps), N). Images the model trained
+    on tend to have lower loss (Carlini et al. 2023; Matsumoto et al. 2023)."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    out = np.zeros((len(timesteps), len(latents)))
+    transformer.eval()
+    with torch.no_grad():
+        for _ in range(draws):
+            eps = torch.randn(latents.shape, generator=generator)
+            for i, step in enumerate(timesteps):
+                t = torch.full((len(latents),), int(step), dtype=torch.long)
+                noisy = noise.add_noise(latents, eps, t)
+                target = noise.get_velocity(latents, eps, t) if noise.config.prediction_type == "v_prediction" else eps
+                for start in range(0, len(latents), 256):
+                    part = slice(start, start + 256)
+                    pred = transformer(noisy[part], t[part], y[part])
+                    out[i, part] += ((pred - target[part]) ** 2).mean(dim=(1, 2, 3)).numpy() / draws
+    return out
+
+
+def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> list[dict]:
+    """Membership inference against the run's generator (train vs val by denoising loss, one
+    row per timestep) and against its control: a small denoiser of the same kind overtrained
+    on `cfg.control_per_class` train images per class (members: those images)."""
+    bundle = up.bundle
+    train, holdout = bundle.splits["train"], bundle.splits["val"]
+    pipe = stages.load_pipeline(up.diffusion)
+    noise = DDPMScheduler.from_config(pipe.scheduler.config)
+    train_latents = ae.encode(pipe.vae, train.images)
+    holdout_latents = ae.encode(pipe.vae, holdout.images)
+    rows = []
+
+    def attack(name, role, transformer, member_latents, member_labels):
+        member_loss = denoising_losses(transformer, noise, member_latents, member_labels, cfg.timesteps,
+                                       cfg.draws, cfg.seed)
+        holdout_loss = denoising_losses(transformer, noise, holdout_latents, holdout.labels, cfg.timesteps,
+                                        cfg.draws, cfg.seed + 1)
+        for i, step in enumerate(cfg.timesteps):
+            result = measures.membership_auc(-member_loss[i], -holdout_loss[i], cfg.n_boot, cfg.seed)
+            test = f"MIA generator: denoising loss, t={step}"
+            rows.append(_row(test, name, role, "model", result, len(member_latents), _expected(role)))
+            curves[f"roc__{test}__{name}__fpr"], curves[f"roc__{test}__{name}__tpr"] = result["fpr"], result["tpr"]
+
+    if progress:
+        print("[audit] the generator: denoising losses of train and val")
+    attack("the run's generator", AUDITED, pipe.transformer, train_latents, train.labels)
+
+    rng = np.random.default_rng(cfg.seed + 3)
+    few = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), size=min(cfg.control_per_class,
+                                     int((train.labels == c).sum())), replace=False) for c in range(bundle.n_classes)])
+    control_cfg = DiffusionConfig(hidden_size=cfg.control_hidden_size, depth=cfg.control_depth, num_heads=4,
+                                  patch_size=pipe.transformer.config.patch_size, steps=cfg.control_steps,
+                                  batch_size=min(32, len(few)), lr=1e-3, warmup_steps=min(100, cfg.control_steps // 10),
+                                  prediction_type=noise.config.prediction_type, augment=False,
+                                  checkpoint_every=cfg.control_steps, beta_schedule=noise.config.beta_schedule,
+                                  beta_start=noise.config.beta_start, beta_end=noise.config.beta_end)
+    if progress:
+        print(f"[audit] control: a denoiser overtrained on {len(few)} train images ({cfg.control_steps} steps)")
+    with tempfile.TemporaryDirectory() as work:
+        trainer = Trainer(train_latents[few], train.labels[few], bundle.n_classes, control_cfg, Path(work), "control")
+        trainer.run(progress=False)
+        control = trainer.ema_model().cpu()
+    attack("overtrained denoiser (control)", CONTROL, control, train_latents[few], train.labels[few])
+    return rows
+
+
+# --- the verdict ------------------------------------------------------------------------------
+
+
+def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: str = "distilled (InfoDist)") -> dict:
+    """The audited set's verdict (passed every test), which tests it failed, and whether every
+    control and reference was caught (a control that passes means that test cannot see the
+    leak it is for, and the audit is inconclusive there). With `by_class`, also where the
+    evidence of each failed distance test sits ("where", per space: `_where`). That locates
+    a failure; it does not excuse it: the verdict stays the whole-set one."""
+    own = table[table["set"] == audited]
+    failed = _named(own[~own["passed"].astype(bool)], ["test", "space"])
+    controls = table[table["expected"] == "fail"]
+    missed = _named(controls[controls["passed"].astype(bool)], ["test", "set", "space"])
+    generator = table[(table["set"] == "the run's generator")]
+    return {"set": audited, "passed": not failed and bool(generator["passed"].astype(bool).all()),
+            "failed_tests": failed + [f"{t} / the run's generator" for t in
+                                      generator.loc[~generator["passed"].astype(bool), "test"]],
+            "controls_caught": not missed, "controls_missed": missed,
+            "where": _where(own, by_class, audited) if by_class is not None else {}}
+
+
+def _where(own: pd.DataFrame, by_class: pd.DataFrame, audited: str) -> dict[str, list[str]]:
+    """Per space in which a distance test failed, one line per failed test saying which
+    classes carry it: near-copies by class, the classes whose own DCR share is significantly
+    above the null, or that no class does alone (the excess is spread over the set, or a
+    class holds too few images for its own test); C_T's cells are k-means cells of train,
+    not classes, so it is not broken down."""
+    failed = own[~own["passed"].astype(bool)]
+    where = {}
+    for space in failed["space"].unique():
+        tests = set(failed.loc[failed["space"] == space, "test"])
+        rows = by_class[(by_class["set"] == audited) & (by_class["space"] == space)].to_dict("records")
+        notes = []
+        if "near-copies" in tests:
+            hits = [f"{r['class']} {r['near_copies']}" for r in rows if r["near_copies"]]
+            notes.append("near-copies: " + ", ".join(hits))
+        if "DCR share" in tests:
+            hits = [f"{r['class']} {r['dcr_share']:.2f} (p = {r['dcr_p_value']:.2g})" for r in rows
+                    if pd.notna(r["dcr_p_value"]) and r["dcr_p_value"] < measures.ALPHA]
+            notes.append("DCR share: " + (", ".join(hits) if hits else
+                                          "no class significant alone: spread over the set"))
+        if "data-copying C_T" in tests:
+            notes.append("C_T: a whole-set test (its cells are k-means cells, not classes)")
+        if notes:
+            where[space] = notes
+    return where
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The audit table as Markdown: one line per test, set and space, with its interval or
+    p-value and whether it passed (and whether it was meant to)."""
+    def interval(row):
+        if pd.notna(row["ci_low"]):
+            return f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        return f"p = {row['p_value']:.3g}" if pd.notna(row["p_value"]) else ""
+
+    def outcome(row):
+        got = "pass" if row["passed"] else "FAIL"
+        return got if row["expected"] == "pass" else f"{got} (must fail: {'caught' if not row['passed'] else 'MISSED'})"
+
+    shown = table.assign(
+        statistic=table["statistic"].map(lambda v: f"{v:.3f}" if float(v) != int(v) else f"{int(v)}"),
+        interval=table.apply(interval, axis=1),
+        tpr=table["tpr_at_1pct_fpr"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+        outcome=table.apply(outcome, axis=1),
+    )
+    columns = {"test": "test", "set": "set", "space": "space", "statistic": "statistic", "threshold": "threshold",
+               "interval": "95 % interval / p", "tpr": "TPR at 1 % FPR", "n": "n", "outcome": "outcome"}
+    return shown[list(columns)].rename(columns=columns).to_markdown(index=False, floatfmt=".3g")
+
+
+def save(table: pd.DataFrame, run_name: str, by_class: pd.DataFrame | None = None) -> list[Path]:
+    """``paper_results/<run>/privacy_audit.csv`` and ``.md``, and with `by_class`
+    ``privacy_audit_by_class.csv``."""
+    folder = paths.results_dir(run_name)
+    table.to_csv(folder / "privacy_audit.csv", index=False)
+    (folder / "privacy_audit.md").write_text(markdown(table) + "\n")
+    written = [folder / "privacy_audit.csv", folder / "privacy_audit.md"]
+    if by_class is not None:
+        by_class.to_csv(folder / "privacy_audit_by_class.csv", index=False)
+        written.append(folder / "privacy_audit_by_class.csv")
+    return written
+
+
+def verdict_text(result: dict) -> str:
+    """The verdict in words, loud when the set failed or a control was missed."""
+    lines = []
+    if result["passed"]:
+        lines.append(f"{result['set']}: passed every test of the audit.")
+    else:
+        lines.append(f"WARNING: {result['set']} FAILED the privacy audit: " + "; ".join(result["failed_tests"])
+                     + ". Exporting it still works, and the data card says so; do not share it as is.")
+        for space, notes in result.get("where", {}).items():
+            lines.append(f"  where, in {space}: " + "; ".join(notes))
+    if result["controls_caught"]:
+        lines.append("Every control and reference was caught: each test can see the leak it is for.")
+    else:
+        lines.append("WARNING: controls not caught (those tests could not have seen a leak; their passes "
+                     "mean little): " + "; ".join(result["controls_missed"]))
+    return "\n".join(lines)
+
+
+def _named(rows: pd.DataFrame, columns: list[str]) -> list[str]:
+    return [" / ".join(map(str, values)) for values in rows[columns].itertuples(index=False)]
+
+
+def code_version() -> str:
+    """The package version, with the git commit when the code is a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.project_root(),
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return f"{__version__}+{commit}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def write_card(product: Path, table: pd.DataFrame, result: dict) -> Path:
+    """Add the audit to the distilled set's ``data_card.json``: each test's value and verdict,
+    the overall verdict, the date and the code version. A failed audit is written there too."""
+    card_path = Path(product) / "data_card.json"
+    card = json.loads(card_path.read_text())
+    own = table[table["set"].isin([result["set"], "the run's generator"])]
+    card["audit"] = {
+        "verdict": "passed" if result["passed"] else "FAILED",
+        "failed_tests": result["failed_tests"],
+        "where": result.get("where", {}),
+        "controls_caught": result["controls_caught"],
+        "tests": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                  for row in own[["test", "set", "space", "statistic", "threshold", "p_value", "ci_low", "ci_high",
+                                  "passed"]].to_dict("records")],
+        "members": "the real train split", "non_members": "the real val split (never seen by an audited model)",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "note": "statistical tests at the power the set sizes allow; not a differential-privacy guarantee",
+    }
+    card_path.write_text(json.dumps(card, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    return card_path
