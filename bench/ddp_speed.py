@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 
-from histodistill import config, machine
+from histodistill import machine, presets
 from histodistill.generate.diffusion import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,13 +31,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="paper", choices=config.PROFILES)
+    parser.add_argument("--profile", default="paper", choices=presets.PROFILES)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
     args = parser.parse_args()
     machine.configure_torch()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    data_cfg, ae_cfg = config.stage_config("data", args.profile), config.stage_config("autoencoder", args.profile)
-    cfg = dataclasses.replace(config.stage_config("diffusion", args.profile), checkpoint_every=10**9)
+    data_cfg, ae_cfg = presets.stage_config("data", args.profile), presets.stage_config("autoencoder", args.profile)
+    cfg = dataclasses.replace(presets.stage_config("diffusion", args.profile), checkpoint_every=10**9)
     side = data_cfg.size // 2 ** (len(ae_cfg.block_out_channels) - 1)
     latents = torch.randn(4 * cfg.batch_size, ae_cfg.latent_channels, side, side, generator=torch.Generator().manual_seed(0))
     labels = np.arange(len(latents)) % 9

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from histodistill import config, machine, upstream
+from histodistill import machine, presets, runs
 from histodistill.evaluate import budget, evaluation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "downstream_lr.csv"
@@ -38,14 +38,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None, help="runs per budget (default: the preset's budget_seeds)")
     args = ap.parse_args()
     machine.configure_torch()
-    up = upstream.load(args.run_name or args.profile, args.profile)
-    ev = config.stage_config("evaluation", args.profile, budget_steps=tuple(args.budgets), budget_seeds=args.runs)
+    up = runs.load(args.run_name or args.profile, args.profile)
+    ev = presets.stage_config("evaluation", args.profile, budget_steps=tuple(args.budgets), budget_seeds=args.runs)
     rows = []
     for lr in args.lrs:
-        down = config.stage_config("downstream", args.profile, lr=lr)
+        down = presets.stage_config("downstream", args.profile, lr=lr)
         started = time.perf_counter()
-        runs = evaluation.run_jobs(budget.jobs(up, down, ev), up.bundle, desc=f"lr {lr}")
-        curve = budget.curve(budget.histories(runs))
+        trained = evaluation.run_jobs(budget.jobs(up, down, ev), up.bundle, desc=f"lr {lr}")
+        curve = budget.curve(budget.histories(trained))
         picks = budget.choose(curve, ev.budget_tolerance)
         seconds = round(time.perf_counter() - started, 1)
         for rec in curve.to_dict("records"):

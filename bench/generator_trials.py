@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import cache, config
-from histodistill.data.dataset import dataset
+from histodistill import cache, config, presets
+from histodistill.data import dataset
 from histodistill.generate import guidance, stages
 from histodistill.generate.diffusion import Trainer
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
@@ -66,12 +66,12 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
-    ae_cfg = config.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
+    bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
+    ae_cfg = presets.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
     vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
-    classifier = stages.load_classifier(stages.fit_classifier(config.stage_config("classifier", args.profile), bundle, progress=False))
+    classifier = stages.load_classifier(stages.fit_classifier(presets.stage_config("classifier", args.profile), bundle, progress=False))
     overrides = parse_overrides(args.set)
-    cfg = config.stage_config("diffusion", args.profile, **{"shipped": False, **overrides})
+    cfg = presets.stage_config("diffusion", args.profile, **{"shipped": False, **overrides})
     inputs = {"autoencoder": vae_artifact.key}
     work, key = cache.work_dir("diffusion", cfg, inputs, stages.VERSIONS["diffusion"])
     latents, labels = stages.training_latents(vae_artifact, bundle, cfg.augment)

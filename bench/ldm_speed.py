@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import config, machine
-from histodistill.data.dataset import dataset
+from histodistill import config, machine, presets
+from histodistill.data import dataset
 from histodistill.generate import autoencoder
 from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver
@@ -87,13 +87,13 @@ def device_name(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="demo", choices=config.PROFILES)
+    parser.add_argument("--profile", default="demo", choices=presets.PROFILES)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     parser.add_argument("--batches", type=int, default=2, help="timed sampling batches")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    cfg = {stage: config.stage_config(stage, args.profile) for stage in config.STAGES}
+    cfg = {stage: presets.stage_config(stage, args.profile) for stage in presets.STAGES}
     data_cfg, n_classes = cfg["data"], 9  # PathMNIST's classes
     if data_cfg.source == "bundled":
         images = dataset.prepare_data(data_cfg).splits["train"].images

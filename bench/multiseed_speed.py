@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodistill import config, machine
+from histodistill import config, machine, presets
 from histodistill.classifiers import training
-from histodistill.data.dataset import dataset
+from histodistill.data import dataset
 from histodistill.evaluate import evaluation
 from histodistill.classifiers.networks import CONVNET_WIDTH, RESNET18_WIDTHS, scaled
 
@@ -43,9 +43,9 @@ def main() -> None:
                     help="networks timed (default: both, whatever the profile's main table trains)")
     args = ap.parse_args()
 
-    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
-    recipe = config.stage_config("downstream", args.profile, steps=args.steps)
-    ipc = config.stage_config("selection", args.profile).ipc
+    bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
+    recipe = presets.stage_config("downstream", args.profile, steps=args.steps)
+    ipc = presets.stage_config("selection", args.profile).ipc
     networks = args.networks
     val = bundle.splits["val"]
     seeds = list(range(args.runs))

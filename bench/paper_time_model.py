@@ -7,7 +7,7 @@ right shape (speed does not depend on the pixels). A unit's time is the differen
 runs of two lengths, so construction and warm-up drop out; its FLOPs are counted the same way
 with torch's FlopCounterMode (matrix products, convolutions, attention; forward and backward).
 
-The units of the paper profile follow from `config.PRESETS["paper"]` (formulas in `units()`):
+The units of the paper profile follow from `presets.PRESETS["paper"]` (formulas in `units()`):
 notebooks 01-05 and 07 form the pipeline, notebook 06's ablations are counted apart (opt-in
 on a GPU box). Ablation variants that coincide with a main-table model are counted again, so
 that row is an upper bound.
@@ -41,12 +41,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ldm_speed import _sync, device_name  # noqa: E402  (a sibling script)
 
-from histodistill import config, machine  # noqa: E402
+from histodistill import machine, presets  # noqa: E402
 from histodistill.classifiers import convnet, training
-from histodistill.data.dataset import rehearsal
+from histodistill.data import rehearsal
 from histodistill.evaluate import dm
 from histodistill.generate import autoencoder
-from histodistill.privacy.measures import measures
+from histodistill.privacy import measures
 from histodistill.select import selection
 from histodistill.classifiers.augmentation import DSA  # noqa: E402
 from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
@@ -76,7 +76,7 @@ class Unit:
 
 
 def paper() -> dict:
-    return {stage: config.stage_config(stage, "paper") for stage in config.STAGES}
+    return {stage: presets.stage_config(stage, "paper") for stage in presets.STAGES}
 
 
 def units(cfg: dict) -> dict[str, tuple[float, str]]:

@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodistill import config, machine
+from histodistill import config, machine, presets
 from histodistill.classifiers import training
-from histodistill.data.dataset import dataset
+from histodistill.data import dataset
 from histodistill.evaluate import evaluation
 from histodistill import workers as workers_mod
 
@@ -41,9 +41,9 @@ def main() -> None:
     ap.add_argument("--network", default="convnet", choices=config.NETWORKS)
     args = ap.parse_args()
     threads = machine.configure_torch()
-    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
-    recipe = config.stage_config("downstream", args.profile, network=args.network)
-    ipc = config.stage_config("selection", args.profile).ipc
+    bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
+    recipe = presets.stage_config("downstream", args.profile, network=args.network)
+    ipc = presets.stage_config("selection", args.profile).ipc
     jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, ipc, seed), dataclasses.replace(recipe, seed=seed))
             for seed in range(args.runs)]
     val = bundle.splits["val"]

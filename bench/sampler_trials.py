@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histodistill import config, machine
-from histodistill.data.dataset import dataset
+from histodistill import config, machine, presets
+from histodistill.data import dataset
 from histodistill.generate import guidance, stages
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_trials.csv"
@@ -48,10 +48,10 @@ def main() -> None:
     args = ap.parse_args()
     machine.configure_torch()
 
-    bundle = dataset.prepare_data(config.stage_config("data", args.profile))
-    vae = stages.fit_autoencoder(config.stage_config("autoencoder", args.profile), bundle)
-    ldm = stages.fit_diffusion(config.stage_config("diffusion", args.profile), vae, bundle)
-    judge = stages.load_classifier(stages.fit_classifier(config.stage_config("classifier", args.profile), bundle))
+    bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
+    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", args.profile), bundle)
+    ldm = stages.fit_diffusion(presets.stage_config("diffusion", args.profile), vae, bundle)
+    judge = stages.load_classifier(stages.fit_classifier(presets.stage_config("classifier", args.profile), bundle))
     real_features = guidance.judge_features(judge, bundle)
     pipe = stages.load_pipeline(ldm)
     labels = np.repeat(np.arange(len(pipe.class_names)), args.per_class)

@@ -21,6 +21,7 @@ interruption does not remove: the next run with the same key resumes from it.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -32,13 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import config as config_mod
 from . import paths
 
 MARKER = "COMPLETE.json"
 DISK_FULL_BYTES = 1 << 20  # a write error with less free space than this is a full disk
 CONFIG_FILE = "config.json"
 KEY_CHARS = 16  # folder names use the key's first 16 hex digits
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """A configuration (dataclass, or already a dict) as plain JSON-ready data: what gets
+    hashed and saved."""
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
 def digest(obj: Any) -> str:
@@ -111,7 +117,7 @@ class Artifact:
 
 
 def stage_key(stage: str, cfg: Any, inputs: dict[str, str], version: int) -> str:
-    return digest({"stage": stage, "version": version, "config": config_mod.to_dict(cfg), "inputs": inputs})
+    return digest({"stage": stage, "version": version, "config": to_dict(cfg), "inputs": inputs})
 
 
 def work_dir(stage: str, cfg: Any, inputs: dict[str, str] | None = None, version: int = 1,
@@ -159,7 +165,7 @@ def cached(
             "stage": stage,
             "version": version,
             "key": key,
-            "config": config_mod.to_dict(cfg),
+            "config": to_dict(cfg),
             "inputs": inputs,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.time() - started, 3),

@@ -1,7 +1,7 @@
 """Notebook parameters, checked before anything runs.
 
 Each ``-p NAME VALUE`` override is matched to the configuration field it sets, read from the
-notebooks' own ``config.stage_config("stage", profile, field=NAME, ...)`` calls, and checked
+notebooks' own ``presets.stage_config("stage", profile, field=NAME, ...)`` calls, and checked
 against that field's type and the stage's own checks (its dataclass's ``__post_init__``). So
 ``-p ipc ten`` or ``-p networks resnet18`` (a string where a tuple is needed) fails at once,
 naming the parameter, the value and what is allowed, instead of minutes later inside a
@@ -16,7 +16,7 @@ import types
 import typing
 from pathlib import Path
 
-from . import config
+from . import presets
 
 
 def field_map(notebooks: list[tuple[Path, set[str], str]]) -> dict[str, set[tuple[str, str]]]:
@@ -82,7 +82,7 @@ def check(profile: str, overrides: dict, notebooks: list[tuple[Path, set[str], s
         if value is None:  # None: the profile's value, as in every parameters cell
             continue
         for stage, field in sorted(mapping.get(name, ())):
-            hint = typing.get_type_hints(config.STAGES[stage])[field]
+            hint = typing.get_type_hints(presets.STAGES[stage])[field]
             if not _matches(value, hint):
                 errors.append(f"-p {name} {value!r}: sets {stage}.{field}, which takes {_describe(hint)}")
             elif field.endswith("seed") and isinstance(value, int) and value < 0:
@@ -92,7 +92,7 @@ def check(profile: str, overrides: dict, notebooks: list[tuple[Path, set[str], s
                 by_stage.setdefault(stage, {})[field] = (name, tuple(value) if isinstance(value, list) else value)
     for stage, fields in by_stage.items():
         try:
-            config.stage_config(stage, profile, **{field: v for field, (_, v) in fields.items()})
+            presets.stage_config(stage, profile, **{field: v for field, (_, v) in fields.items()})
         except (TypeError, ValueError) as err:
             shown = ", ".join(f"-p {name} {v!r}" for name, v in fields.values())
             errors.append(f"{shown}: {err}")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import parameters, paths, progress, runs
-from .config import PROFILES
+from .presets import PROFILES
 
 KERNEL = "python3"
 # A run name becomes a folder in figures/, paper_results/ and outputs/: a plain name only.

@@ -1,18 +1,34 @@
-"""The run record: which configuration each stage of a run used.
+"""How notebooks find each other's results: the run record, and everything earlier
+notebooks produced, loaded in one call.
 
-Every notebook records the configurations it resolved in ``outputs/<run_name>/run.json``;
-a later notebook reads its upstream stages' configurations from there instead of asking
-for their parameters again. So notebook 03 samples from exactly the model notebook 02
-trained, on exactly the data notebook 01 prepared, and (with the cache) gets them back
-instantly.
+Every notebook records the configurations it resolved in ``outputs/<run_name>/run.json``
+(`record`); a later notebook reads its upstream stages' configurations from there instead of
+asking for their parameters again (`upstream`). So notebook 03 samples from exactly the model
+notebook 02 trained, on exactly the data notebook 01 prepared, and (with the cache) gets them
+back instantly. `load` brings back a whole run up to notebook 04's selection:
+
+    >>> up = runs.load("demo", "demo")            # data, autoencoder, LDM, pool, classifier
+    >>> up.select(method="kmeans")                # a selection stage like notebook 04's, changed
+    >>> up.pool_subset(50)                        # the first 50 pool images of every class
+
+Every stage is read from the cache when its result exists, so loading costs seconds. A stage
+a notebook has not recorded raises `RunError` naming the notebook to run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from . import cache, config, paths
+from . import cache, paths, presets
+from .config import SamplingConfig, SelectionConfig
+from .data import dataset
+from .data.dataset import DataBundle
+from .generate import stages
+from .select import distill
 
 RECORD_FILE = "run.json"
 
@@ -29,9 +45,9 @@ def record(run_name: str, profile: str, **stage_configs: Any) -> None:
         # A run name reused with another profile: the old record describes another run.
         data = {"profile": profile, "stages": {}}
     for stage, cfg in stage_configs.items():
-        if stage not in config.STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages are {sorted(config.STAGES)}")
-        data["stages"][stage] = config.to_dict(cfg)
+        if stage not in presets.STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages are {sorted(presets.STAGES)}")
+        data["stages"][stage] = cache.to_dict(cfg)
     cache.write_json_atomic(path, data)
 
 
@@ -50,7 +66,7 @@ def upstream(run_name: str, profile: str, stage: str):
             f"use another run_name or re-run {notebook} with profile {profile!r}"
         )
     fields = dict(data["stages"][stage])
-    cls = config.STAGES[stage]
+    cls = presets.STAGES[stage]
     # JSON turns tuples into lists; the frozen dataclasses hash and compare tuples.
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     return cls(**fields)
@@ -82,3 +98,42 @@ def _read(run_name: str) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+@dataclass
+class Upstream:
+    run_name: str
+    profile: str
+    bundle: DataBundle
+    autoencoder: cache.Artifact
+    diffusion: cache.Artifact
+    sampling_cfg: SamplingConfig
+    pool: cache.Artifact
+    classifier: cache.Artifact
+    selection_cfg: SelectionConfig | None  # None when loaded for notebook 04 itself
+
+    def select(self, pool: cache.Artifact | None = None, **changes) -> cache.Artifact:
+        """The selection stage with notebook 04's configuration, `changes` applied, on
+        `pool` (default: the run's pool)."""
+        cfg = dataclasses.replace(self.selection_cfg, **changes)
+        return distill.distill(cfg, pool or self.pool, self.classifier, real_data=self.bundle.meta["source"])
+
+    def sample(self, **changes) -> cache.Artifact:
+        """Another pool from the run's diffusion model (e.g. another guidance scale)."""
+        return stages.sample_pool(dataclasses.replace(self.sampling_cfg, **changes), self.diffusion)
+
+    def pool_subset(self, per_class: int) -> cache.Artifact:
+        return stages.pool_subset(self.pool, per_class)
+
+
+def load(run_name: str, profile: str, with_selection: bool = True, cache_root: Path | None = None) -> Upstream:
+    """The run's stages up to and including notebook 04's selection configuration (up to
+    the pool and the classifier with `with_selection` False, as notebook 04 needs)."""
+    stages_needed = ["data", "autoencoder", "diffusion", "sampling", "classifier"] + ["selection"] * with_selection
+    cfgs = {stage: upstream(run_name, profile, stage) for stage in stages_needed}
+    bundle = dataset.prepare_data(cfgs["data"], cache_root)
+    vae = stages.fit_autoencoder(cfgs["autoencoder"], bundle, cache_root=cache_root)
+    ldm = stages.fit_diffusion(cfgs["diffusion"], vae, bundle, cache_root=cache_root)
+    pool = stages.sample_pool(cfgs["sampling"], ldm, cache_root=cache_root)
+    clf = stages.fit_classifier(cfgs["classifier"], bundle, cache_root=cache_root)
+    return Upstream(run_name, profile, bundle, vae, ldm, cfgs["sampling"], pool, clf, cfgs.get("selection"))

@@ -45,12 +45,12 @@ download = None  # pathmnist: fetch the file from medmnist's servers when it is 
 # %%
 from IPython.display import display
 
-from histodistill import config, machine, plots, runs
-from histodistill.data.dataset import dataset
+from histodistill import machine, plots, presets, runs
+from histodistill.data import dataset
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-cfg = config.stage_config(
+cfg = presets.stage_config(
     "data",
     profile,
     source=data_source,

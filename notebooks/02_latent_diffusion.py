@@ -78,14 +78,14 @@ processes = 1  # processes (GPUs) training the denoiser data-parallel under acce
 # %%
 from IPython.display import display
 
-from histodistill import config, machine, plots, runs
-from histodistill.data.dataset import dataset
+from histodistill import machine, plots, presets, runs
+from histodistill.data import dataset
 from histodistill.generate import autoencoder, figures, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
-ae_cfg = config.stage_config(
+ae_cfg = presets.stage_config(
     "autoencoder",
     profile,
     pretrained=ae_pretrained,
@@ -99,7 +99,7 @@ ae_cfg = config.stage_config(
     seed=ae_seed,
     shipped=use_shipped_generator,
 )
-ldm_cfg = config.stage_config(
+ldm_cfg = presets.stage_config(
     "diffusion",
     profile,
     hidden_size=ldm_hidden_size,

@@ -65,9 +65,9 @@ processes = 1  # processes (GPUs) sharing the sampling under accelerate (same po
 # %%
 from IPython.display import display
 
-from histodistill import config, machine, plots, runs
+from histodistill import machine, plots, presets, runs
 from histodistill.classifiers import convnet
-from histodistill.data.dataset import dataset
+from histodistill.data import dataset
 from histodistill.generate import figures, guidance, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
@@ -75,7 +75,7 @@ run_name = run_name or profile
 bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
 vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)
 ldm_artifact = stages.fit_diffusion(runs.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
-sampling_cfg = config.stage_config(
+sampling_cfg = presets.stage_config(
     "sampling",
     profile,
     per_class=pool_per_class,
@@ -86,7 +86,7 @@ sampling_cfg = config.stage_config(
     solver=solver,
     guidance_interval=tuple(guidance_interval) if guidance_interval else None,
 )
-clf_cfg = config.stage_config(
+clf_cfg = presets.stage_config(
     "classifier",
     profile,
     width=clf_width,
@@ -99,7 +99,7 @@ clf_cfg = config.stage_config(
     augment=clf_augment,
     seed=clf_seed,
 )
-sweep_cfg = config.stage_config("guidance_sweep", profile, scales=sweep_scales, solvers=sweep_solvers,
+sweep_cfg = presets.stage_config("guidance_sweep", profile, scales=sweep_scales, solvers=sweep_solvers,
                                 per_class=sweep_per_class, seed=sweep_seed)
 runs.record(run_name, profile, sampling=sampling_cfg, classifier=clf_cfg, guidance_sweep=sweep_cfg)
 display(sampling_cfg, clf_cfg, sweep_cfg)

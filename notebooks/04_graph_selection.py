@@ -48,15 +48,15 @@ map_class = 0  # class id whose pool the community map shows
 # %%
 from IPython.display import display
 
-from histodistill import config, machine, paths, plots, runs, upstream
+from histodistill import machine, paths, plots, presets, runs
 from histodistill.generate import stages
 from histodistill.select import distill, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = upstream.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
+up = runs.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
 bundle, pool_artifact, clf_artifact = up.bundle, up.pool, up.classifier
-cfg = config.stage_config(
+cfg = presets.stage_config(
     "selection",
     profile,
     method=select_method,

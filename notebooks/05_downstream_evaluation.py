@@ -72,14 +72,14 @@ confusion_network = "convnet"  # network whose InfoDist confusion matrix is show
 import pandas as pd
 from IPython.display import Markdown, display
 
-from histodistill import config, machine, plots, runs, upstream
+from histodistill import machine, plots, presets, runs
 from histodistill.evaluate import budget, comparisons, evaluation, figures
 from histodistill.generate import stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = upstream.load(run_name, profile)
-down_cfg = config.stage_config(
+up = runs.load(run_name, profile)
+down_cfg = presets.stage_config(
     "downstream",
     profile,
     network=None,  # set per model from the evaluation's networks
@@ -97,7 +97,7 @@ down_cfg = config.stage_config(
     eval_every=eval_every,
     seed=train_seed,
 )
-eval_cfg = config.stage_config(
+eval_cfg = presets.stage_config(
     "evaluation",
     profile,
     networks=tuple(networks) if networks else None,
@@ -107,7 +107,7 @@ eval_cfg = config.stage_config(
     budget_seeds=budget_seeds,
     budget_tolerance=budget_tolerance,
 )
-dm_cfg = config.stage_config(
+dm_cfg = presets.stage_config(
     "dm",
     profile,
     iterations=dm_iterations,

@@ -45,14 +45,14 @@ guidance_per_class = None  # pool images per class sampled for each guidance sca
 from IPython.display import Markdown, display
 
 from histodistill.evaluate import ablations as ablation_lib
-from histodistill import config, machine, runs, upstream
+from histodistill import machine, presets, runs
 from histodistill.evaluate import comparisons, evaluation
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = upstream.load(run_name, profile)
+up = runs.load(run_name, profile)
 down_cfg = runs.upstream(run_name, profile, "downstream")  # notebook 05's recipe
-abl_cfg = config.stage_config(
+abl_cfg = presets.stage_config(
     "ablation",
     profile,
     network=ablation_network,

@@ -56,16 +56,16 @@ audit_seed = None  # seed of subsets, noise, features and bootstraps
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import config, machine, paths, plots, runs, upstream
+from histodistill import machine, paths, plots, presets, runs
 from histodistill.evaluate import evaluation
-from histodistill.privacy.measures import audit, figures
+from histodistill.privacy import audit, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = upstream.load(run_name, profile)
+up = runs.load(run_name, profile)
 down_cfg = runs.upstream(run_name, profile, "downstream")  # notebook 05's recipe: the audit's classifiers
 dm_cfg = runs.upstream(run_name, profile, "dm")
-privacy_cfg = config.stage_config(
+privacy_cfg = presets.stage_config(
     "privacy",
     profile,
     planted_noise=planted_noise,

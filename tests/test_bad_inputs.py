@@ -92,16 +92,16 @@ import pytest
 from PIL import Image
 
 from conftest import balanced_labels, make_images
-from histodistill import cache, config, paths, runner
-from histodistill.data.dataset import dataset, sources
+from histodistill import cache, paths, presets, runner
+from histodistill.data import dataset, sources
 from histodistill.generate import stages
-from histodistill.data.dataset.sources import DataError
+from histodistill.data.sources import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def prepare(**overrides):
-    return dataset.prepare_data(config.stage_config("data", "demo", **overrides))
+    return dataset.prepare_data(presets.stage_config("data", "demo", **overrides))
 
 
 def overwrite_in_place(path: Path, offset: int, payload: bytes) -> None:
@@ -137,8 +137,8 @@ def test_case01_same_size_overwrite_of_train_images_is_rebuilt(capsys):
 
 
 def test_case02_ff_bytes_in_a_cached_safetensors_model_are_not_served(capsys):
-    bundle = dataset.prepare_data(config.stage_config("data", "smoke"))
-    cfg = config.stage_config("classifier", "smoke")
+    bundle = dataset.prepare_data(presets.stage_config("data", "smoke"))
+    cfg = presets.stage_config("classifier", "smoke")
     first = stages.fit_classifier(cfg, bundle, progress=False)
     weights = first.file("classifier/classifier.safetensors")
     size = weights.stat().st_size
@@ -170,7 +170,7 @@ class FakePipeline:
 def test_case03_zero_bytes_in_a_cached_pool_npz_are_named_not_bad_zip(monkeypatch, capsys):
     monkeypatch.setattr(stages, "load_pipeline", lambda artifact: FakePipeline())
     diffusion = cache.Artifact("diffusion", "0" * 64, Path("unused"))
-    cfg = config.stage_config("sampling", "smoke")
+    cfg = presets.stage_config("sampling", "smoke")
     first = stages.sample_pool(cfg, diffusion, progress=False)
     pool = first.file(stages.POOL_FILE)
     images = stages.load_pool(first)[0]

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from histodistill import cache, config
+from histodistill import cache, presets
 
 
 def counting_build(calls, payload="x"):
@@ -18,7 +18,7 @@ def counting_build(calls, payload="x"):
 
 def test_same_config_and_inputs_load_instead_of_recompute(tmp_path):
     calls = []
-    cfg = config.stage_config("data", "demo")
+    cfg = presets.stage_config("data", "demo")
     a = cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, cache_root=tmp_path)
     b = cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, cache_root=tmp_path)
     assert len(calls) == 1
@@ -28,10 +28,10 @@ def test_same_config_and_inputs_load_instead_of_recompute(tmp_path):
 
 def test_changed_field_input_or_version_recomputes(tmp_path):
     calls = []
-    cfg = config.stage_config("data", "demo")
+    cfg = presets.stage_config("data", "demo")
     base = cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, cache_root=tmp_path)
     other = [
-        cache.cached("stage", config.stage_config("data", "demo", seed=1), counting_build(calls), {"in": "abc"}, cache_root=tmp_path),
+        cache.cached("stage", presets.stage_config("data", "demo", seed=1), counting_build(calls), {"in": "abc"}, cache_root=tmp_path),
         cache.cached("stage", cfg, counting_build(calls), {"in": "abd"}, cache_root=tmp_path),
         cache.cached("stage", cfg, counting_build(calls), {"in": "abc"}, version=2, cache_root=tmp_path),
     ]
@@ -40,10 +40,10 @@ def test_changed_field_input_or_version_recomputes(tmp_path):
 
 
 def test_artifact_holds_resolved_config_as_json(tmp_path):
-    cfg = config.stage_config("data", "demo", size=64)
+    cfg = presets.stage_config("data", "demo", size=64)
     art = cache.cached("stage", cfg, counting_build([]), {"in": "abc"}, cache_root=tmp_path)
     record = json.loads((art.path / cache.CONFIG_FILE).read_text())
-    assert record["config"] == config.to_dict(cfg)
+    assert record["config"] == cache.to_dict(cfg)
     assert record["inputs"] == {"in": "abc"}
     assert record["key"] == art.key
     assert art.config["size"] == 64

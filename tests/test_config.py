@@ -2,41 +2,41 @@ import dataclasses
 
 import pytest
 
-from histodistill import config
+from histodistill import presets
 
 
-@pytest.mark.parametrize("profile", config.PROFILES)
+@pytest.mark.parametrize("profile", presets.PROFILES)
 def test_every_profile_has_every_stage(profile):
-    for stage, cls in config.STAGES.items():
-        assert isinstance(config.stage_config(stage, profile), cls)
+    for stage, cls in presets.STAGES.items():
+        assert isinstance(presets.stage_config(stage, profile), cls)
 
 
 def test_profiles_differ_where_they_should():
-    assert config.stage_config("data", "demo").source == "bundled"
-    assert config.stage_config("data", "smoke").source == "bundled"
-    assert config.stage_config("data", "paper").source == "pathmnist"
-    assert config.stage_config("data", "smoke").max_train_per_class is not None
+    assert presets.stage_config("data", "demo").source == "bundled"
+    assert presets.stage_config("data", "smoke").source == "bundled"
+    assert presets.stage_config("data", "paper").source == "pathmnist"
+    assert presets.stage_config("data", "smoke").max_train_per_class is not None
 
 
 def test_overrides_apply_and_none_means_profile_value():
-    cfg = config.stage_config("data", "demo", size=64, seed=None)
+    cfg = presets.stage_config("data", "demo", size=64, seed=None)
     assert cfg.size == 64
-    assert cfg.seed == config.stage_config("data", "demo").seed
+    assert cfg.seed == presets.stage_config("data", "demo").seed
 
 
 def test_configs_are_frozen():
-    cfg = config.stage_config("data", "demo")
+    cfg = presets.stage_config("data", "demo")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.size = 64
 
 
 def test_unknown_field_profile_and_stage_are_named():
     with pytest.raises(ValueError, match="no field.*sise"):
-        config.stage_config("data", "demo", sise=64)
+        presets.stage_config("data", "demo", sise=64)
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
-        config.stage_config("data", "fast")
+        presets.stage_config("data", "fast")
     with pytest.raises(ValueError, match="unknown stage"):
-        config.stage_config("nope", "demo")
+        presets.stage_config("nope", "demo")
 
 
 @pytest.mark.parametrize(
@@ -52,4 +52,4 @@ def test_unknown_field_profile_and_stage_are_named():
 )
 def test_invalid_data_configs_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
-        config.stage_config("data", "demo", **changes)
+        presets.stage_config("data", "demo", **changes)

@@ -6,15 +6,15 @@ import pytest
 from PIL import Image
 
 from conftest import balanced_labels, make_images, md5
-from histodistill import config, paths
-from histodistill.data.dataset import dataset, sources
-from histodistill.data.dataset.sources import DataError
+from histodistill import paths, presets
+from histodistill.data import dataset, sources
+from histodistill.data.sources import DataError
 
 medmnist = pytest.importorskip("medmnist")
 
 
 def prepare(**overrides):
-    return dataset.prepare_data(config.stage_config("data", "demo", **overrides))
+    return dataset.prepare_data(presets.stage_config("data", "demo", **overrides))
 
 
 def row_keys(images):
@@ -54,7 +54,7 @@ def test_bundled_split_is_disjoint_and_complete():
 
 def test_split_is_deterministic_and_seeded(tmp_path):
     a = prepare()
-    b = dataset.prepare_data(config.stage_config("data", "demo"), cache_root=tmp_path / "other")
+    b = dataset.prepare_data(presets.stage_config("data", "demo"), cache_root=tmp_path / "other")
     assert a.artifact.path != b.artifact.path
     for split in sources.SPLITS:
         np.testing.assert_array_equal(a.splits[split].images, b.splits[split].images)

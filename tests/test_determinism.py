@@ -20,9 +20,9 @@ SCRIPT = textwrap.dedent(
     from histodistill import machine
     threads = machine.configure_torch()
     from histodistill.classifiers import training
-    from histodistill.data.dataset import dataset
+    from histodistill.data import dataset
     from histodistill.generate import stages
-    from histodistill.config import stage_config
+    from histodistill.presets import stage_config
 
     def weights_hash(model):
         digest = hashlib.sha256()

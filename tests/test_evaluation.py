@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodistill import cache, config, machine, paths, runs, upstream, workers
-from histodistill.data.dataset import dataset
+from histodistill import cache, config, machine, paths, presets, runs, workers
+from histodistill.data import dataset
 from histodistill.evaluate import ablations, comparisons, evaluation
 from histodistill.generate import stages
 from histodistill.evaluate.evaluation import MAIN_ROWS
@@ -17,7 +17,7 @@ from histodistill.evaluate.evaluation import MAIN_ROWS
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluation")
-    return root, dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    return root, dataset.prepare_data(presets.stage_config("data", "smoke"), cache_root=root)
 
 
 def test_random_real_subsets_are_balanced_seeded_and_keyed(smoke_data):
@@ -34,7 +34,7 @@ def test_random_real_subsets_are_balanced_seeded_and_keyed(smoke_data):
 
 def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data):
     root, bundle = smoke_data
-    cfg = config.stage_config("downstream", "smoke")
+    cfg = presets.stage_config("downstream", "smoke")
     train = evaluation.random_real(bundle, 2, 0)
     messages = []
     first = evaluation.train_model(cfg, train, bundle, cache_root=root, log=messages.append)
@@ -64,7 +64,7 @@ def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data)
 
 def test_jobs_train_together_once_each_and_match_the_models_trained_alone(smoke_data, tmp_path):
     _, bundle = smoke_data
-    cfg = config.stage_config("downstream", "smoke")
+    cfg = presets.stage_config("downstream", "smoke")
     sets = [evaluation.random_real(bundle, 2, seed) for seed in (0, 1, 2)]
     jobs = [evaluation.Job("Random real", s, dataclasses.replace(cfg, seed=seed)) for seed, s in enumerate(sets)]
     jobs.append(evaluation.Job("Random real again", sets[0], cfg))  # the same model as jobs[0]
@@ -89,7 +89,7 @@ def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data,
     models one process gives, and the same as `train_model` trained alone."""
     _, bundle = smoke_data
     monkeypatch.setattr(workers, "MIN_STEPS", 0)  # smoke models are too small to send out
-    cfg = config.stage_config("downstream", "smoke")
+    cfg = presets.stage_config("downstream", "smoke")
     jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
             for seed in range(3)]
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "two", workers=2) == 3
@@ -129,7 +129,7 @@ def test_several_gpus_get_one_model_worker_each_and_one_gpu_none(monkeypatch):
 
 def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
     root, bundle = smoke_data
-    cfg = config.stage_config("dm", "smoke")
+    cfg = presets.stage_config("dm", "smoke")
     artifact = evaluation.distribution_matching(cfg, bundle, ipc=2, progress=False, cache_root=root)
     learnt = evaluation.from_dm(artifact)
     assert learnt.images.dtype == np.uint8 and learnt.images.shape == (18, 28, 28, 3)
@@ -142,7 +142,7 @@ def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data
 def test_distribution_matching_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monkeypatch):
     _, bundle = smoke_data
     monkeypatch.setattr(workers, "MIN_STEPS", 0)
-    cfgs = [dataclasses.replace(config.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
+    cfgs = [dataclasses.replace(presets.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
     together = evaluation.distribution_matching_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
     for cfg, artifact in zip(cfgs, together):
         here = evaluation.distribution_matching(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
@@ -210,7 +210,7 @@ def write_pool(per_class: int, n_classes: int = 3) -> cache.Artifact:
 def test_pool_subset_keeps_the_first_images_of_every_class_and_nests():
     pool = write_pool(per_class=6)
     images, labels, names = stages.load_pool(pool)
-    small, large = upstream.pool_subset(pool, 2), upstream.pool_subset(pool, 4)
+    small, large = stages.pool_subset(pool, 2), stages.pool_subset(pool, 4)
     small_images, small_labels, small_names = stages.load_pool(small)
     assert small_names == names and np.bincount(small_labels).tolist() == [2, 2, 2]
     np.testing.assert_array_equal(small_images[small_labels == 1], images[labels == 1][:2])
@@ -220,9 +220,9 @@ def test_pool_subset_keeps_the_first_images_of_every_class_and_nests():
 
 
 def test_upstream_load_names_the_notebook_to_run():
-    runs.record("partial", "smoke", data=config.stage_config("data", "smoke"))
+    runs.record("partial", "smoke", data=presets.stage_config("data", "smoke"))
     with pytest.raises(runs.RunError, match="02_latent_diffusion"):
-        upstream.load("partial", "smoke")
+        runs.load("partial", "smoke")
     with pytest.raises(runs.RunError, match="05_downstream_evaluation"):
         runs.upstream("partial", "smoke", "downstream")
 
@@ -253,7 +253,7 @@ def test_downstream_and_evaluation_configs_refuse_unknown_networks_and_terms():
 def test_paired_differences_pair_runs_by_seed_and_write_their_tables(smoke_data, tmp_path, monkeypatch):
     _, bundle = smoke_data
     root = tmp_path / "cache"
-    cfg = config.stage_config("downstream", "smoke")
+    cfg = presets.stage_config("downstream", "smoke")
     sets = {"A": evaluation.random_real(bundle, 2, 0), "B": evaluation.random_real(bundle, 3, 0)}
     jobs = [evaluation.Job(row, s, dataclasses.replace(cfg, seed=seed)) for row, s in sets.items() for seed in (0, 1)]
     jobs.append(evaluation.Job("C", sets["A"], dataclasses.replace(cfg, seed=5)))  # no partner seed in A

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import config
+from histodistill import config, presets
 from histodistill.generate import autoencoder
 from histodistill.checkpoints import CheckpointMismatch
 from histodistill.generate.diffusion import Trainer, TrainingDiverged
@@ -75,7 +75,7 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_autoencoder_trains_encodes_and_decodes():
-    cfg = config.stage_config("autoencoder", "smoke", steps=15)
+    cfg = presets.stage_config("autoencoder", "smoke", steps=15)
     images = make_images(24)
     model, history = autoencoder.train_autoencoder(images, cfg, progress=False)
     assert list(history.columns) == ["step", "l1", "kl", "edge"] and len(history) == 15
@@ -91,7 +91,7 @@ def test_interrupted_autoencoder_training_resumes_to_the_same_model(tmp_path, ca
     """Killed after step 7 (checkpoints every 2 steps of 20: the last at 7, the step it
     stopped on), resumed: the same weights, history and scaling factor as one straight run,
     with its own random streams (batches, flips, the posterior's noise) restored."""
-    cfg = config.stage_config("autoencoder", "smoke", steps=20, edge_weight=1.0)
+    cfg = presets.stage_config("autoencoder", "smoke", steps=20, edge_weight=1.0)
     assert autoencoder.checkpoint_interval(cfg) == 2
     images = make_images(24)
     straight, straight_history = autoencoder.train_autoencoder(images, cfg, progress=False)
@@ -113,7 +113,7 @@ def test_interrupted_autoencoder_training_resumes_to_the_same_model(tmp_path, ca
 
 
 def test_autoencoder_loads_a_local_pretrained_folder(tmp_path):
-    cfg = config.stage_config("autoencoder", "smoke")
+    cfg = presets.stage_config("autoencoder", "smoke")
     model = autoencoder.build_autoencoder(cfg, 28)
     model.save_pretrained(tmp_path / "vae")
     loaded = autoencoder.load_pretrained_autoencoder(str(tmp_path / "vae"))
@@ -142,7 +142,7 @@ def test_image_range_round_trip():
 
 
 def trainer(tmp_path, latents=None, **overrides):
-    cfg = config.stage_config("diffusion", "smoke", **overrides)
+    cfg = presets.stage_config("diffusion", "smoke", **overrides)
     latents = torch.randn(30, 4, 8, 8, generator=torch.Generator().manual_seed(1)) if latents is None else latents
     return Trainer(latents, balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-a")
 
@@ -187,7 +187,7 @@ def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path, capsys)
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     trainer(tmp_path).run(progress=False, max_steps=10)
-    cfg = config.stage_config("diffusion", "smoke")
+    cfg = presets.stage_config("diffusion", "smoke")
     with pytest.raises(CheckpointMismatch, match="another configuration"):
         Trainer(torch.randn(30, 4, 8, 8), balanced_labels(30, 3), 3, cfg, tmp_path / "work", config_hash="hash-b")
 
@@ -220,14 +220,14 @@ def test_sampler_is_deterministic_for_a_seed_and_class_ordered():
     from histodistill.generate.sampling import sample_latents
 
     model = tiny_uvit().eval()
-    noise = build_noise_scheduler(config.stage_config("diffusion", "smoke"))
-    cfg = config.stage_config("sampling", "smoke", per_class=3, steps=4, batch_size=4)
+    noise = build_noise_scheduler(presets.stage_config("diffusion", "smoke"))
+    cfg = presets.stage_config("sampling", "smoke", per_class=3, steps=4, batch_size=4)
     a, labels = sample_latents(model, noise, 3, cfg, progress=False)
     b, _ = sample_latents(model, noise, 3, cfg, progress=False)
     assert a.shape == (9, 4, 7, 7) and list(labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert torch.isfinite(a).all()
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    c, _ = sample_latents(model, noise, 3, config.stage_config("sampling", "smoke", per_class=3, steps=4, seed=1), progress=False)
+    c, _ = sample_latents(model, noise, 3, presets.stage_config("sampling", "smoke", per_class=3, steps=4, seed=1), progress=False)
     assert not torch.allclose(a, c)
 
 
@@ -236,8 +236,8 @@ def test_sde_sampler_is_seeded_per_image_and_independent_of_batch_size():
     from histodistill.generate.sampling import sample_latents
 
     model = tiny_uvit().eval()
-    noise = build_noise_scheduler(config.stage_config("diffusion", "smoke"))
-    cfg = config.stage_config("sampling", "smoke", per_class=3, steps=4, batch_size=4, solver="sde-dpmsolver++")
+    noise = build_noise_scheduler(presets.stage_config("diffusion", "smoke"))
+    cfg = presets.stage_config("sampling", "smoke", per_class=3, steps=4, batch_size=4, solver="sde-dpmsolver++")
     a, _ = sample_latents(model, noise, 3, cfg, progress=False)
     b, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, batch_size=2), progress=False)
     assert torch.isfinite(a).all()

@@ -13,8 +13,8 @@ import scipy.ndimage
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import config
-from histodistill.data.dataset import dataset
+from histodistill import config, presets
+from histodistill.data import dataset
 from histodistill.generate import autoencoder, guidance, quality, shipped, stages
 from histodistill.generate.diffusion import Trainer, build_noise_scheduler, loss_weights
 from histodistill.generate.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
@@ -237,9 +237,9 @@ def test_shipped_stages_load_exactly_what_was_trained(shipped_smoke, monkeypatch
     root, assets, out = shipped_smoke
     monkeypatch.setattr(shipped, "ASSETS", assets)
     fresh = root.parent / "fresh"  # a machine that never trained it
-    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=fresh)
-    ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True)
-    dm_cfg = dataclasses.replace(config.stage_config("diffusion", "smoke"), shipped=True)
+    bundle = dataset.prepare_data(presets.stage_config("data", "smoke"), cache_root=fresh)
+    ae_cfg = dataclasses.replace(presets.stage_config("autoencoder", "smoke"), shipped=True)
+    dm_cfg = dataclasses.replace(presets.stage_config("diffusion", "smoke"), shipped=True)
     vae = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=fresh)
     ldm = stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, cache_root=fresh)
     said = capsys.readouterr().out
@@ -259,8 +259,8 @@ def test_shipped_stages_load_exactly_what_was_trained(shipped_smoke, monkeypatch
 def test_another_configuration_trains_from_scratch_and_says_why(shipped_smoke, monkeypatch, capsys):
     root, assets, _ = shipped_smoke
     monkeypatch.setattr(shipped, "ASSETS", assets)
-    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
-    ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True, steps=21)
+    bundle = dataset.prepare_data(presets.stage_config("data", "smoke"), cache_root=root)
+    ae_cfg = dataclasses.replace(presets.stage_config("autoencoder", "smoke"), shipped=True, steps=21)
     found = shipped.find("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"])
     assert found is None
     assert "steps is 21 here, 20 there" in capsys.readouterr().out
@@ -274,8 +274,8 @@ def test_a_changed_shipped_file_is_ignored(shipped_smoke, tmp_path, capsys):
     blob = bytearray(weights.read_bytes())
     blob[-8:] = b"\xff" * 8
     weights.write_bytes(bytes(blob))
-    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
-    ae_cfg = dataclasses.replace(config.stage_config("autoencoder", "smoke"), shipped=True)
+    bundle = dataset.prepare_data(presets.stage_config("data", "smoke"), cache_root=root)
+    ae_cfg = dataclasses.replace(presets.stage_config("autoencoder", "smoke"), shipped=True)
     assert shipped.find("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"],
                         root=tmp_path / "assets") is None
     said = capsys.readouterr().out

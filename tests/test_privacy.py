@@ -7,7 +7,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from conftest import make_images
-from histodistill.privacy.measures import measures
+from histodistill.privacy import measures
 
 
 def population(n: int, seed: int, dim: int = 8) -> np.ndarray:
@@ -125,7 +125,7 @@ def test_random_features_do_not_depend_on_what_they_embed_with():
 def audit_table(distilled_passes: bool = True, control_caught: bool = True):
     import pandas as pd
 
-    from histodistill.privacy.measures import audit
+    from histodistill.privacy import audit
 
     rows = [
         ("DCR share", "distilled (InfoDist)", "audited", "pixels", distilled_passes, "pass"),
@@ -140,7 +140,7 @@ def audit_table(distilled_passes: bool = True, control_caught: bool = True):
 
 
 def test_the_verdict_names_failed_tests_and_missed_controls():
-    from histodistill.privacy.measures import audit
+    from histodistill.privacy import audit
 
     good = audit.verdict(audit_table())
     assert good["passed"] and good["controls_caught"] and good["failed_tests"] == []
@@ -154,7 +154,7 @@ def test_the_verdict_names_failed_tests_and_missed_controls():
 def test_the_card_carries_the_verdict_a_failure_included(tmp_path):
     import json
 
-    from histodistill.privacy.measures import audit
+    from histodistill.privacy import audit
 
     (tmp_path / "data_card.json").write_text(json.dumps({"method": "infodist", "n_images": 90}))
     table = audit_table(distilled_passes=False)
@@ -194,7 +194,7 @@ def test_the_per_class_breakdown_puts_the_evidence_where_the_copies_are(real):
 def test_the_verdict_says_where_a_failed_distance_test_sits():
     import pandas as pd
 
-    from histodistill.privacy.measures import audit
+    from histodistill.privacy import audit
 
     table = audit_table(distilled_passes=False)
     by_class = pd.DataFrame([

@@ -4,7 +4,7 @@ as one's own data, and made of changed copies of the bundled images."""
 import numpy as np
 import pytest
 
-from histodistill.data.dataset import rehearsal, sources
+from histodistill.data import rehearsal, sources
 from histodistill.config import DataConfig
 
 SMALL = {"train": 300, "val": 40, "test": 30}
@@ -50,26 +50,26 @@ def test_a_written_file_is_kept_and_the_same_seed_builds_the_same_file(tmp_path)
 def test_the_rehearsal_profile_is_the_paper_profile_with_only_counts_cut():
     import dataclasses
 
-    from histodistill import config
+    from histodistill import presets
 
-    assert "rehearsal" in config.PROFILES
+    assert "rehearsal" in presets.PROFILES
     counts = {"epochs", "steps", "warmup_steps", "checkpoint_every", "eval_every", "budget_steps", "iterations",
               "control_steps", "per_class", "guidance_per_class", "seeds", "budget_seeds", "reference_models"}
-    for stage, paper in config.PRESETS["paper"].items():
-        rehearsal_cfg = config.stage_config(stage, "rehearsal")
+    for stage, paper in presets.PRESETS["paper"].items():
+        rehearsal_cfg = presets.stage_config(stage, "rehearsal")
         changed = {f.name for f in dataclasses.fields(paper) if getattr(paper, f.name) != getattr(rehearsal_cfg, f.name)}
         assert changed <= counts | {"source"}, (stage, changed)
     # What full size is about stays: pool, IPC, widths, batch sizes.
-    assert config.stage_config("sampling", "rehearsal").per_class == 1000
-    assert config.stage_config("ablation", "rehearsal").guidance_per_class >= 2 * config.stage_config("selection", "rehearsal").ipc
-    assert config.stage_config("selection", "rehearsal").ipc == 100
-    assert config.stage_config("diffusion", "rehearsal").hidden_size == config.stage_config("diffusion", "paper").hidden_size
-    assert config.stage_config("downstream", "rehearsal").width_scale == 1.0
-    assert config.stage_config("data", "rehearsal").source == "rehearsal"
+    assert presets.stage_config("sampling", "rehearsal").per_class == 1000
+    assert presets.stage_config("ablation", "rehearsal").guidance_per_class >= 2 * presets.stage_config("selection", "rehearsal").ipc
+    assert presets.stage_config("selection", "rehearsal").ipc == 100
+    assert presets.stage_config("diffusion", "rehearsal").hidden_size == presets.stage_config("diffusion", "paper").hidden_size
+    assert presets.stage_config("downstream", "rehearsal").width_scale == 1.0
+    assert presets.stage_config("data", "rehearsal").source == "rehearsal"
 
 
 def test_the_data_stage_writes_and_reads_the_rehearsal_file_in_the_cache(tmp_path, monkeypatch):
-    from histodistill.data.dataset import dataset
+    from histodistill.data import dataset
 
     monkeypatch.setattr(rehearsal, "PATHMNIST_SPLITS", SMALL)
     bundle = dataset.prepare_data(DataConfig(source="rehearsal"), cache_root=tmp_path)

@@ -82,7 +82,7 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
 
 def test_notebooks_expose_every_field_of_the_stages_they_configure():
     """A notebook's parameters may override any field of a stage it configures."""
-    from histodistill.config import STAGES
+    from histodistill.presets import STAGES
 
     checked = 0
     for source in runner.notebook_sources():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import cache, config
-from histodistill.data.dataset import dataset
+from histodistill import cache, presets
+from histodistill.data import dataset
 from histodistill.generate import scale_out, stages
 
 
@@ -17,9 +17,9 @@ from histodistill.generate import scale_out, stages
 def smoke_model(tmp_path_factory):
     """The smoke profile's autoencoder and denoiser, trained once in one process."""
     root = tmp_path_factory.mktemp("scale_out")
-    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
-    vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
-    ldm = stages.fit_diffusion(config.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
+    bundle = dataset.prepare_data(presets.stage_config("data", "smoke"), cache_root=root)
+    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
+    ldm = stages.fit_diffusion(presets.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
     return root, bundle, vae, ldm
 
 
@@ -35,7 +35,7 @@ def test_a_batch_splits_evenly_or_not_at_all():
 def test_two_processes_sample_the_pool_one_process_samples(smoke_model, tmp_path):
     root, _, _, ldm = smoke_model
     # 8 per class at batch 4: 72 images in 5 chunks of 16, shared 3 / 2 between the processes.
-    cfg = config.stage_config("sampling", "smoke", per_class=8, batch_size=4, solver="sde-dpmsolver++")
+    cfg = presets.stage_config("sampling", "smoke", per_class=8, batch_size=4, solver="sde-dpmsolver++")
     one = stages.load_pool(stages.sample_pool(cfg, ldm, progress=False, cache_root=tmp_path / "one"))[0]
     two_artifact = stages.sample_pool(cfg, ldm, progress=False, cache_root=tmp_path / "two", processes=2)
     two = stages.load_pool(two_artifact)[0]
@@ -52,7 +52,7 @@ def test_two_processes_sample_the_pool_one_process_samples(smoke_model, tmp_path
 
 def test_an_interrupted_pool_resumes_at_the_missing_chunks(smoke_model, tmp_path, monkeypatch):
     _, _, _, ldm = smoke_model
-    cfg = config.stage_config("sampling", "smoke", per_class=8, batch_size=4)
+    cfg = presets.stage_config("sampling", "smoke", per_class=8, batch_size=4)
     straight = stages.load_pool(stages.sample_pool(cfg, ldm, progress=False, cache_root=tmp_path / "a"))[0]
     # A run that finished chunks 0, 2 and 4 of 5 before it was killed.
     work, _ = cache.work_dir("pool", cfg, {"diffusion": ldm.key}, stages.VERSIONS["pool"], tmp_path / "b")
@@ -70,7 +70,7 @@ def test_an_interrupted_pool_resumes_at_the_missing_chunks(smoke_model, tmp_path
 
 def test_two_process_training_stops_resumes_and_follows_the_one_process_run(smoke_model, tmp_path):
     root, bundle, vae, ldm = smoke_model
-    dm_cfg = config.stage_config("diffusion", "smoke")  # 20 steps at batch 32, a checkpoint every 10
+    dm_cfg = presets.stage_config("diffusion", "smoke")  # 20 steps at batch 32, a checkpoint every 10
     other = tmp_path / "cache"
     work, _ = cache.work_dir("diffusion", dm_cfg, {"autoencoder": vae.key}, stages.VERSIONS["diffusion"], other)
     assert stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, max_steps=13, cache_root=other, processes=2) is None
@@ -87,6 +87,6 @@ def test_two_process_training_stops_resumes_and_follows_the_one_process_run(smok
 
 def test_a_batch_the_processes_cannot_share_is_refused_before_launching(smoke_model, tmp_path):
     _, bundle, vae, _ = smoke_model
-    odd = dataclasses.replace(config.stage_config("diffusion", "smoke"), batch_size=33)
+    odd = dataclasses.replace(presets.stage_config("diffusion", "smoke"), batch_size=33)
     with pytest.raises(ValueError, match="a batch of 33 cannot be split evenly over 2 processes"):
         stages.fit_diffusion(odd, vae, bundle, progress=False, cache_root=tmp_path, processes=2)

@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import make_images
-from histodistill.data.dataset import sources
+from histodistill.data import sources
 from histodistill.select import graphs, selection
 from histodistill.select.graphs import GraphError, GraphWarning, build_graph
 from histodistill.config import SelectionConfig

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import cache, config, runs
-from histodistill.data.dataset import dataset, sources
+from histodistill import cache, config, presets, runs
+from histodistill.data import dataset, sources
 from histodistill.generate import autoencoder, stages
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 from histodistill.generate.sampling import dpm_solver
@@ -68,14 +68,14 @@ def test_pipeline_rejects_unknown_classes_and_wrong_names():
 def smoke_chain(tmp_path_factory):
     """The smoke profile's stages, once for this module, in their own cache."""
     root = tmp_path_factory.mktemp("chain")
-    bundle = dataset.prepare_data(config.stage_config("data", "smoke"), cache_root=root)
+    bundle = dataset.prepare_data(presets.stage_config("data", "smoke"), cache_root=root)
     return root, bundle
 
 
 def test_diffusion_stops_resumes_completes_and_cleans_up(smoke_chain, capsys):
     root, bundle = smoke_chain
-    ae_cfg = config.stage_config("autoencoder", "smoke")
-    dm_cfg = config.stage_config("diffusion", "smoke")  # 20 steps, a checkpoint every 10
+    ae_cfg = presets.stage_config("autoencoder", "smoke")
+    dm_cfg = presets.stage_config("diffusion", "smoke")  # 20 steps, a checkpoint every 10
     vae = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=root)
     latents = stages.load_latents(vae)
     assert latents.shape == (len(bundle.splits["train"]), 4, 14, 14) and latents.dtype == torch.float32
@@ -100,7 +100,7 @@ def test_diffusion_stops_resumes_completes_and_cleans_up(smoke_chain, capsys):
 
 def test_autoencoder_stops_resumes_and_ends_where_a_straight_run_ends(smoke_chain, tmp_path, capsys):
     root, bundle = smoke_chain
-    ae_cfg = config.stage_config("autoencoder", "smoke")  # 20 steps, a checkpoint every 2
+    ae_cfg = presets.stage_config("autoencoder", "smoke")  # 20 steps, a checkpoint every 2
     straight = stages.fit_autoencoder(ae_cfg, bundle, progress=False, cache_root=root)
     other = tmp_path / "cache"
     work, _ = cache.work_dir("autoencoder", ae_cfg, {"data": bundle.artifact.key}, stages.VERSIONS["autoencoder"], other)
@@ -118,9 +118,9 @@ def test_autoencoder_stops_resumes_and_ends_where_a_straight_run_ends(smoke_chai
 
 def test_pool_file_has_the_medmnist_layout_and_loads_as_own_data(smoke_chain):
     root, bundle = smoke_chain
-    vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
-    ldm = stages.fit_diffusion(config.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
-    cfg = config.stage_config("sampling", "smoke")  # 4 per class
+    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
+    ldm = stages.fit_diffusion(presets.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
+    cfg = presets.stage_config("sampling", "smoke")  # 4 per class
     pool = stages.sample_pool(cfg, ldm, progress=False, cache_root=root)
 
     with np.load(pool.file(stages.POOL_FILE), allow_pickle=False) as z:
@@ -135,7 +135,7 @@ def test_pool_file_has_the_medmnist_layout_and_loads_as_own_data(smoke_chain):
     # Same configuration: the same pool, from the cache. Another guidance: a new pool,
     # while the trained model is reused.
     assert stages.sample_pool(cfg, ldm, progress=False, cache_root=root).key == pool.key
-    other = stages.sample_pool(config.stage_config("sampling", "smoke", guidance_scale=1.0), ldm,
+    other = stages.sample_pool(presets.stage_config("sampling", "smoke", guidance_scale=1.0), ldm,
                                progress=False, cache_root=root)
     assert other.key != pool.key
     assert not np.array_equal(stages.load_pool(other)[0], stages.load_pool(pool)[0])
@@ -158,7 +158,7 @@ def test_pretrained_autoencoder_folder_is_used_and_keyed_by_its_files(tmp_path, 
 
 def test_classifier_stage_is_cached_and_loads(smoke_chain):
     root, bundle = smoke_chain
-    cfg = config.stage_config("classifier", "smoke")
+    cfg = presets.stage_config("classifier", "smoke")
     first = stages.fit_classifier(cfg, bundle, progress=False, cache_root=root)
     model = stages.load_classifier(first)
     assert len(stages.history(first)) == cfg.epochs
@@ -171,22 +171,22 @@ def test_classifier_stage_is_cached_and_loads(smoke_chain):
 
 
 def test_run_record_round_trips_configurations():
-    ae_cfg = config.stage_config("autoencoder", "smoke", block_out_channels=(4, 8))
-    runs.record("r1", "smoke", data=config.stage_config("data", "smoke"), autoencoder=ae_cfg)
+    ae_cfg = presets.stage_config("autoencoder", "smoke", block_out_channels=(4, 8))
+    runs.record("r1", "smoke", data=presets.stage_config("data", "smoke"), autoencoder=ae_cfg)
     assert runs.upstream("r1", "smoke", "autoencoder") == ae_cfg  # tuples survive JSON
-    assert runs.upstream("r1", "smoke", "data") == config.stage_config("data", "smoke")
+    assert runs.upstream("r1", "smoke", "data") == presets.stage_config("data", "smoke")
 
 
 def test_run_record_says_which_notebook_to_run():
     with pytest.raises(runs.RunError, match="run 02_latent_diffusion first with run_name='r2'"):
         runs.upstream("r2", "demo", "diffusion")
-    runs.record("r2", "smoke", data=config.stage_config("data", "smoke"))
+    runs.record("r2", "smoke", data=presets.stage_config("data", "smoke"))
     with pytest.raises(runs.RunError, match="recorded with profile 'smoke', not 'demo'"):
         runs.upstream("r2", "demo", "data")
-    runs.record("r2", "demo", data=config.stage_config("data", "demo"))  # a new profile starts afresh
-    assert runs.upstream("r2", "demo", "data") == config.stage_config("data", "demo")
+    runs.record("r2", "demo", data=presets.stage_config("data", "demo"))  # a new profile starts afresh
+    assert runs.upstream("r2", "demo", "data") == presets.stage_config("data", "demo")
     with pytest.raises(ValueError, match="unknown stage"):
-        runs.record("r2", "demo", pool=config.stage_config("sampling", "demo"))
+        runs.record("r2", "demo", pool=presets.stage_config("sampling", "demo"))
 
 
 # --- selection --------------------------------------------------------------------------------
@@ -196,11 +196,11 @@ def test_distill_stage_writes_the_product_and_reuses_the_embedding(smoke_chain, 
     from histodistill.select import distill
 
     root, bundle = smoke_chain
-    vae = stages.fit_autoencoder(config.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
-    ldm = stages.fit_diffusion(config.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
-    pool = stages.sample_pool(config.stage_config("sampling", "smoke"), ldm, progress=False, cache_root=root)
-    clf = stages.fit_classifier(config.stage_config("classifier", "smoke"), bundle, progress=False, cache_root=root)
-    cfg = config.stage_config("selection", "smoke")  # infodist, knn, 2 per class from 4
+    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
+    ldm = stages.fit_diffusion(presets.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
+    pool = stages.sample_pool(presets.stage_config("sampling", "smoke"), ldm, progress=False, cache_root=root)
+    clf = stages.fit_classifier(presets.stage_config("classifier", "smoke"), bundle, progress=False, cache_root=root)
+    cfg = presets.stage_config("selection", "smoke")  # infodist, knn, 2 per class from 4
     chosen = distill.distill(cfg, pool, clf, cache_root=root)
 
     indices, labels, nodes, graphs = distill.load_selection(chosen)
@@ -220,7 +220,7 @@ def test_distill_stage_writes_the_product_and_reuses_the_embedding(smoke_chain, 
 
     capsys.readouterr()
     assert distill.distill(cfg, pool, clf, cache_root=root).key == chosen.key
-    other = distill.distill(config.stage_config("selection", "smoke", method="herding", ipc=1), pool, clf, cache_root=root)
+    other = distill.distill(presets.stage_config("selection", "smoke", method="herding", ipc=1), pool, clf, cache_root=root)
     log = capsys.readouterr().out
     assert other.key != chosen.key and "[embedding] cached result" in log and "[selection] built" in log
     assert distill.load_selection(other)[2] is None  # a baseline has no graph

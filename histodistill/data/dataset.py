@@ -1,7 +1,7 @@
 """The data stage: real images, split into train/val/test at one resolution, cached.
 
     >>> from histodistill import config, data
-    >>> bundle = data.prepare_data(config.stage_config("data", "demo"))
+    >>> bundle = data.prepare_data(presets.stage_config("data", "demo"))
     >>> bundle.splits["train"].images.shape        # (N, 28, 28, 3) uint8
     >>> ds = data.HistoDataset("val", profile="demo")  # a torch Dataset, medmnist style
 
@@ -28,7 +28,8 @@ from ..progress import tqdm
 
 from . import rehearsal
 from .. import cache, paths
-from ..config import DataConfig, stage_config
+from ..config import DataConfig
+from ..presets import stage_config
 from .sources import BUNDLED_FILE, SPLITS, DataError, pathmnist_file_info, pathmnist_stored_size
 from .sources import read_npz, read_source, square_resize
 

@@ -316,7 +316,7 @@ def seeds(cfg: DownstreamConfig, n: int) -> list[int]:
 def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig,
               progress: bool = True) -> tuple[list[Job], list[cache.Artifact]]:
     """Every model of the main table (rows x networks x runs), and the DM stages (one per
-    run, built here if not cached). `up` is the run's `upstream.Upstream`.
+    run, built here if not cached). `up` is the run's `runs.Upstream`.
 
     Every source of randomness varies with the run: run i trains at seed `down.seed + i`
     and draws its subsets, its Infomap and k-means seeds (`selection seed + i`) and its DM

@@ -38,8 +38,7 @@ from typing import Any
 
 import torch
 
-from .. import cache, machine
-from .. import config as config_mod
+from .. import cache, machine, presets
 
 ASSETS = Path(__file__).parent / "assets" / "generators"
 PROVENANCE = "provenance.json"
@@ -98,7 +97,7 @@ def find(stage: str, cfg: Any, inputs: dict[str, str], version: int, root: Path 
         return None
     closest = candidates[0]
     recorded = closest.provenance[stage]
-    differs = _differences(recorded["config"], config_mod.to_dict(dataclasses.replace(cfg, shipped=False)))
+    differs = _differences(recorded["config"], cache.to_dict(dataclasses.replace(cfg, shipped=False)))
     if not differs and recorded["inputs"] != inputs:
         differs = [f"its input ({', '.join(sorted(inputs))}) differs from the one it was built on"]
     if not differs:
@@ -146,9 +145,9 @@ def build(profile: str, out: Path | None = None, progress: bool = True, cache_ro
     from ..data import dataset
 
     out = Path(out) if out else ASSETS / profile
-    bundle = dataset.prepare_data(config_mod.stage_config("data", profile), cache_root)
-    ae_cfg = dataclasses.replace(config_mod.stage_config("autoencoder", profile), shipped=False)
-    dm_cfg = dataclasses.replace(config_mod.stage_config("diffusion", profile), shipped=False)
+    bundle = dataset.prepare_data(presets.stage_config("data", profile), cache_root)
+    ae_cfg = dataclasses.replace(presets.stage_config("autoencoder", profile), shipped=False)
+    dm_cfg = dataclasses.replace(presets.stage_config("diffusion", profile), shipped=False)
     if ae_cfg.pretrained:
         raise ValueError(f"profile {profile!r} loads a pretrained autoencoder: nothing to ship")
     vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress, cache_root=cache_root)
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m histodistill.generate.shipped", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="train a profile's generator from scratch and ship it in the package")
-    b.add_argument("--profile", default="demo", choices=config_mod.PROFILES)
+    b.add_argument("--profile", default="demo", choices=presets.PROFILES)
     b.add_argument("--out", type=Path, default=None, help="folder to write (default: assets/generators/<profile>)")
     args = ap.parse_args(argv)
     build(args.profile, args.out)

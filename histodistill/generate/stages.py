@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from . import autoencoder as ae
 from . import scale_out, shipped
-from .. import cache, config
+from .. import cache
 from ..classifiers import convnet
 from ..config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
 from ..data.dataset import DataBundle
@@ -35,7 +35,7 @@ from .pipeline import ClassConditionalLDMPipeline
 from .uvit import UViT
 
 # Bump a version when the stage's code changes what it writes.
-VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "classifier": 1}
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1, "classifier": 1}
 POOL_FILE = "pool.npz"
 
 
@@ -155,7 +155,7 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
                 work.mkdir(parents=True, exist_ok=True)
                 save_file({"latents": latents.float().contiguous(), "labels": torch.as_tensor(labels)},
                           work / "training_latents.safetensors")
-                scale_out.launch("train-diffusion", {"cfg": config.to_dict(cfg), "work": str(work), "key": key,
+                scale_out.launch("train-diffusion", {"cfg": cache.to_dict(cfg), "work": str(work), "key": key,
                                                      "n_classes": bundle.n_classes, "max_steps": max_steps},
                                  processes, work)
             trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)  # resumes where they stopped
@@ -233,7 +233,7 @@ def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool =
         pipe = load_pipeline(diffusion)
         labels = np.repeat(np.arange(len(pipe.class_names)), cfg.per_class)
         if processes > 1:
-            scale_out.launch("sample", {"pipeline": str(diffusion.file("pipeline")), "cfg": config.to_dict(cfg),
+            scale_out.launch("sample", {"pipeline": str(diffusion.file("pipeline")), "cfg": cache.to_dict(cfg),
                                         "labels": labels.tolist(), "work": str(work)}, processes, work)
         scale_out.sample_chunks(pipe, labels, cfg, work, progress=progress)  # what is still missing
         images = scale_out.gather_chunks(work, len(labels), cfg.batch_size)
@@ -257,6 +257,20 @@ def load_pool(artifact: cache.Artifact) -> tuple[np.ndarray, np.ndarray, list[st
     """(images, labels (N,), class names) of a pool artifact."""
     with np.load(artifact.file(POOL_FILE), allow_pickle=False) as z:
         return z["train_images"], z["train_labels"].ravel().astype(np.int64), z["class_names"].tolist()
+
+
+def pool_subset(pool: cache.Artifact, per_class: int, cache_root: Path | None = None) -> cache.Artifact:
+    """The first `per_class` images of every class of `pool` (all of a class with fewer),
+    written as a pool of its own. Pool images are independent draws, so the first n are a
+    random subset, and a smaller subset is contained in every larger one."""
+
+    def build(folder: Path) -> None:
+        images, labels, class_names = load_pool(pool)
+        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(class_names))])
+        write_medmnist_npz(folder / POOL_FILE, images[keep], labels[keep], class_names)
+
+    return cache.cached("pool_subset", {"per_class": per_class}, build, {"pool": pool.key}, VERSIONS["pool_subset"],
+                        cache_root)
 
 
 # --- the real-trained ConvNet -----------------------------------------------------------------
