@@ -73,7 +73,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from histodistill import machine, plots, presets, runs
-from histodistill.evaluate import budget, comparisons, evaluation, figures
+from histodistill.evaluate import budget, comparisons, evaluation, figures, tables
 from histodistill.generate import stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
@@ -163,10 +163,10 @@ model_runs.groupby(["row", "network"], sort=False)[["acc", "auc", "macro_f1", "b
 # exactly what a hospital cannot share.
 
 # %%
-summary = evaluation.summarise_runs(model_runs)
-for path in evaluation.write_tables(summary, "main_table", run_name):
+summary = tables.summarise_runs(model_runs)
+for path in tables.write_tables(summary, "main_table", run_name):
     print("wrote", path.name)
-display(Markdown(evaluation.display_table(summary).to_markdown()))
+display(Markdown(tables.display_table(summary).to_markdown()))
 
 # %%
 fig = figures.main_results(summary)
@@ -195,14 +195,14 @@ plots.save(fig, "05_paired_differences", run_name)
 # %%
 highlight = "InfoDist (CE + contrastive)"
 chosen = model_runs[(model_runs["row"] == highlight) & (model_runs["network"] == confusion_network)]
-matrix = evaluation.pooled_confusion(chosen, up.bundle)
+matrix = tables.pooled_confusion(chosen, up.bundle)
 fig = figures.confusion(matrix, up.bundle.class_names,
                            f"{highlight}, {figures.NETWORK_NAMES.get(confusion_network, confusion_network)}: "
                            f"test confusion over {len(chosen)} runs")
 plots.save(fig, "05_infodist_confusion", run_name)
 
 # %%
-per_class = evaluation.per_class_accuracy(model_runs[model_runs["network"] == confusion_network], up.bundle)
+per_class = tables.per_class_accuracy(model_runs[model_runs["network"] == confusion_network], up.bundle)
 fig = figures.per_class_accuracy(per_class, highlight)
 plots.save(fig, "05_per_class_accuracy", run_name)
 per_class.round(2)

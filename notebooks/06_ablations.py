@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from histodistill.evaluate import ablations as ablation_lib
 from histodistill import machine, presets, runs
-from histodistill.evaluate import comparisons, evaluation
+from histodistill.evaluate import comparisons, tables
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -83,7 +83,7 @@ def show(name: str) -> None:
     ablation_lib.save(result, run_name)
     for note in result.notes:
         print("note:", note)
-    display(Markdown(evaluation.display_table(result.summary, index="variant").to_markdown()))
+    display(Markdown(tables.display_table(result.summary, index="variant").to_markdown()))
     if result.paired is not None and len(result.paired):
         # Each variant against its reference, paired by seed, with a 95 % interval.
         display(Markdown(comparisons.paired_markdown(result.paired, by="variant")))

@@ -58,7 +58,7 @@ from IPython.display import Markdown, display
 
 from histodistill import machine, paths, plots, presets, runs
 from histodistill.evaluate import evaluation
-from histodistill.privacy import audit, figures
+from histodistill.privacy import audit, figures, report
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -107,8 +107,8 @@ for name, s in sets.items():
 audit_artifact = audit.run_audit(privacy_cfg, up, sets, down_cfg)
 table, by_class = audit.load_table(audit_artifact), audit.load_by_class(audit_artifact)
 curves = audit.load_curves(audit_artifact)
-audit.save(table, run_name, by_class)  # paper_results/<run>/privacy_audit.csv, .md and _by_class.csv
-display(Markdown(audit.markdown(table)))
+report.save(table, run_name, by_class)  # paper_results/<run>/privacy_audit.csv, .md and _by_class.csv
+display(Markdown(report.markdown(table)))
 
 # %% [markdown]
 # ## Where the distance tests' evidence sits
@@ -156,7 +156,7 @@ plots.save(fig, "07_closest_pairs", run_name)
 # `data_card.json` (notebook 04's product), a failure included.
 
 # %%
-result = audit.verdict(table, by_class)
-print(audit.verdict_text(result))
-card = audit.write_card(paths.results_dir(run_name) / "distilled", table, result)
+result = report.verdict(table, by_class)
+print(report.verdict_text(result))
+card = report.write_card(paths.results_dir(run_name) / "distilled", table, result)
 print("audit written into", card)

@@ -9,7 +9,7 @@ import pytest
 
 from histodistill import cache, config, machine, paths, presets, runs, workers
 from histodistill.data import dataset
-from histodistill.evaluate import ablations, comparisons, evaluation
+from histodistill.evaluate import ablations, comparisons, evaluation, tables
 from histodistill.generate import stages
 from histodistill.evaluate.evaluation import MAIN_ROWS
 
@@ -56,9 +56,9 @@ def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data)
     assert len({first.key, reseeded.key, other_set.key}) == 3
 
     runs_ = pd.DataFrame({"row": ["x", "x"], "model_key": [first.key, reseeded.key]})
-    confusion = evaluation.pooled_confusion(runs_, bundle, cache_root=root)
+    confusion = tables.pooled_confusion(runs_, bundle, cache_root=root)
     assert confusion.sum() == 2 * len(bundle.splits["test"].labels)
-    per_class = evaluation.per_class_accuracy(runs_, bundle, cache_root=root)
+    per_class = tables.per_class_accuracy(runs_, bundle, cache_root=root)
     assert per_class.shape == (9, 1) and per_class["x"].between(0, 1).all()
 
 
@@ -165,8 +165,8 @@ def fake_runs(networks=("convnet", "resnet18"), n_seeds=3) -> pd.DataFrame:
 
 def test_main_table_files_have_every_row_and_column():
     runs_ = fake_runs()
-    summary = evaluation.summarise_runs(runs_)
-    written = evaluation.write_tables(summary, "main_table", "unit")
+    summary = tables.summarise_runs(runs_)
+    written = tables.write_tables(summary, "main_table", "unit")
     assert [p.name for p in written] == ["main_table.csv", "main_table.md", "main_table.tex"]
 
     table = pd.read_csv(paths.results_dir("unit") / "main_table.csv")
@@ -193,9 +193,9 @@ def test_main_table_files_have_every_row_and_column():
 
 def test_display_table_keeps_an_ablations_parameters():
     runs_ = fake_runs(networks=("convnet",), n_seeds=2).assign(variant=lambda f: f["row"])
-    summary = evaluation.summarise_runs(runs_, by=("variant", "network"))
+    summary = tables.summarise_runs(runs_, by=("variant", "network"))
     params = pd.DataFrame({"variant": list(MAIN_ROWS), "weight": np.linspace(0, 1, len(MAIN_ROWS))})
-    shown = evaluation.display_table(params.merge(summary, on="variant"), index="variant")
+    shown = tables.display_table(params.merge(summary, on="variant"), index="variant")
     assert ("", "weight") in shown.columns and ("convnet", "macro F1") in shown.columns
     assert list(shown.index) == list(MAIN_ROWS)
 

@@ -140,25 +140,25 @@ def audit_table(distilled_passes: bool = True, control_caught: bool = True):
 
 
 def test_the_verdict_names_failed_tests_and_missed_controls():
-    from histodistill.privacy import audit
+    from histodistill.privacy import report
 
-    good = audit.verdict(audit_table())
+    good = report.verdict(audit_table())
     assert good["passed"] and good["controls_caught"] and good["failed_tests"] == []
-    bad = audit.verdict(audit_table(distilled_passes=False, control_caught=False))
+    bad = report.verdict(audit_table(distilled_passes=False, control_caught=False))
     assert not bad["passed"] and bad["failed_tests"] == ["DCR share / pixels"]
     assert bad["controls_missed"] == ["near-copies / planted train copies (control) / pixels"]
-    text = audit.verdict_text(bad)
+    text = report.verdict_text(bad)
     assert "FAILED the privacy audit: DCR share / pixels" in text and "controls not caught" in text
 
 
 def test_the_card_carries_the_verdict_a_failure_included(tmp_path):
     import json
 
-    from histodistill.privacy import audit
+    from histodistill.privacy import report
 
     (tmp_path / "data_card.json").write_text(json.dumps({"method": "infodist", "n_images": 90}))
     table = audit_table(distilled_passes=False)
-    audit.write_card(tmp_path, table, audit.verdict(table))
+    report.write_card(tmp_path, table, report.verdict(table))
     card = json.loads((tmp_path / "data_card.json").read_text())
     assert card["method"] == "infodist"  # the rest of the card is kept
     assert card["audit"]["verdict"] == "FAILED" and card["audit"]["failed_tests"] == ["DCR share / pixels"]
@@ -166,7 +166,7 @@ def test_the_card_carries_the_verdict_a_failure_included(tmp_path):
                                                            "MIA generator: denoising loss, t=100"}
     assert card["audit"]["tests"][0]["ci_low"] is None  # NaN written as null, valid JSON
     assert card["audit"]["code_version"].startswith("0.") and card["audit"]["date"]
-    assert "| DCR share" in audit.markdown(table)
+    assert "| DCR share" in report.markdown(table)
 
 
 def test_the_per_class_breakdown_puts_the_evidence_where_the_copies_are(real):
@@ -194,20 +194,20 @@ def test_the_per_class_breakdown_puts_the_evidence_where_the_copies_are(real):
 def test_the_verdict_says_where_a_failed_distance_test_sits():
     import pandas as pd
 
-    from histodistill.privacy import audit
+    from histodistill.privacy import audit, report
 
     table = audit_table(distilled_passes=False)
     by_class = pd.DataFrame([
         {"set": "distilled (InfoDist)", "role": "audited", "space": "pixels", "class": c, "images": 10,
          "dcr_share": share, "dcr_ci_low": 0.0, "dcr_ci_high": 1.0, "dcr_p_value": p, "near_copies": n}
         for c, share, p, n in [("adipose", 0.5, 0.6, 0), ("background", 1.0, 0.001, 3)]], columns=audit.BY_CLASS_COLUMNS)
-    result = audit.verdict(table, by_class)
+    result = report.verdict(table, by_class)
     assert not result["passed"]  # locating a failure does not excuse it
     assert result["where"] == {"pixels": ["DCR share: background 1.00 (p = 0.001)"]}
-    assert "where, in pixels: DCR share: background 1.00" in audit.verdict_text(result)
-    assert audit.verdict(audit_table(), by_class)["where"] == {}  # nothing failed, nothing to locate
+    assert "where, in pixels: DCR share: background 1.00" in report.verdict_text(result)
+    assert report.verdict(audit_table(), by_class)["where"] == {}  # nothing failed, nothing to locate
     # Near-copies are located by class; a DCR excess no class carries alone is said to be spread.
     table.loc[table["test"] == "near-copies", "passed"] = False
     by_class["dcr_p_value"] = 0.5
-    assert audit.verdict(table, by_class)["where"]["pixels"] == [
+    assert report.verdict(table, by_class)["where"]["pixels"] == [
         "near-copies: background 3", "DCR share: no class significant alone: spread over the set"]

@@ -1,6 +1,6 @@
 """Test-set metrics of a classifier, and their mean ± std over training runs (METHOD step 8).
 
-    >>> from histodistill import metrics
+    >>> from histodistill.classifiers import metrics
     >>> m = metrics.evaluate(test_labels, probs)   # {"acc", "auc", "macro_f1", ...}
     >>> s = metrics.summarise([m_seed0, m_seed1, m_seed2])
     >>> metrics.format_mean_std(s["acc_mean"], s["acc_std"])
@@ -29,6 +29,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import f1_score
 
 SUMMARY_METRICS = ("acc", "auc", "macro_f1")
+METRIC_LABELS = (("acc", "ACC"), ("auc", "AUC"), ("macro_f1", "macro F1"))  # how tables and figures name them
 
 
 def _check(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:

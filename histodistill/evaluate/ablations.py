@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import comparisons, evaluation, figures
+from . import comparisons, evaluation, figures, tables
 from ..classifiers import convnet
 from ..generate import quality, stages
 from ..select import distill
@@ -51,7 +51,7 @@ def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bo
     seeds = evaluation.seeds(down, abl.seeds)
     jobs, params, notes = BUILDERS[name](up, base, abl, seeds)
     runs = evaluation.run_jobs(jobs, up.bundle, desc=f"ablation {name}", progress=progress)
-    summary = evaluation.summarise_runs(runs, by=("variant", "network"))
+    summary = tables.summarise_runs(runs, by=("variant", "network"))
     summary = params.merge(summary, on="variant", how="right")
     paired = comparisons.paired_differences(runs, up.bundle, references(name, params, up), by="variant")
     return Result(name, runs, summary, _figure(name, summary), notes, paired)
@@ -223,7 +223,7 @@ def save(result: Result, run_name: str) -> list:
     ``ablation_<name>_paired.csv/.md`` and ``figures/<run>/06_ablation_<name>.png``."""
     from .. import plots
 
-    paths = evaluation.write_tables(result.summary, f"ablation_{result.name}", run_name, index="variant")
+    paths = tables.write_tables(result.summary, f"ablation_{result.name}", run_name, index="variant")
     if result.paired is not None and len(result.paired):
         paths += comparisons.write_paired(result.paired, f"ablation_{result.name}_paired", run_name, by="variant")
     plots.save(result.figure, f"06_ablation_{result.name}", run_name)

@@ -19,7 +19,8 @@ import pandas as pd
 from .. import paths
 from ..classifiers import metrics
 from ..data.dataset import DataBundle
-from .evaluation import METRIC_LABELS, model_artifact, test_probabilities
+from ..classifiers.metrics import METRIC_LABELS
+from .evaluation import model_artifact, test_probabilities
 
 
 def _probabilities(keys, cache_root: Path | None) -> np.ndarray:

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .evaluation import METRIC_LABELS, REAL_ROWS
+from ..classifiers.metrics import METRIC_LABELS
+from .evaluation import REAL_ROWS
 from ..plots import style
 
 NETWORK_NAMES = {"convnet": "ConvNet", "resnet18": "ResNet-18"}
