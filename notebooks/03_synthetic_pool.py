@@ -68,7 +68,7 @@ from IPython.display import display
 from histodistill import machine, plots, presets, runs
 from histodistill.classifiers import convnet
 from histodistill.data import dataset
-from histodistill.generate import figures, guidance, quality, stages
+from histodistill.generate import figures, guidance, memorisation, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -211,9 +211,9 @@ plots.save(fig, "03_pool_texture", run_name)
 # copied". Pool images below val's 1st percentile deserve a look before anything is shared.
 
 # %%
-mem = quality.memorisation(pool_feats, train_feats, val_feats, pool_images, train.images, val.images,
+mem = memorisation.memorisation(pool_feats, train_feats, val_feats, pool_images, train.images, val.images,
                            val_distances=real["val_to_train"])
-summary = quality.memorisation_summary(mem, pool_labels, class_names)
+summary = memorisation.memorisation_summary(mem, pool_labels, class_names)
 plots.save_table(summary.set_index("space"), "pool_memorisation", run_name)
 display(summary.round(4))
 fig = figures.memorisation(mem)
@@ -223,6 +223,6 @@ plots.save(fig, "03_memorisation", run_name)
 # The eight closest synthetic/real pairs in pixel space: a copy would look identical.
 
 # %%
-pairs = quality.closest_pairs(mem, "pixels", n=8)
+pairs = memorisation.closest_pairs(mem, "pixels", n=8)
 fig = figures.closest_pairs(pairs, pool_images, train.images, title="Closest synthetic / real train pairs (pixels)")
 plots.save(fig, "03_closest_pairs", run_name)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_images
-from histodistill.generate import quality
+from histodistill.generate import memorisation, quality
 
 
 def gaussian(n, dim, mean=0.0, seed=0):
@@ -168,7 +168,7 @@ def test_memorisation_finds_exact_copies_in_features_and_pixels():
         proj = np.random.default_rng(0).normal(size=(8 * 8 * 3, 16)).astype(np.float32)
         return (px.reshape(len(px), -1).astype(np.float32) / 255) @ proj
 
-    result = quality.memorisation(
+    result = memorisation.memorisation(
         feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px
     )
     assert set(result) == {"features", "pixels"}
@@ -180,30 +180,30 @@ def test_memorisation_finds_exact_copies_in_features_and_pixels():
         np.testing.assert_array_equal(r["pool_nearest"][copy_pos], copied)
         assert r["threshold"] == pytest.approx(np.percentile(r["val_distances"], 1.0))
         assert r["n_below"] == 3 and r["share_below"] == pytest.approx(3 / 33)
-        pairs = quality.closest_pairs(result, space, n=4)
+        pairs = memorisation.closest_pairs(result, space, n=4)
         assert [(p, t) for p, t, _ in pairs[:3]] == list(zip(copy_pos.tolist(), copied.tolist()))
         assert [d for _, _, d in pairs[:3]] == [0.0, 0.0, 0.0] and pairs[3][2] > 0
     # The val-to-train distances computed once (as a sweep does) give the same result.
-    reference = quality.val_to_train(feats(train_px), feats(val_px), train_px, val_px)
-    again = quality.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px,
+    reference = memorisation.val_to_train(feats(train_px), feats(val_px), train_px, val_px)
+    again = memorisation.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px,
                                  val_distances=reference)
     for space in ("features", "pixels"):
         for key, value in result[space].items():
             np.testing.assert_array_equal(again[space][key], value)
     with pytest.raises(ValueError, match="59 given val distances for 60 val images"):
-        quality.memorisation(feats(pool_px), feats(train_px), feats(val_px),
+        memorisation.memorisation(feats(pool_px), feats(train_px), feats(val_px),
                              val_distances={"features": reference["features"][:59]})
 
 
 def test_memorisation_features_only_and_pixel_arguments_together():
     train, val, pool = gaussian(50, 4, seed=1), gaussian(20, 4, seed=2), gaussian(10, 4, seed=3)
-    result = quality.memorisation(pool, train, val)
+    result = memorisation.memorisation(pool, train, val)
     assert set(result) == {"features"}
-    assert len(quality.closest_pairs(result, n=100)) == 10
+    assert len(memorisation.closest_pairs(result, n=100)) == 10
     with pytest.raises(ValueError, match="together"):
-        quality.memorisation(pool, train, val, pool_pixels=make_images(10, size=4))
+        memorisation.memorisation(pool, train, val, pool_pixels=make_images(10, size=4))
     with pytest.raises(KeyError):
-        quality.closest_pairs(result, "pixels")
+        memorisation.closest_pairs(result, "pixels")
 
 
 def test_quality_table_measures_pool_and_floor_at_the_same_size():
@@ -235,10 +235,10 @@ def test_memorisation_summary_has_one_row_per_space():
     train_px, val_px = make_images(40, size=6, seed=1), make_images(20, size=6, seed=2)
     pool_px = train_px[:5].copy()  # five exact copies
     feats = lambda px: px.reshape(len(px), -1).astype(float)  # noqa: E731
-    result = quality.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px)
-    summary = quality.memorisation_summary(result)
+    result = memorisation.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px)
+    summary = memorisation.memorisation_summary(result)
     assert summary["space"].tolist() == ["features", "pixels"]
     assert summary["n_below"].tolist() == [5, 5] and summary["median_pool_distance"].tolist() == [0.0, 0.0]
     assert summary["expected_below_if_unseen"].tolist() == pytest.approx([0.05, 0.05])  # 1 % of 5
-    by_class = quality.memorisation_summary(result, np.array([0, 0, 1, 1, 1]), ["a", "b"])
+    by_class = memorisation.memorisation_summary(result, np.array([0, 0, 1, 1, 1]), ["a", "b"])
     assert by_class["flagged_by_class"].tolist() == ["a: 2; b: 3"] * 2

@@ -40,7 +40,7 @@ from ..progress import tqdm
 from . import dm
 from .. import cache, paths
 from ..classifiers import convnet, metrics, training
-from ..generate import stages
+from ..generate import memorisation, stages
 from ..select import distill
 from .. import workers as workers_mod
 from ..config import DMConfig, DownstreamConfig, EvaluationConfig
@@ -351,19 +351,17 @@ def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig
 
 def copy_check(sets: dict[str, TrainingSet], bundle: DataBundle, classifier: convnet.ConvNet) -> pd.DataFrame:
     """How close each training set's images lie to the real train images, against how close
-    unseen real val images lie (`quality.memorisation`, in the real-trained ConvNet's
+    unseen real val images lie (`memorisation.memorisation`, in the real-trained ConvNet's
     feature space and in pixels): one line per set and space. A shareable set should have
     no image at or below val's 1st percentile."""
-    from ..generate import quality
-
     train, val = bundle.splits["train"], bundle.splits["val"]
     train_feats, val_feats = convnet.embed(classifier, train.images), convnet.embed(classifier, val.images)
-    reference = quality.val_to_train(train_feats, val_feats, train.images, val.images)  # once for every set
+    reference = memorisation.val_to_train(train_feats, val_feats, train.images, val.images)  # once for every set
     frames = []
     for name, train_set in sets.items():
-        result = quality.memorisation(convnet.embed(classifier, train_set.images), train_feats, val_feats,
+        result = memorisation.memorisation(convnet.embed(classifier, train_set.images), train_feats, val_feats,
                                       train_set.images, train.images, val.images, val_distances=reference)
-        frames.append(quality.memorisation_summary(result, train_set.labels, bundle.class_names).assign(set=name))
+        frames.append(memorisation.memorisation_summary(result, train_set.labels, bundle.class_names).assign(set=name))
     table = pd.concat(frames, ignore_index=True).rename(
         columns={"n_pool": "n_images", "median_pool_distance": "median_distance"})
     return table.set_index(["set", "space"])

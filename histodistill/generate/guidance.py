@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import quality, stages
+from . import memorisation, quality, stages
 from .. import cache
 from ..classifiers import convnet
 from ..config import GuidanceSweepConfig, SamplingConfig
@@ -39,7 +39,7 @@ def judge_features(classifier: convnet.ConvNet, bundle: DataBundle) -> dict:
     distance to its nearest train image in features and pixels, the copy check's reference."""
     train, val = bundle.splits["train"], bundle.splits["val"]
     feats = {split: convnet.embed(classifier, bundle.splits[split].images) for split in ("train", "val")}
-    feats["val_to_train"] = quality.val_to_train(feats["train"], feats["val"], train.images, val.images)
+    feats["val_to_train"] = memorisation.val_to_train(feats["train"], feats["val"], train.images, val.images)
     return feats
 
 
@@ -66,7 +66,7 @@ def pool_scores(pool_images: np.ndarray, pool_labels: np.ndarray, classifier: co
     fidelity = quality.quality_table(real_features["train"], train.labels, real_features["val"], val.labels,
                                      pool_feats, pool_labels, names)
     overall = fidelity.set_index("class").loc["all"]
-    mem = quality.memorisation(pool_feats, real_features["train"], real_features["val"],
+    mem = memorisation.memorisation(pool_feats, real_features["train"], real_features["val"],
                                pool_images, train.images, val.images, val_distances=real_features.get("val_to_train"))
     return {
         # Both means over classes (unweighted), as in pool_class_consistency.csv.
