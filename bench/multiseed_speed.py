@@ -27,9 +27,9 @@ import torch
 
 from histodistill import config, machine, presets
 from histodistill.classifiers import training
+from histodistill.classifiers.networks import CONVNET_WIDTH, RESNET18_WIDTHS, scaled
 from histodistill.data import dataset
 from histodistill.evaluate import evaluation
-from histodistill.classifiers.networks import CONVNET_WIDTH, RESNET18_WIDTHS, scaled
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multiseed_speed.csv"
 

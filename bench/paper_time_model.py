@@ -43,15 +43,15 @@ from ldm_speed import _sync, device_name  # noqa: E402  (a sibling script)
 
 from histodistill import machine, presets  # noqa: E402
 from histodistill.classifiers import convnet, training
+from histodistill.classifiers.augmentation import DSA  # noqa: E402
+from histodistill.classifiers.networks import build_network  # noqa: E402
 from histodistill.data import rehearsal
 from histodistill.evaluate import dm
 from histodistill.generate import autoencoder
+from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
+from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
 from histodistill.privacy import measures
 from histodistill.select import selection
-from histodistill.classifiers.augmentation import DSA  # noqa: E402
-from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
-from histodistill.classifiers.networks import build_network  # noqa: E402
-from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ASSUMED_GPU_FLOPS = 30e12  # sustained FLOP/s assumed for a FLOP estimate (see the docstring)

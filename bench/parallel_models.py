@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 
 from histodistill import config, machine, presets
+from histodistill import workers as workers_mod
 from histodistill.classifiers import training
 from histodistill.data import dataset
 from histodistill.evaluate import evaluation
-from histodistill import workers as workers_mod
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_models.csv"
 

@@ -18,8 +18,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .config import (DataConfig, ClassifierConfig, AutoencoderConfig, DiffusionConfig, SamplingConfig, GuidanceSweepConfig,
-                     SelectionConfig, DownstreamConfig, EvaluationConfig, DMConfig, AblationConfig, PrivacyConfig)
+from .config import (
+    AblationConfig,
+    AutoencoderConfig,
+    ClassifierConfig,
+    DataConfig,
+    DiffusionConfig,
+    DMConfig,
+    DownstreamConfig,
+    EvaluationConfig,
+    GuidanceSweepConfig,
+    PrivacyConfig,
+    SamplingConfig,
+    SelectionConfig,
+)
 
 PROFILES = ("smoke", "demo", "paper", "rehearsal")
 

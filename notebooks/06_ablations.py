@@ -44,8 +44,8 @@ guidance_per_class = None  # pool images per class sampled for each guidance sca
 # %%
 from IPython.display import Markdown, display
 
-from histodistill.evaluate import ablations as ablation_lib
 from histodistill import machine, presets, runs
+from histodistill.evaluate import ablations as ablation_lib
 from histodistill.evaluate import comparisons, tables
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit

@@ -89,13 +89,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import balanced_labels, make_images
 from PIL import Image
 
-from conftest import balanced_labels, make_images
 from histodistill import cache, paths, presets, runner
 from histodistill.data import dataset, sources
-from histodistill.generate import stages
 from histodistill.data.sources import DataError
+from histodistill.generate import stages
 
 ROOT = Path(__file__).resolve().parents[1]
 

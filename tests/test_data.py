@@ -3,9 +3,9 @@ medmnist's exact layout), your own npz and folders, and their error messages."""
 
 import numpy as np
 import pytest
+from conftest import balanced_labels, make_images, md5
 from PIL import Image
 
-from conftest import balanced_labels, make_images, md5
 from histodistill import paths, presets
 from histodistill.data import dataset, sources
 from histodistill.data.sources import DataError

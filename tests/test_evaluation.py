@@ -10,8 +10,8 @@ import pytest
 from histodistill import cache, config, machine, paths, presets, runs, workers
 from histodistill.data import dataset
 from histodistill.evaluate import ablations, comparisons, evaluation, tables
-from histodistill.generate import stages
 from histodistill.evaluate.evaluation import MAIN_ROWS
+from histodistill.generate import stages
 
 
 @pytest.fixture(scope="module")

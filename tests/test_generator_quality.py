@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 import scipy.ndimage
 import torch
-
 from conftest import balanced_labels, make_images
+
 from histodistill import config, presets
 from histodistill.data import dataset
 from histodistill.generate import autoencoder, guidance, quality, shipped, stages
 from histodistill.generate.diffusion import Trainer, build_noise_scheduler, loss_weights
 from histodistill.generate.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
-
 
 # --- the sampler ---------------------------------------------------------------------------
 

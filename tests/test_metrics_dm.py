@@ -9,11 +9,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_images
+
 from histodistill.classifiers import convnet, metrics
-from histodistill.evaluate import dm
 from histodistill.classifiers.augmentation import DSA
+from histodistill.evaluate import dm
 
 medmnist = pytest.importorskip("medmnist")
 from medmnist.evaluator import getACC, getAUC  # noqa: E402

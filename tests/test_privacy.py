@@ -3,10 +3,10 @@ same distribution must pass, the attack measures on hand-made cases with known a
 
 import numpy as np
 import pytest
+from conftest import make_images
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_images
 from histodistill.privacy import measures
 
 

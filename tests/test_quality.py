@@ -3,8 +3,8 @@ neighbours, the per-class quality table and the memorisation (copying) check."""
 
 import numpy as np
 import pytest
-
 from conftest import make_images
+
 from histodistill.generate import memorisation, quality
 
 

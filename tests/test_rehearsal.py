@@ -4,8 +4,8 @@ as one's own data, and made of changed copies of the bundled images."""
 import numpy as np
 import pytest
 
-from histodistill.data import rehearsal, sources
 from histodistill.config import DataConfig
+from histodistill.data import rehearsal, sources
 
 SMALL = {"train": 300, "val": 40, "test": 30}
 

@@ -5,14 +5,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_images
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import make_images
+from histodistill.config import SelectionConfig
 from histodistill.data import sources
 from histodistill.select import graphs, selection
 from histodistill.select.graphs import GraphError, GraphWarning, build_graph
-from histodistill.config import SelectionConfig
 from histodistill.select.selection import allocate_quota, communities
 
 CHEAP_METHODS = ["infodist", "random", "kmeans", "herding"]  # umap_kmeans: see the umap test

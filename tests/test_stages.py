@@ -10,9 +10,9 @@ import torch
 from histodistill import cache, config, presets, runs
 from histodistill.data import dataset, sources
 from histodistill.generate import autoencoder, stages
+from histodistill.generate.diffusion import build_noise_scheduler
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 from histodistill.generate.sampling import dpm_solver
-from histodistill.generate.diffusion import build_noise_scheduler
 from histodistill.generate.uvit import UViT
 
 NAMES = ["adipose", "mucus", "tumour"]

@@ -24,14 +24,22 @@ import pandas as pd
 import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
-from ..progress import tqdm
 
-from . import rehearsal
 from .. import cache, paths
 from ..config import DataConfig
 from ..presets import stage_config
-from .sources import BUNDLED_FILE, SPLITS, DataError, pathmnist_file_info, pathmnist_stored_size
-from .sources import read_npz, read_source, square_resize
+from ..progress import tqdm
+from . import rehearsal
+from .sources import (
+    BUNDLED_FILE,
+    SPLITS,
+    DataError,
+    pathmnist_file_info,
+    pathmnist_stored_size,
+    read_npz,
+    read_source,
+    square_resize,
+)
 
 STAGE = "data"
 STAGE_VERSION = 1  # bump when the files this stage writes change meaning

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sources
 from ..config import DataConfig
+from . import sources
 
 VERSION = 1  # bump when the file this code writes changes (it is part of the data stage's key)
 # PathMNIST (28 px) split sizes, as medmnist serves them.

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from ..progress import tqdm
 
 from ..config import PATHMNIST_SIZES, DataConfig
 from ..paths import ASSETS_DIR
+from ..progress import tqdm
 
 SPLITS = ("train", "val", "test")
 PATHMNIST_CLASSES = (

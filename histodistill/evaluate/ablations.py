@@ -22,13 +22,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import comparisons, evaluation, figures, tables
 from ..classifiers import convnet
+from ..config import AblationConfig, DownstreamConfig
 from ..generate import quality, stages
 from ..select import distill
-from ..config import AblationConfig, DownstreamConfig
-from .evaluation import Job, from_selection
 from ..select.graphs import GraphError
+from . import comparisons, evaluation, figures, tables
+from .evaluation import Job, from_selection
 
 NAMES = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance")
 

@@ -27,8 +27,8 @@ import dataclasses
 
 import pandas as pd
 
-from . import evaluation
 from ..config import DownstreamConfig, EvaluationConfig
+from . import evaluation
 
 ROW = "InfoDist (CE)"  # the row whose budget curve is measured
 

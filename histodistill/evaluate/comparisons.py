@@ -18,8 +18,8 @@ import pandas as pd
 
 from .. import paths
 from ..classifiers import metrics
-from ..data.dataset import DataBundle
 from ..classifiers.metrics import METRIC_LABELS
+from ..data.dataset import DataBundle
 from .evaluation import model_artifact, test_probabilities
 
 

@@ -35,11 +35,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from ..progress import tqdm
 
-from ..classifiers import convnet
 from ..checkpoints import CheckpointFolder
+from ..classifiers import convnet
 from ..classifiers.convnet import ConvNet, channel_stats, to_tensor
+from ..progress import tqdm
 
 MOMENTUM = 0.5  # the DM paper's momentum for the image optimiser
 

@@ -35,17 +35,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..progress import tqdm
 
-from . import dm
 from .. import cache, paths
-from ..classifiers import convnet, metrics, training
-from ..generate import memorisation, stages
-from ..select import distill
 from .. import workers as workers_mod
+from ..classifiers import convnet, metrics, training
+from ..classifiers.augmentation import DSA
 from ..config import DMConfig, DownstreamConfig, EvaluationConfig
 from ..data.dataset import DataBundle
-from ..classifiers.augmentation import DSA
+from ..generate import memorisation, stages
+from ..progress import tqdm
+from ..select import distill
+from . import dm
 
 VERSIONS = {"model": 3, "dm": 2}  # model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU
 # Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a

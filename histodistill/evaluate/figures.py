@@ -8,8 +8,8 @@ import pandas as pd
 import seaborn as sns
 
 from ..classifiers.metrics import METRIC_LABELS
-from .evaluation import REAL_ROWS
 from ..plots import style
+from .evaluation import REAL_ROWS
 
 NETWORK_NAMES = {"convnet": "ConvNet", "resnet18": "ResNet-18"}
 

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
-from ..progress import tqdm
 
 from ..checkpoints import CheckpointFolder
 from ..config import DiffusionConfig
+from ..progress import tqdm
 from .scale_out import Shard
 from .uvit import UViT
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import memorisation, quality, stages
 from .. import cache
 from ..classifiers import convnet
 from ..config import GuidanceSweepConfig, SamplingConfig
 from ..data.dataset import DataBundle
+from . import memorisation, quality, stages
 
 SWEEP_COLUMNS = ["solver", "guidance_scale", "judge_val_accuracy", "consistency_mean", "consistency_min", "texture_ratio_min",
                  "texture_ratio_max", "fd_pool_vs_val", "fd_train_vs_val", "fd_ratio", "precision", "recall",

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin
 
-from . import autoencoder as ae
 from ..config import DiffusionConfig
+from . import autoencoder as ae
 from .diffusion import build_noise_scheduler
 from .sampling import denoise, dpm_solver
 from .uvit import UViT

@@ -13,11 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
-from ..progress import tqdm
 
 from ..config import SOLVERS, SamplingConfig
+from ..progress import tqdm
 from .uvit import UViT
-
 
 # "trailing" spacing starts every sampling run at the last training timestep (T - 1), where
 # the model was trained on pure noise; "leading" (the DDPM config's) would start at

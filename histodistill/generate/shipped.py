@@ -141,8 +141,8 @@ def _all(root: Path, log) -> list[ShippedGenerator]:
 def build(profile: str, out: Path | None = None, progress: bool = True, cache_root: Path | None = None) -> Path:
     """Train (or take from the cache) `profile`'s autoencoder and denoiser from scratch and
     write them, with their provenance, to ``assets/generators/<profile>/`` (or `out`)."""
-    from . import stages  # stages imports this module
     from ..data import dataset
+    from . import stages  # stages imports this module
 
     out = Path(out) if out else ASSETS / profile
     bundle = dataset.prepare_data(presets.stage_config("data", profile), cache_root)

@@ -29,15 +29,15 @@ import pandas as pd
 import torch
 from diffusers import DDPMScheduler
 
-from . import measures
 from .. import cache, workers
 from ..classifiers import convnet, training
-from ..evaluate import evaluation
-from ..generate import stages
-from ..generate import autoencoder as ae
 from ..config import DiffusionConfig, DownstreamConfig, PrivacyConfig
+from ..evaluate import evaluation
+from ..generate import autoencoder as ae
+from ..generate import stages
 from ..generate.diffusion import Trainer
 from ..generate.quality import nearest_neighbours
+from . import measures
 
 VERSION = 2  # 2: the per-class breakdown of the distance tests (by_class.csv)
 TABLE = "audit.csv"

@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..plots import style
 from ..generate.figures import ACCENT, FLOOR, REAL, SYNTH
+from ..plots import style
 
 ROLE_COLOURS = {"audited": SYNTH, "reference": ACCENT, "control": "#55A868"}
 AUDITED_SHADES = [SYNTH, "#8172B3", "#937860", "#DA8BC3"]  # one per audited set in a panel

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import measures
 from .. import __version__, paths
+from . import measures
 
 
 def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: str = "distilled (InfoDist)") -> dict:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import selection
 from .. import cache
 from ..classifiers import convnet
-from ..generate import stages
 from ..config import SelectionConfig
+from ..generate import stages
+from . import selection
 from .graphs import umap_embedding
 
 VERSIONS = {"embedding": 1, "selection": 3}  # 3: coverage columns in graphs.csv
