@@ -9,7 +9,7 @@ to bench/results/generator_trials.csv.
 
 The run shares the diffusion stage's resumable work folder, so a trial trained to its last
 step is the cached result of the same configuration trained from scratch (notebook 02 with
-`use_shipped_generator = False`), which `python -m histodistill.generate.shipped build` then packs.
+`use_shipped_generator = False`), which `python -m histodistill.generate.ship build` then packs.
 
 A trial always trains (``shipped`` off). The committed trials (bench/results/generator_trials.csv)
 came from the demo preset of that time with the fields that became the current preset:

@@ -57,7 +57,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ASSUMED_GPU_FLOPS = 30e12  # sustained FLOP/s assumed for a FLOP estimate (see the docstring)
 STEP_FLOOR_S = 1e-3  # the least an optimisation step is assumed to take on a GPU
 N_CLASSES = 9
-TRAIN, VAL, TEST = (rehearsal.PATHMNIST_SPLITS[s] for s in ("train", "val", "test"))
+TRAIN, VAL = (rehearsal.PATHMNIST_SPLITS[s] for s in ("train", "val"))
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """Notebook parameters, checked before anything runs.
 
 Each ``-p NAME VALUE`` override is matched to the configuration field it sets, read from the
-notebooks' own ``presets.stage_config("stage", profile, field=NAME, ...)`` calls, and checked
+notebooks' own ``presets.stage_config("stage", profile, field=NAME, ...)`` and
+``presets.from_parameters("stage", profile, globals(), "prefix_", ...)`` calls, and checked
 against that field's type and the stage's own checks (its dataclass's ``__post_init__``). So
 ``-p ipc ten`` or ``-p networks resnet18`` (a string where a tuple is needed) fails at once,
 naming the parameter, the value and what is allowed, instead of minutes later inside a
@@ -12,6 +13,7 @@ are left to their notebook.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import types
 import typing
 from pathlib import Path
@@ -21,14 +23,23 @@ from . import presets
 
 def field_map(notebooks: list[tuple[Path, set[str], str]]) -> dict[str, set[tuple[str, str]]]:
     """parameter -> {(stage, field), ...}, from each notebook's (source, declared parameters,
-    code): a keyword of a ``stage_config`` call whose value uses exactly one declared
-    parameter (a name two notebooks use for different fields maps to both)."""
+    code): a keyword of a ``stage_config`` or ``from_parameters`` call whose value uses
+    exactly one declared parameter, and for ``from_parameters`` every declared parameter
+    named its prefix + a field of the stage (a name two notebooks use for different fields
+    maps to both)."""
     mapping: dict[str, set[tuple[str, str]]] = {}
     for _, declared, code in notebooks:
         for node in ast.walk(ast.parse(code)):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "stage_config"):
+            kind = getattr(node.func, "attr", "") if isinstance(node, ast.Call) else ""
+            if kind not in ("stage_config", "from_parameters"):
                 continue
             stage = node.args[0].value
+            if kind == "from_parameters":
+                prefix = node.args[3].value
+                fields = {f.name for f in dataclasses.fields(presets.STAGES[stage])}
+                for name in declared:
+                    if name.startswith(prefix) and name[len(prefix):] in fields:
+                        mapping.setdefault(name, set()).add((stage, name[len(prefix):]))
             for keyword in node.keywords:
                 used = {n.id for n in ast.walk(keyword.value) if isinstance(n, ast.Name)} & declared
                 if len(used) == 1:

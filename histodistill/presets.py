@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": DataConfig(),
         "classifier": ClassifierConfig(),
         # The demo's generator trains for over an hour on 2 CPU cores, so the package ships
-        # it (`shipped=True`: `python -m histodistill.generate.shipped build --profile demo` made it)
+        # it (`shipped=True`: `python -m histodistill.generate.ship build --profile demo` made it)
         # and notebook 02 loads it when these fields are unchanged; any change trains anew.
         # One autoencoder level plus the Laplacian loss: the two-level one capped the pool's
         # texture at 0.66 of real; v-prediction with min-SNR-5 weighting, 16,000 steps.
@@ -168,3 +168,22 @@ def stage_config(stage: str, profile: str, **overrides: Any):
         )
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(preset, **changes)
+
+
+def from_parameters(stage: str, profile: str, namespace: dict[str, Any], prefix: str, **overrides: Any):
+    """The configuration of `stage` under `profile` with every field that a notebook
+    parameter named `prefix` + field sets (``ldm_depth`` sets the diffusion stage's
+    ``depth`` when `prefix` is ``"ldm_"``), read from `namespace` (the notebook's
+    ``globals()``), then `overrides`; ``None`` keeps the profile's value, as in
+    `stage_config`. A list (how papermill passes a tuple) becomes a tuple. So a parameters
+    cell names each field once.
+
+    >>> from_parameters("diffusion", "demo", {"ldm_depth": 7, "ldm_lr": None}, "ldm_").depth
+    7
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {sorted(STAGES)}")
+    values = {f.name: namespace[prefix + f.name] for f in dataclasses.fields(STAGES[stage])
+              if prefix + f.name in namespace}
+    values.update(overrides)
+    return stage_config(stage, profile, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -46,7 +46,7 @@ download = None  # pathmnist: fetch the file from medmnist's servers when it is 
 from IPython.display import display
 
 from histodistill import machine, plots, presets, runs
-from histodistill.data import dataset
+from histodistill.data import dataset, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
@@ -83,7 +83,7 @@ summary
 counts = dataset.class_counts(bundle)
 plots.save_table(counts, "data_class_counts", run_name)
 display(counts)
-fig = plots.class_distribution(counts)
+fig = figures.class_distribution(counts)
 plots.save(fig, "01_class_distribution", run_name)
 
 # %% [markdown]
@@ -102,5 +102,5 @@ plots.save(fig, "01_examples_per_class", run_name)
 # separates several tissue classes; a synthetic pool should keep these profiles.
 
 # %%
-fig = plots.colour_profile(train.images, train.labels, bundle.class_names)
+fig = figures.colour_profile(train.images, train.labels, bundle.class_names)
 plots.save(fig, "01_colour_profile", run_name)

@@ -34,7 +34,7 @@
 #
 # **The demo loads a shipped generator.** Training the demo's pair takes about an hour on
 # 2 CPU cores, so the package carries it (`histodistill/assets/generators/demo/`, made by
-# `python -m histodistill.generate.shipped build --profile demo`). It is loaded only when the data
+# `python -m histodistill.generate.ship build --profile demo`). It is loaded only when the data
 # and every field below equal those it was built for; change any of them, or set
 # `use_shipped_generator = False`, and both train here from scratch.
 
@@ -85,47 +85,9 @@ from histodistill.generate import autoencoder, figures, quality, stages
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
-ae_cfg = presets.stage_config(
-    "autoencoder",
-    profile,
-    pretrained=ae_pretrained,
-    block_out_channels=ae_block_out_channels,
-    latent_channels=ae_latent_channels,
-    steps=ae_steps,
-    batch_size=ae_batch_size,
-    lr=ae_lr,
-    kl_weight=ae_kl_weight,
-    edge_weight=ae_edge_weight,
-    seed=ae_seed,
-    shipped=use_shipped_generator,
-)
-ldm_cfg = presets.stage_config(
-    "diffusion",
-    profile,
-    hidden_size=ldm_hidden_size,
-    depth=ldm_depth,
-    num_heads=ldm_num_heads,
-    patch_size=ldm_patch_size,
-    steps=ldm_steps,
-    batch_size=ldm_batch_size,
-    lr=ldm_lr,
-    warmup_steps=ldm_warmup_steps,
-    weight_decay=ldm_weight_decay,
-    grad_clip=ldm_grad_clip,
-    label_dropout=ldm_label_dropout,
-    augment=ldm_augment,
-    ema_decay=ldm_ema_decay,
-    num_train_timesteps=ldm_num_train_timesteps,
-    beta_schedule=ldm_beta_schedule,
-    beta_start=ldm_beta_start,
-    beta_end=ldm_beta_end,
-    prediction_type=ldm_prediction_type,
-    snr_gamma=ldm_snr_gamma,
-    bf16=ldm_bf16,
-    checkpoint_every=ldm_checkpoint_every,
-    seed=ldm_seed,
-    shipped=use_shipped_generator,
-)
+# Every `ae_<field>` and `ldm_<field>` parameter above sets that field of the stage's configuration.
+ae_cfg = presets.from_parameters("autoencoder", profile, globals(), "ae_", shipped=use_shipped_generator)
+ldm_cfg = presets.from_parameters("diffusion", profile, globals(), "ldm_", shipped=use_shipped_generator)
 runs.record(run_name, profile, autoencoder=ae_cfg, diffusion=ldm_cfg)
 display(ae_cfg, ldm_cfg)
 

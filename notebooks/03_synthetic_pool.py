@@ -86,19 +86,7 @@ sampling_cfg = presets.stage_config(
     solver=solver,
     guidance_interval=tuple(guidance_interval) if guidance_interval else None,
 )
-clf_cfg = presets.stage_config(
-    "classifier",
-    profile,
-    width=clf_width,
-    depth=clf_depth,
-    epochs=clf_epochs,
-    batch_size=clf_batch_size,
-    lr=clf_lr,
-    momentum=clf_momentum,
-    weight_decay=clf_weight_decay,
-    augment=clf_augment,
-    seed=clf_seed,
-)
+clf_cfg = presets.from_parameters("classifier", profile, globals(), "clf_")  # every clf_<field> above
 sweep_cfg = presets.stage_config("guidance_sweep", profile, scales=sweep_scales, solvers=sweep_solvers,
                                 per_class=sweep_per_class, seed=sweep_seed)
 runs.record(run_name, profile, sampling=sampling_cfg, classifier=clf_cfg, guidance_sweep=sweep_cfg)

@@ -107,17 +107,7 @@ eval_cfg = presets.stage_config(
     budget_seeds=budget_seeds,
     budget_tolerance=budget_tolerance,
 )
-dm_cfg = presets.stage_config(
-    "dm",
-    profile,
-    iterations=dm_iterations,
-    lr_img=dm_lr_img,
-    batch_real=dm_batch_real,
-    embed_width=dm_embed_width,
-    init=dm_init,
-    dsa=dm_dsa,
-    seed=dm_seed,
-)
+dm_cfg = presets.from_parameters("dm", profile, globals(), "dm_")  # every dm_<field> above
 runs.record(run_name, profile, downstream=down_cfg, evaluation=eval_cfg, dm=dm_cfg)
 print(f"data: {up.bundle.meta['source']}; IPC {up.selection_cfg.ipc}; "
       + ", ".join(f"{s}: {len(up.bundle.splits[s].labels)}" for s in ("train", "val", "test")))

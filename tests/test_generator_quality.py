@@ -15,7 +15,7 @@ from conftest import balanced_labels, make_images
 
 from histodistill import config, presets
 from histodistill.data import dataset
-from histodistill.generate import autoencoder, guidance, quality, shipped, stages
+from histodistill.generate import autoencoder, guidance, quality, ship, shipped, stages
 from histodistill.generate.diffusion import Trainer, build_noise_scheduler, loss_weights
 from histodistill.generate.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
 
@@ -217,14 +217,14 @@ def shipped_smoke(tmp_path_factory):
     """The smoke profile's generator, built and shipped into a temporary assets folder."""
     root = tmp_path_factory.mktemp("shipcache")
     assets = tmp_path_factory.mktemp("assets")
-    out = shipped.build("smoke", assets / "smoke", progress=False, cache_root=root)
+    out = ship.build("smoke", assets / "smoke", progress=False, cache_root=root)
     return root, assets, out
 
 
 def test_build_writes_a_self_describing_folder(shipped_smoke):
     _, _, out = shipped_smoke
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["profile"] == "smoke" and prov["command"] == "python -m histodistill.generate.shipped build --profile smoke"
+    assert prov["profile"] == "smoke" and prov["command"] == "python -m histodistill.generate.ship build --profile smoke"
     assert sorted(prov["files"]) == sorted(f.relative_to(out).as_posix() for f in out.rglob("*")
                                            if f.is_file() and f.name != "provenance.json")
     assert {"vae/config.json", "transformer/config.json", "diffusion_history.csv"} <= set(prov["files"])

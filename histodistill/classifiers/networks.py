@@ -15,22 +15,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import NETWORKS
 from .convnet import ConvNet, ImageClassifier
 
-NETWORKS = ("convnet", "resnet18")
-NORMS = ("instance", "batch")
 RESNET18_WIDTHS = (64, 128, 256, 512)
 CONVNET_WIDTH = 128  # the paper's ConvNet width
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
-    """Instance norm (per-sample statistics, so tiny distilled batches behave like any
-    other, as in the dataset-distillation literature) or batch norm."""
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
+def _norm(channels: int) -> nn.Module:
+    """Instance norm: per-sample statistics, so tiny distilled batches behave like any
+    other, as in the dataset-distillation literature."""
+    return nn.InstanceNorm2d(channels, affine=True)
 
 
 class BasicBlock(nn.Module):
@@ -38,17 +33,17 @@ class BasicBlock(nn.Module):
 
     The shortcut is a 1x1 strided convolution whenever the shape changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = _norm(norm, out_channels)
+        self.norm1 = _norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        self.norm2 = _norm(norm, out_channels)
+        self.norm2 = _norm(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                _norm(norm, out_channels),
+                _norm(out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,27 +55,27 @@ class BasicBlock(nn.Module):
 class ResNet18(ImageClassifier):
     """ResNet-18 for small images: 3x3 stride-1 stem without max-pool (CIFAR style, so a
     28 px image is not shrunk to 7 px before the first block), BasicBlocks [2, 2, 2, 2] of
-    widths 64/128/256/512 (times `width_scale`), global average pooling and a linear classifier.
+    widths 64/128/256/512 (times `width_scale`) with instance norm, global average pooling and
+    a linear classifier.
 
     The three stride-2 stages shrink the side by 8 (rounding up): 28 -> 4, 64 -> 8."""
 
-    def __init__(self, n_classes: int, in_channels: int = 3, norm: str = "instance", width_scale: float = 1.0):
+    def __init__(self, n_classes: int, in_channels: int = 3, width_scale: float = 1.0):
         super().__init__()
         if n_classes < 1 or in_channels < 1:
             raise ValueError(f"need n_classes >= 1 and in_channels >= 1, not {n_classes}, {in_channels}")
-        _norm(norm, 1)  # fail early, with the helpful message, on an unknown norm
-        self.n_classes, self.in_channels, self.norm = n_classes, in_channels, norm
+        self.n_classes, self.in_channels = n_classes, in_channels
         widths = [scaled(w, width_scale) for w in RESNET18_WIDTHS]
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False),
-            _norm(norm, widths[0]),
+            _norm(widths[0]),
             nn.ReLU(inplace=True),
         )
         stages, channels = [], widths[0]
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(channels, width, stride, norm),
-                                        BasicBlock(width, width, 1, norm)))
+            stages.append(nn.Sequential(BasicBlock(channels, width, stride),
+                                        BasicBlock(width, width, 1)))
             channels = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -2,8 +2,8 @@
 
 One process is the default, and runs inside the notebook's own process. With
 ``processes=N > 1`` a stage starts ``accelerate launch --multi_gpu --num_processes N -m
-histodistill.generate.scale_out <task> <spec.json>``, waits for it, and then finishes in its own
-process exactly as a one-process run does, from what the workers left in the stage's work
+histodistill.generate.scale_out_worker <task> <spec.json>``, waits for it, and then
+finishes in its own process exactly as a one-process run does, from what the workers left in the stage's work
 folder (the training checkpoints, the pool's chunks). On a machine without a GPU the same
 launch runs N CPU processes (torch's gloo backend): that is how the tests check it.
 
@@ -31,10 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from ..config import DiffusionConfig, SamplingConfig
-from ..machine import THREADS_VARIABLE, configure_torch
+from ..machine import THREADS_VARIABLE
 from ..progress import tqdm
 
 CHUNK_BATCHES = 4  # sampler batches per chunk file of a pool
@@ -70,8 +68,8 @@ def launch(task: str, spec: dict, processes: int, work: Path) -> None:
     spec_path.write_text(json.dumps(spec))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "histodistill.generate.scale_out", task, str(spec_path)]
-    print(f"[scale-out] {task} on {processes} processes: accelerate launch ... -m histodistill.generate.scale_out {task}",
+               "-m", "histodistill.generate.scale_out_worker", task, str(spec_path)]
+    print(f"[scale-out] {task} on {processes} processes: accelerate launch ... -m histodistill.generate.scale_out_worker {task}",
           flush=True)
     # The workers use this process's thread count (`machine.configure_torch` reads the
     # variable): on a CPU another count sums in another order and changes the last bits.
@@ -124,46 +122,3 @@ def gather_chunks(work: Path, n: int, batch_size: int) -> np.ndarray:
     if missing:
         raise RuntimeError(f"{len(missing)} of the pool's {len(spans)} chunks are missing in {work}")
     return np.concatenate([np.load(chunk_path(work, i), allow_pickle=False) for i in range(len(spans))])
-
-
-# --- the worker processes ---------------------------------------------------------------------
-
-
-def _sample_worker(spec: dict, accelerator) -> None:
-    from .stages import load_pipeline_from  # here: stages imports this module
-
-    pipe = load_pipeline_from(Path(spec["pipeline"])).to(accelerator.device)
-    cfg = SamplingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["cfg"].items()})
-    sample_chunks(pipe, np.asarray(spec["labels"]), cfg, Path(spec["work"]),
-                  Shard(accelerator.process_index, accelerator.num_processes), progress=accelerator.is_main_process)
-
-
-def _train_worker(spec: dict, accelerator) -> None:
-    from .diffusion import Trainer  # here: diffusion imports this module
-
-    work = Path(spec["work"])
-    data = load_file(work / "training_latents.safetensors")
-    cfg = DiffusionConfig(**spec["cfg"])
-    trainer = Trainer(data["latents"], data["labels"].numpy(), spec["n_classes"], cfg, work, spec["key"],
-                      accelerator.device, accelerator=accelerator)
-    trainer.run(progress=accelerator.is_main_process, max_steps=spec.get("max_steps"))
-    accelerator.wait_for_everyone()
-
-
-TASKS = {"sample": _sample_worker, "train-diffusion": _train_worker}
-
-
-def main(argv: list[str] | None = None) -> None:
-    from accelerate import Accelerator
-
-    task, spec_path = (argv or sys.argv[1:])[:2]
-    configure_torch()
-    # Without a GPU, accelerate forms the process group only when told to use the CPU.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    TASKS[task](json.loads(Path(spec_path).read_text()), accelerator)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-
-
-if __name__ == "__main__":
-    main()
