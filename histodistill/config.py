@@ -187,7 +187,7 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class GuidanceSweepConfig:
     """The small pools that choose the sampler (guidance scale and solver) on real val
-    (notebook 03, `guidance.py`): one pool per scale and solver."""
+    (notebook 03, `generate/guidance.py`): one pool per scale and solver."""
 
     scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)  # guidance scales compared
     solvers: tuple[str, ...] = SOLVERS  # DPM-Solver++ forms compared at each scale
@@ -360,7 +360,7 @@ class AblationConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """The privacy audit of notebook 07 (`audit.py`, `privacy.py`): members are the real train
+    """The privacy audit of notebook 07 (`privacy/audit.py`, `privacy/measures.py`): members are the real train
     split, non-members the real val split."""
 
     planted_noise: float = 2.0  # std (0..255 units) of the noise on the planted train copies (the control)

@@ -1,9 +1,10 @@
 """The data stage: real images, split into train/val/test at one resolution, cached.
 
-    >>> from histodistill import config, data
-    >>> bundle = data.prepare_data(presets.stage_config("data", "demo"))
+    >>> from histodistill import presets
+    >>> from histodistill.data import dataset
+    >>> bundle = dataset.prepare_data(presets.stage_config("data", "demo"))
     >>> bundle.splits["train"].images.shape        # (N, 28, 28, 3) uint8
-    >>> ds = data.HistoDataset("val", profile="demo")  # a torch Dataset, medmnist style
+    >>> ds = dataset.HistoDataset("val", profile="demo")  # a torch Dataset, medmnist style
 
 Splits that the source does not provide are carved out of its train split, stratified by
 class and seeded: first `test_fraction` of all images, then `val_fraction` of all images

@@ -1,6 +1,7 @@
 """Distribution Matching (Zhao & Bilen, WACV 2023): a classic dataset-distillation baseline.
 
-    >>> from histodistill import dm, convnet
+    >>> from histodistill.classifiers import convnet
+    >>> from histodistill.evaluate import dm
     >>> mean, std = convnet.channel_stats(train_images)
     >>> syn, syn_labels = dm.distribution_matching(train_images, train_labels, 9, ipc=10,
     ...                                            iterations=20000, mean=mean, std=std)

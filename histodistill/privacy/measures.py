@@ -4,10 +4,10 @@ Every test compares the real train split (members: the images the generator lear
 with a real holdout that no audited model saw (non-members), and asks whether the audited
 set, or a model trained on it, tells them apart:
 
-    >>> privacy.dcr_share(synthetic, train, holdout)          # 1. nearest real image: train or holdout?
-    >>> privacy.near_copies(synthetic, train)                 # 2. Carlini et al. 2023's relative distance
-    >>> privacy.copying_test(synthetic, train, holdout)       # 3. Meehan et al. 2020's C_T
-    >>> privacy.membership_auc(member_scores, holdout_scores) # 4-5. an attack's AUC, its interval, TPR at 1 % FPR
+    >>> measures.dcr_share(synthetic, train, holdout)          # 1. nearest real image: train or holdout?
+    >>> measures.near_copies(synthetic, train)                 # 2. Carlini et al. 2023's relative distance
+    >>> measures.copying_test(synthetic, train, holdout)       # 3. Meehan et al. 2020's C_T
+    >>> measures.membership_auc(member_scores, holdout_scores) # 4-5. an attack's AUC, its interval, TPR at 1 % FPR
 
 Each returns a dict with its statistic, threshold, interval or p-value and ``passed``. A
 pass is evidence against one kind of leak at the power the set sizes allow, not a proof of

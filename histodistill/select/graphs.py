@@ -1,6 +1,6 @@
 """Per-class similarity graphs over embeddings, the input to InfoDist's Infomap step.
 
-    >>> from histodistill import graphs
+    >>> from histodistill.select import graphs
     >>> g = graphs.build_graph(class_features, "knn", k=10)      # sparse, symmetric
     >>> g = graphs.build_graph(class_features, "paper")             # the released code's
     >>> g.weights, g.directed, g.diagnostics()

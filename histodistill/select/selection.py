@@ -1,7 +1,7 @@
 """Which pool images to keep: InfoDist (graph, Infomap, quotas, modular centrality) and the
 baselines it is compared with, all behind one interface.
 
-    >>> from histodistill import selection
+    >>> from histodistill.select import selection
     >>> sel = selection.select("infodist", pool_f, pool_y, ipc=10, graph="knn", seed=0)
     >>> sel.indices, sel.per_class_counts(), sel.nodes      # nodes: module/flow/centrality
     >>> selection.export_distilled(sel, pool_px, class_names, "out/distilled", source, cfg_hash)
