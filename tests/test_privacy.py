@@ -29,18 +29,19 @@ def test_a_planted_leak_fails_dcr_near_copies_and_c_t(real):
     planted = train[rng.choice(len(train), 100, replace=False)] + rng.normal(0, 0.01, (100, train.shape[1]))
     dcr = measures.dcr_share(planted, train, holdout)
     copies = measures.near_copies(planted, train)
-    copying = measures.copying_test(planted, train, holdout)
+    ref = measures.reference(train, holdout)
+    copying = measures.copying_test(planted, ref)
     assert not dcr["passed"] and dcr["statistic"] == 1.0 and dcr["threshold"] == pytest.approx(400 / 600)
     assert dcr["p_value"] < 1e-10
     assert not copies["passed"] and copies["statistic"] == 100
     assert not copying["passed"] and copying["statistic"] < -3
+    # The reference's parts are the holdout's own distances and train's cells, as C_T needs them.
+    np.testing.assert_array_equal(ref.holdout_distances, measures.nearest_neighbours(holdout, train)[0])
+    assert ref.cells.n_clusters == 5
     # Distances the audit already has, passed in, give the same test.
-    given = measures.copying_test(planted, train, holdout, synthetic_distances=dcr["to_train"],
-                                 holdout_distances=measures.nearest_neighbours(holdout, train)[0],
-                                 train_cells=measures.cut_into_cells(train, 5, 0))
-    assert given == copying
-    with pytest.raises(ValueError, match="one given distance per synthetic and per holdout row"):
-        measures.copying_test(planted, train, holdout, holdout_distances=dcr["to_train"])
+    assert measures.copying_test(planted, ref, synthetic_distances=dcr["to_train"]) == copying
+    with pytest.raises(ValueError, match="one given distance per synthetic row"):
+        measures.copying_test(planted, ref, synthetic_distances=dcr["to_train"][:-1])
 
 
 def test_an_independent_sample_of_the_same_distribution_passes(real):
@@ -48,7 +49,7 @@ def test_an_independent_sample_of_the_same_distribution_passes(real):
     fresh = population(100, 3)
     dcr = measures.dcr_share(fresh, train, holdout)
     copies = measures.near_copies(fresh, train)
-    copying = measures.copying_test(fresh, train, holdout)
+    copying = measures.copying_test(fresh, measures.reference(train, holdout))
     assert dcr["passed"] and dcr["ci_low"] <= 400 / 600 <= dcr["ci_high"]
     assert copies["passed"] and copies["statistic"] == 0 and copies["ratios"].min() > 1 / 3
     assert copying["passed"] and abs(copying["statistic"]) < 2.5
@@ -76,7 +77,7 @@ def test_c_t_is_the_mann_whitney_z_in_one_cell():
     rng = np.random.default_rng(0)
     train = rng.normal(0, 1, (200, 2)).astype(np.float32)
     holdout, synthetic = rng.normal(0, 1, (50, 2)), rng.normal(0, 1, (60, 2))
-    result = measures.copying_test(synthetic, train, holdout, cells=1)
+    result = measures.copying_test(synthetic, measures.reference(train, holdout, cells=1))
     q = measures.nearest_neighbours(synthetic.astype(np.float32), train)[0]
     p = measures.nearest_neighbours(holdout.astype(np.float32), train)[0]
     u = stats.mannwhitneyu(q, p).statistic

@@ -36,7 +36,6 @@ from ..evaluate import evaluation
 from ..generate import autoencoder as ae
 from ..generate import stages
 from ..generate.diffusion import Trainer
-from ..generate.quality import nearest_neighbours
 from . import measures
 
 VERSION = 2  # 2: the per-class breakdown of the distance tests (by_class.csv)
@@ -152,17 +151,15 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
     rows = []
     for space, embed in spaces.items():
         train_v, holdout_v = embed(train), embed(holdout)
-        curves[f"holdout__{space}"], _ = nearest_neighbours(holdout_v, train_v)
-        cells = measures.cut_into_cells(train_v, cfg.cells, cfg.seed)  # once per space, not per set
+        ref = measures.reference(train_v, holdout_v, cfg.cells, cfg.seed)  # once per space, not per set
+        curves[f"holdout__{space}"] = ref.holdout_distances
         for name, s in sets.items():
             if progress:
                 print(f"[audit] distances: {name}, {space}")
             vectors, expected = embed(s.images), _expected(s.role)
             dcr = measures.dcr_share(vectors, train_v, holdout_v)
             copies = measures.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
-            copying = measures.copying_test(vectors, train_v, holdout_v, cells=cfg.cells, seed=cfg.seed,
-                                           synthetic_distances=dcr["to_train"],
-                                           holdout_distances=curves[f"holdout__{space}"], train_cells=cells)
+            copying = measures.copying_test(vectors, ref, synthetic_distances=dcr["to_train"])
             rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
                      _row("near-copies", name, s.role, space, copies, copies["n"], expected),
                      _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]

@@ -6,7 +6,7 @@ set, or a model trained on it, tells them apart:
 
     >>> measures.dcr_share(synthetic, train, holdout)          # 1. nearest real image: train or holdout?
     >>> measures.near_copies(synthetic, train)                 # 2. Carlini et al. 2023's relative distance
-    >>> measures.copying_test(synthetic, train, holdout)       # 3. Meehan et al. 2020's C_T
+    >>> measures.copying_test(synthetic, measures.reference(train, holdout))  # 3. Meehan et al. 2020's C_T
     >>> measures.membership_auc(member_scores, holdout_scores) # 4-5. an attack's AUC, its interval, TPR at 1 % FPR
 
 Each returns a dict with its statistic, threshold, interval or p-value and ``passed``. A
@@ -18,6 +18,7 @@ real train split: `random_features`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import stats
@@ -156,10 +157,29 @@ def cut_into_cells(train: np.ndarray, cells: int = 5, seed: int = 0) -> KMeans:
     return KMeans(n_clusters=min(cells, len(train)), n_init=10, random_state=seed).fit(train)
 
 
-def copying_test(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, cells: int = 5,
-                 min_share: float = 0.05, seed: int = 0, synthetic_distances: np.ndarray | None = None,
-                 holdout_distances: np.ndarray | None = None, train_cells: KMeans | None = None) -> dict:
-    """Meehan, Chaudhuri & Dasgupta 2020's C_T. Train is cut into `cells` by k-means; in each
+@dataclass(frozen=True)
+class Reference:
+    """The real rows C_T compares every audited set with, in one space, and what it needs of
+    them: each holdout row's distance to its nearest train row and train's k-means cells.
+    Made once per space (`reference`) and shared by every audited set: at full size the
+    holdout's distances are 10,004 rows against 89,996 in 2,352 pixel dimensions, and the
+    k-means fit is of all 89,996 train rows."""
+
+    train: np.ndarray
+    holdout: np.ndarray
+    holdout_distances: np.ndarray
+    cells: KMeans
+
+
+def reference(train: np.ndarray, holdout: np.ndarray, cells: int = 5, seed: int = 0) -> Reference:
+    """`Reference` of these train and holdout rows, with train cut into `cells` (seeded)."""
+    train, holdout = np.asarray(train, dtype=np.float32), np.asarray(holdout, dtype=np.float32)
+    return Reference(train, holdout, nearest_neighbours(holdout, train)[0], cut_into_cells(train, cells, seed))
+
+
+def copying_test(synthetic: np.ndarray, ref: Reference, min_share: float = 0.05,
+                 synthetic_distances: np.ndarray | None = None) -> dict:
+    """Meehan, Chaudhuri & Dasgupta 2020's C_T. Train is cut into cells by k-means; in each
     cell the distances of synthetic rows to their nearest train row are compared with those
     of holdout rows by a Mann-Whitney U test, turned into a z-score (negative: synthetic rows
     sit closer to train than unseen real rows do, i.e. copying). C_T averages the cells'
@@ -167,19 +187,17 @@ def copying_test(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, 
     `min_share` of the synthetic rows (and a holdout row). Under no copying each z is about
     standard normal, so C_T / sqrt(sum of squared weights) is too: the test passes unless
     that is significantly below 0 (one-sided at `ALPHA`). DiffInfinite (Aversa et al. 2023)
-    reports the same statistic for histology. `synthetic_distances` and `holdout_distances`
-    (each row's distance to its nearest train row, as `nearest_neighbours` gives them) skip
-    recomputing what an audit already has: at full size the holdout's are 10,004 rows
-    against 89,996 in 2,352 pixel dimensions, for every audited set; so does `train_cells`
-    (`cut_into_cells(train, cells, seed)`, the same k-means fit)."""
-    synthetic, train, holdout = (np.asarray(a, dtype=np.float32) for a in (synthetic, train, holdout))
-    kmeans = train_cells if train_cells is not None else cut_into_cells(train, cells, seed)
-    cells = kmeans.n_clusters
-    synth_cell, hold_cell = kmeans.predict(synthetic), kmeans.predict(holdout)
-    synth_dist = nearest_neighbours(synthetic, train)[0] if synthetic_distances is None else np.asarray(synthetic_distances)
-    hold_dist = nearest_neighbours(holdout, train)[0] if holdout_distances is None else np.asarray(holdout_distances)
-    if len(synth_dist) != len(synthetic) or len(hold_dist) != len(holdout):
-        raise ValueError("need one given distance per synthetic and per holdout row")
+    reports the same statistic for histology. Train, holdout and the cells come from `ref`;
+    `synthetic_distances` (each synthetic row's distance to its nearest train row, as
+    `dcr_share` gives them) skips recomputing what an audit already has."""
+    synthetic, holdout = np.asarray(synthetic, dtype=np.float32), ref.holdout
+    cells = ref.cells.n_clusters
+    synth_cell, hold_cell = ref.cells.predict(synthetic), ref.cells.predict(holdout)
+    synth_dist = (nearest_neighbours(synthetic, ref.train)[0] if synthetic_distances is None
+                  else np.asarray(synthetic_distances))
+    hold_dist = ref.holdout_distances
+    if len(synth_dist) != len(synthetic):
+        raise ValueError("need one given distance per synthetic row")
     z_scores, weights = [], []
     for cell in range(cells):
         q, p = synth_dist[synth_cell == cell], hold_dist[hold_cell == cell]
