@@ -151,8 +151,8 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
         pipe(labels(sample_batch), n, s_cfg.guidance_scale, batch_size=sample_batch, progress=False, solver=s_cfg.solver)
 
     def judge(n: int) -> None:  # n passes over 2048 images; scaled to epochs over train below
-        convnet.train_classifier(judge_images, labels(2048), judge_val, labels(256), N_CLASSES,
-                                 dataclasses.replace(cfg["classifier"], epochs=n), progress=False, device=device)
+        training.train_judge(judge_images, labels(2048), judge_val, labels(256), N_CLASSES,
+                             dataclasses.replace(cfg["classifier"], epochs=n), progress=False, device=device)
 
     def downstream_steps(network: str) -> Callable[[int], None]:
         def run(n: int) -> None:

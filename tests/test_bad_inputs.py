@@ -232,10 +232,10 @@ def test_case09_to_13_bad_parameters_together_each_named_in_full(runs_nothing):
     assert lines[0] == "bad parameter(s); nothing was run:"
     assert sorted(line.strip() for line in lines[1:]) == sorted([
         "-p ipc 'ten': sets selection.ipc, which takes a whole number",
-        "-p image_size 28.5: sets dataset.size, which takes a whole number",
+        "-p image_size 28.5: sets data.size, which takes a whole number",
         "-p networks 'resnet18': sets evaluation.networks, which takes a tuple of texts, e.g. ('convnet',)",
         "-p select_seed -1: sets selection.seed, a seed: a whole number >= 0",
-        "-p seed -1: sets dataset.seed, a seed: a whole number >= 0",
+        "-p seed -1: sets data.seed, a seed: a whole number >= 0",
     ])
     assert runs_nothing == []
 

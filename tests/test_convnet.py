@@ -1,5 +1,6 @@
-"""The ConvNet: shapes and automatic depth, training on trivially separable images,
-determinism, best-val model selection, normalisation, and the safetensors round trip."""
+"""The ConvNet and the judge: shapes and automatic depth, the judge's training (by the one
+loop, `training.train_judge`) on trivially separable images, its initialisation, determinism,
+best-val model selection, normalisation, and the safetensors round trip."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill.classifiers import convnet
+from histodistill.classifiers import convnet, training
 from histodistill.config import ClassifierConfig
 
 COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=np.uint8)
@@ -32,7 +33,7 @@ def trained():
     xtr, ytr = colour_images(60, seed=1)
     xval, yval = colour_images(30, seed=2)
     cfg = ClassifierConfig(width=8, epochs=3, batch_size=16, lr=0.05)
-    model, history = convnet.train_classifier(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    model, history = training.train_judge(xtr, ytr, xval, yval, 3, cfg, progress=False)
     return model, history, (xtr, ytr, xval, yval), cfg
 
 
@@ -62,15 +63,6 @@ def test_too_small_image_is_refused():
         convnet.depth_for(4)
 
 
-def test_augment_gives_the_eight_symmetries():
-    x = torch.arange(2 * 16, dtype=torch.float32).view(1, 2, 4, 4).repeat(64, 1, 1, 1)
-    out = convnet.augment(x, torch.Generator().manual_seed(0))
-    base = x[0]
-    symmetries = [torch.rot90(v, k, dims=(1, 2)) for v in (base, base.flip(2)) for k in range(4)]
-    seen = {next(i for i, s in enumerate(symmetries) if torch.equal(img, s)) for img in out}
-    assert seen == set(range(8))  # every image is a symmetry of the original; all 8 occur
-
-
 # --- training -------------------------------------------------------------------------------
 
 
@@ -94,31 +86,56 @@ def test_selection_keeps_best_val_weights_not_last(monkeypatch):
     """Script the val accuracies (0.2, 0.9, 0.5): the epoch-2 weights must come back."""
     scripted, snapshots = iter([0.2, 0.9, 0.5]), []
 
-    def fake_accuracy(model, images, labels, batch_size=512):
+    def fake_scores(model, images, labels):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-        return next(scripted)
+        return {"acc": next(scripted), "auc": float("nan"), "macro_f1": 0.0}
 
-    monkeypatch.setattr(convnet, "accuracy", fake_accuracy)
+    monkeypatch.setattr(training, "val_scores", fake_scores)
     xtr, ytr = colour_images(24, seed=3)
     cfg = ClassifierConfig(width=8, epochs=3, batch_size=8, lr=0.05)
-    model, history = convnet.train_classifier(xtr, ytr, xtr, ytr, 3, cfg, progress=False)
+    model, history = training.train_judge(xtr, ytr, xtr, ytr, 3, cfg, progress=False)
     assert history.val_acc.tolist() == [0.2, 0.9, 0.5]
     state = model.state_dict()
     assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
     assert not all(torch.equal(state[k], snapshots[2][k]) for k in state)
 
 
+def test_judge_loop_is_the_judges_recipe():
+    cfg = ClassifierConfig(width=8, epochs=3, batch_size=16, lr=0.05, augment=False)
+    loop = training.judge_loop(cfg, 60)  # 60 images in batches of 16: 4 steps per epoch
+    assert (loop.steps, loop.eval_every, loop.batch_size, loop.lr) == (12, 4, 16, 0.05)
+    assert (loop.schedule, loop.ema_decay, loop.augment, loop.select_by) == ("cosine", None, None, "acc")
+    assert training.judge_loop(ClassifierConfig(), 60).augment == "dihedral"
+    assert [column for column, _ in loop.history] == ["epoch", "train_loss", "train_acc", "val_acc", "lr"]
+
+
+def test_judge_starts_from_the_seeded_convnet():
+    """At lr 0 SGD leaves the weights where they started: the ConvNet built right after
+    seeding torch with the config's seed, carrying the train split's statistics."""
+    xtr, ytr = colour_images(12, seed=6)
+    cfg = ClassifierConfig(width=4, epochs=2, batch_size=8, lr=0.0, seed=5)
+    model, history = training.train_judge(xtr, ytr, xtr, ytr, 3, cfg, progress=False)
+    torch.manual_seed(cfg.seed)
+    fresh = convnet.ConvNet(3, 28, cfg.width, cfg.depth, 3)
+    mean, std = convnet.channel_stats(xtr)
+    fresh.mean.copy_(torch.from_numpy(mean))
+    fresh.std.copy_(torch.from_numpy(std))
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in fresh.state_dict().items()) and state.keys() == fresh.state_dict().keys()
+    assert history.lr.tolist() == [0.0, 0.0]
+
+
 def test_same_config_gives_identical_weights():
     xtr, ytr = colour_images(24, seed=4)
     xval, yval = colour_images(12, seed=5)
     cfg = ClassifierConfig(width=8, epochs=2, batch_size=8, seed=7)
-    a, ha = convnet.train_classifier(xtr, ytr, xval, yval, 3, cfg, progress=False)
-    b, hb = convnet.train_classifier(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    a, ha = training.train_judge(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    b, hb = training.train_judge(xtr, ytr, xval, yval, 3, cfg, progress=False)
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert ha.equals(hb)
     other = ClassifierConfig(width=8, epochs=2, batch_size=8, seed=8)
-    c, _ = convnet.train_classifier(xtr, ytr, xval, yval, 3, other, progress=False)
+    c, _ = training.train_judge(xtr, ytr, xval, yval, 3, other, progress=False)
     assert not torch.equal(c.classifier.weight, a.classifier.weight)
 
 
@@ -128,7 +145,7 @@ def test_training_leaves_global_rng_and_threads_alone():
     expected = torch.rand(3)
     torch.manual_seed(123)
     xtr, ytr = colour_images(12, seed=6)
-    convnet.train_classifier(xtr, ytr, xtr, ytr, 3, ClassifierConfig(width=4, epochs=1), progress=False)
+    training.train_judge(xtr, ytr, xtr, ytr, 3, ClassifierConfig(width=4, epochs=1), progress=False)
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
 
@@ -137,9 +154,9 @@ def test_bad_inputs_are_refused():
     xtr, ytr = colour_images(6)
     cfg = ClassifierConfig(width=4, epochs=1)
     with pytest.raises(ValueError, match="uint8"):
-        convnet.train_classifier(xtr.astype(np.float32), ytr, xtr, ytr, 3, cfg, progress=False)
+        training.train_judge(xtr.astype(np.float32), ytr, xtr, ytr, 3, cfg, progress=False)
     with pytest.raises(ValueError, match="labels must lie"):
-        convnet.train_classifier(xtr, ytr + 1, xtr, ytr, 3, cfg, progress=False)
+        training.train_judge(xtr, ytr + 1, xtr, ytr, 3, cfg, progress=False)
 
 
 # --- normalisation --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from conftest import balanced_labels, make_images
 from histodistill import config, presets
 from histodistill.generate import autoencoder
 from histodistill.checkpoints import CheckpointMismatch
+from histodistill.classifiers.augmentation import dihedral_views
 from histodistill.generate.diffusion import Trainer, TrainingDiverged
 from histodistill.generate.uvit import UViT
 
@@ -215,9 +216,20 @@ def test_ema_model_carries_the_average(tmp_path):
 # --- sampling --------------------------------------------------------------------------------
 
 
+def sample_latents(model, noise_scheduler, n_classes, cfg, progress=False):
+    """`cfg.per_class` latents for every class through `sampling.denoise`, class-ordered, as
+    the pipeline draws a pool: (latents, labels)."""
+    from histodistill.generate.sampling import denoise
+
+    labels = np.repeat(np.arange(n_classes), cfg.per_class)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    latents = denoise(model, noise_scheduler, labels, cfg.steps, cfg.guidance_scale, generator,
+                      cfg.batch_size, progress, cfg.solver, cfg.seed, cfg.guidance_interval)
+    return latents, labels
+
+
 def test_sampler_is_deterministic_for_a_seed_and_class_ordered():
     from histodistill.generate.diffusion import build_noise_scheduler
-    from histodistill.generate.sampling import sample_latents
 
     model = tiny_uvit().eval()
     noise = build_noise_scheduler(presets.stage_config("diffusion", "smoke"))
@@ -233,7 +245,6 @@ def test_sampler_is_deterministic_for_a_seed_and_class_ordered():
 
 def test_sde_sampler_is_seeded_per_image_and_independent_of_batch_size():
     from histodistill.generate.diffusion import build_noise_scheduler
-    from histodistill.generate.sampling import sample_latents
 
     model = tiny_uvit().eval()
     noise = build_noise_scheduler(presets.stage_config("diffusion", "smoke"))
@@ -297,7 +308,7 @@ def test_default_schedule_samples_the_right_scale_even_with_a_slightly_wrong_den
 
 def test_dihedral_views_are_the_eight_distinct_symmetries():
     image = make_images(1, size=6, seed=4)
-    views = autoencoder.dihedral_views(image)
+    views = dihedral_views(image)
     assert len(views) == 8
     np.testing.assert_array_equal(views[0], image)
     assert len({v.tobytes() for v in views}) == 8  # a random image has no symmetry of its own

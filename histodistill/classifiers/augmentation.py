@@ -1,12 +1,15 @@
-"""Differentiable Siamese augmentation (DSA; Zhao & Bilen, ICML 2021).
+"""The augmentations of the classifiers (and of the autoencoder): differentiable Siamese
+augmentation (DSA; Zhao & Bilen, ICML 2021) and the dihedral symmetries of a square image.
 
-    >>> from histodistill.classifiers.augmentation import DSA
+    >>> from histodistill.classifiers.augmentation import DSA, dihedral_views, random_dihedral
     >>> dsa = DSA()                                   # colour, crop, cutout, flip, scale, rotate
     >>> g = torch.Generator().manual_seed(0)
     >>> x_aug, params = dsa.augment(x, g)             # ONE family per batch, drawn from g
     >>> y_aug, _ = dsa.augment(y, params=params)      # the very same transform on y
+    >>> x_turned = random_dihedral(x, g)              # a random flip/turn per image (the judge's)
+    >>> views = dihedral_views(images)                # all 8 flips and turns of uint8 images
 
-Each call draws one family for the whole batch (InfoDist's single mode, 'S'), then random
+DSA: each call draws one family for the whole batch (InfoDist's single mode, 'S'), then random
 parameters for every image (or one set for the batch with `shared=True`). Every operation
 is built from differentiable tensor ops (affine_grid/grid_sample, arithmetic, masks,
 flips), so gradients reach `x`: that is what lets distillation push gradients through the
@@ -20,6 +23,10 @@ Inputs are normalised float (N, C, H, W) tensors; as in the original code, colou
 act on the normalised values and padding is zero (the mean colour after normalisation).
 All random draws happen on the CPU from the given generator, so a seeded run repeats on
 any device.
+
+The dihedral symmetries (flips and 90-degree turns) are exact rearrangements of pixels:
+tissue has no orientation, so they are free extra data for the judge, the autoencoder and
+the denoiser's training latents.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -171,6 +179,34 @@ class DSA:
                                  torch.stack([sin, cos, zero], 1)], 1)
             return _warp(x, theta)
         raise ValueError(f"unknown DSA family {family!r}; expected one of {FAMILIES}")
+
+
+# --- the dihedral symmetries ------------------------------------------------------------------
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips and 90-degree rotations of square (N, C, S, S)
+    images, drawn per image.
+
+    Tissue has no orientation, so these eight symmetries are free extra data. The draws
+    come from `generator` (on the CPU) so a seeded run repeats exactly."""
+    n = len(x)
+    draws = torch.randint(0, 2, (n, 2), generator=generator).bool().to(x.device)
+    turns = torch.randint(0, 4, (n,), generator=generator).to(x.device)
+    x = torch.where(draws[:, 0].view(-1, 1, 1, 1), x.flip(3), x)
+    x = torch.where(draws[:, 1].view(-1, 1, 1, 1), x.flip(2), x)
+    out = x.clone()
+    for k in (1, 2, 3):  # images are square, so a rotated image keeps its shape
+        pick = turns == k
+        if pick.any():
+            out[pick] = torch.rot90(x[pick], k, dims=(2, 3))
+    return out
+
+
+def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and 90-degree turns of uint8 (N, S, S, C) images, the identity first."""
+    turns = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
+    return [np.ascontiguousarray(v) for v in turns + [t[:, :, ::-1] for t in turns]]
 
 
 # --- the operations ---------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""The ConvNet of dataset distillation: InfoDist's embedding network and its judge.
+"""The ConvNet of dataset distillation (InfoDist's embedding network and its judge), what
+every classifier here shares, and how images go in and come out.
 
-    >>> from histodistill import convnet
+    >>> from histodistill.classifiers import convnet, training
     >>> from histodistill.config import ClassifierConfig
-    >>> model, history = convnet.train_classifier(xtr, ytr, xval, yval, 9, ClassifierConfig())
+    >>> model, history = training.train_judge(xtr, ytr, xval, yval, 9, ClassifierConfig())
     >>> feats = convnet.embed(model, xtr)         # (N, D) float32: the paper's embedding
     >>> probs = convnet.predict(model, xtest)     # (N, C) class probabilities
+    >>> convnet.save_classifier(model, folder); model = convnet.load_classifier(folder)
 
 Images go in as uint8 (N, H, W, C) arrays, the way the data stage stores them. The model
 carries the train split's per-channel mean and std as buffers, so every split it embeds
-or classifies later is normalised with the statistics it was trained on.
+or classifies later is normalised with the statistics it was trained on. Training, of the
+judge as of every other classifier, is `training`'s one loop.
 """
 
 from __future__ import annotations
@@ -18,14 +21,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from ..progress import tqdm
-
-from ..config import ClassifierConfig
 
 WEIGHTS_FILE = "classifier.safetensors"
 ARGS_FILE = "classifier.json"
@@ -137,24 +135,6 @@ def to_tensor(images: np.ndarray | torch.Tensor, mean, std) -> torch.Tensor:
     return (x - mean) / std.clamp(min=MIN_STD)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips and 90-degree rotations, drawn per image.
-
-    Tissue has no orientation, so these eight symmetries are free extra data. The draws
-    come from `generator` (on the CPU) so a seeded run repeats exactly."""
-    n = len(x)
-    draws = torch.randint(0, 2, (n, 2), generator=generator).bool().to(x.device)
-    turns = torch.randint(0, 4, (n,), generator=generator).to(x.device)
-    x = torch.where(draws[:, 0].view(-1, 1, 1, 1), x.flip(3), x)
-    x = torch.where(draws[:, 1].view(-1, 1, 1, 1), x.flip(2), x)
-    out = x.clone()
-    for k in (1, 2, 3):  # images are square, so a rotated image keeps its shape
-        pick = turns == k
-        if pick.any():
-            out[pick] = torch.rot90(x[pick], k, dims=(2, 3))
-    return out
-
-
 @torch.no_grad()
 def _outputs(model: ConvNet, images: np.ndarray, batch_size: int, what: str) -> np.ndarray:
     was_training = model.training
@@ -183,88 +163,6 @@ def embed(model: ConvNet, images: np.ndarray, batch_size: int = 512) -> np.ndarr
 def accuracy(model: ConvNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 512) -> float:
     """Share of `images` whose most probable class is their label."""
     return float((predict(model, images, batch_size).argmax(1) == np.asarray(labels)).mean())
-
-
-def train_classifier(
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
-    n_classes: int,
-    cfg: ClassifierConfig,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-) -> tuple[ConvNet, pd.DataFrame]:
-    """Train a ConvNet on uint8 images with SGD and cosine decay; keep the best-val epoch.
-
-    Model selection looks at the val split only. The history has one row per epoch:
-    epoch, train_loss and train_acc (over that epoch's augmented batches), val_acc, and
-    lr (of the epoch's last step). `device` defaults to CUDA when present; a seeded run
-    repeats bit for bit on the CPU."""
-    _check_inputs(train_images, train_labels, "train", n_classes)
-    _check_inputs(val_images, val_labels, "val", n_classes)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with torch.random.fork_rng(devices=[]):  # seed the initialisation, leave the global RNG be
-        torch.manual_seed(cfg.seed)
-        model = ConvNet(n_classes, train_images.shape[1], cfg.width, cfg.depth, train_images.shape[3])
-    mean, std = channel_stats(train_images)
-    model.mean.copy_(torch.from_numpy(mean))
-    model.std.copy_(torch.from_numpy(std))
-    model.to(device)
-    generator = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    images = torch.from_numpy(np.ascontiguousarray(train_images))  # stays uint8 on the CPU
-    labels = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
-    steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
-    total_steps, step = cfg.epochs * steps_per_epoch, 0
-    best_acc, best_state, rows = -1.0, None, []
-    # One tick per batch: at full size one epoch takes minutes on a CPU.
-    bar = tqdm(total=total_steps, desc="classifier", unit="step", disable=not progress)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(len(labels), generator=generator)
-        loss_sum, correct = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            x = to_tensor(images[idx].to(device), model.mean, model.std)
-            y = labels[idx].to(device)
-            if cfg.augment:
-                x = augment(x, generator)
-            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total_steps))  # cosine to 0
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-        val_acc = accuracy(model, val_images, val_labels)
-        n = len(labels)
-        rows.append(dict(epoch=epoch, train_loss=loss_sum / n, train_acc=correct / n, val_acc=val_acc, lr=lr))
-        if val_acc > best_acc:  # strictly better: ties keep the earlier epoch
-            best_acc = val_acc
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / n:.3f}", val_acc=f"{val_acc:.3f}",
-                        best=f"{best_acc:.3f}")
-    bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, pd.DataFrame(rows, columns=["epoch", "train_loss", "train_acc", "val_acc", "lr"])
-
-
-def _check_inputs(images: np.ndarray, labels: np.ndarray, split: str, n_classes: int) -> None:
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"{split} images must be uint8 (N, S, S, C), not {images.dtype} {images.shape}")
-    if len(images) == 0 or len(images) != len(labels):
-        raise ValueError(f"{split} split needs images, one label each ({len(images)} vs {len(labels)})")
-    if np.min(labels) < 0 or np.max(labels) >= n_classes:
-        raise ValueError(f"{split} labels must lie in 0..{n_classes - 1}")
 
 
 def save_classifier(model: ConvNet, folder: str | Path) -> None:

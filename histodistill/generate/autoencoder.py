@@ -19,8 +19,8 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from ..progress import tqdm
 
 from ..checkpoints import CheckpointFolder
+from ..classifiers.augmentation import random_dihedral
 from ..config import AutoencoderConfig
-from ..classifiers.convnet import augment
 
 
 class ModelLoadError(Exception):
@@ -126,7 +126,7 @@ def train_autoencoder(
     bar = tqdm(total=cfg.steps, initial=start, desc="autoencoder", disable=not progress)
     for step in range(start, end):
         batch = data[rng.choice(len(data), size=min(cfg.batch_size, len(data)), replace=False)]
-        batch = augment(batch, generator).to(device)  # the same flips and turns as the ConvNet's
+        batch = random_dihedral(batch, generator).to(device)  # the same flips and turns as the judge's
         posterior = model.encode(batch).latent_dist
         recon = model.decode(posterior.sample()).sample
         l1 = (recon - batch).abs().mean()
@@ -166,12 +166,6 @@ def laplacian(images: torch.Tensor) -> torch.Tensor:
     c = images.shape[1]
     kernel = _LAPLACE.to(images)[None, None].expand(c, 1, 3, 3)
     return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="reflect"), kernel, groups=c)
-
-
-def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
-    """The 8 flips and 90-degree turns of uint8 (N, S, S, C) images, the identity first."""
-    turns = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
-    return [np.ascontiguousarray(v) for v in turns + [t[:, :, ::-1] for t in turns]]
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
 
-from ..config import SOLVERS, SamplingConfig
+from ..config import SOLVERS
 from ..progress import tqdm
 from .uvit import UViT
 
@@ -123,18 +123,3 @@ def denoise(
             x = sampler.step(eps, t, x, variance_noise=step_noise).prev_sample
         out.append(x.cpu())
     return torch.cat(out) if out else torch.zeros((0, *shape))
-
-
-def sample_latents(
-    model: UViT,
-    noise_scheduler: SchedulerMixin,
-    n_classes: int,
-    cfg: SamplingConfig,
-    progress: bool = True,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """`cfg.per_class` latents for every class; returns (latents, labels), class-ordered."""
-    labels = np.repeat(np.arange(n_classes), cfg.per_class)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    latents = denoise(model, noise_scheduler, labels, cfg.steps, cfg.guidance_scale, generator,
-                      cfg.batch_size, progress, cfg.solver, cfg.seed, cfg.guidance_interval)
-    return latents, labels

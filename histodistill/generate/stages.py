@@ -27,7 +27,8 @@ from safetensors.torch import save_file
 from . import autoencoder as ae
 from . import scale_out, shipped
 from .. import cache
-from ..classifiers import convnet
+from ..classifiers import convnet, training
+from ..classifiers.augmentation import dihedral_views
 from ..config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
 from ..data.dataset import DataBundle
 from .diffusion import Trainer
@@ -195,7 +196,7 @@ def training_latents(autoencoder: cache.Artifact, bundle: DataBundle, augment: b
     if not augment:
         return latents, labels
     vae = load_autoencoder(autoencoder)
-    views = ae.dihedral_views(bundle.splits["train"].images)
+    views = dihedral_views(bundle.splits["train"].images)
     latents = torch.cat([latents] + [ae.encode(vae, view) for view in views[1:]])
     return latents, np.tile(labels, len(views))
 
@@ -278,12 +279,12 @@ def pool_subset(pool: cache.Artifact, per_class: int, cache_root: Path | None = 
 
 def fit_classifier(cfg: ClassifierConfig, bundle: DataBundle, progress: bool = True,
                    cache_root: Path | None = None) -> cache.Artifact:
-    """The ConvNet trained on the real train split, selected on val: ``classifier/``
-    (safetensors) and ``history.csv`` (one row per epoch)."""
+    """The ConvNet trained on the real train split, selected on val (`training.train_judge`):
+    ``classifier/`` (safetensors) and ``history.csv`` (one row per epoch)."""
 
     def build(folder: Path) -> None:
         train, val = bundle.splits["train"], bundle.splits["val"]
-        model, history = convnet.train_classifier(
+        model, history = training.train_judge(
             train.images, train.labels, val.images, val.labels, bundle.n_classes, cfg, progress
         )
         convnet.save_classifier(model.cpu(), folder / "classifier")
