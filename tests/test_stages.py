@@ -47,6 +47,22 @@ def test_pipeline_saves_in_diffusers_layout_and_loads_on_its_own(tmp_path):
     assert not np.array_equal(images, loaded([2, 0, 1], **{**kw, "seed": 4}))
 
 
+def test_a_pipeline_saved_by_the_flat_layout_still_loads(tmp_path):
+    """Folders written before the package's stage subpackages name the U-ViT's module
+    ``histodistill.uvit``, which no longer exists; loading reads each part by its class."""
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "old")
+    index_file = tmp_path / "old" / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index["transformer"] = ["histodistill.uvit", "UViT"]
+    index_file.write_text(json.dumps(index))
+    loaded = ClassConditionalLDMPipeline.from_pretrained(tmp_path / "old", low_cpu_mem_usage=False)
+    kw = dict(num_inference_steps=2, guidance_scale=2.0, seed=0, progress=False)
+    np.testing.assert_array_equal(loaded([0, 1, 2], **kw), pipe([0, 1, 2], **kw))
+    with pytest.raises(FileNotFoundError, match="no model_index.json"):
+        ClassConditionalLDMPipeline.from_pretrained(tmp_path)
+
+
 def test_pipeline_batching_does_not_change_the_images():
     pipe = tiny_pipeline()
     kw = dict(num_inference_steps=3, guidance_scale=1.5, seed=0, progress=False)
