@@ -208,3 +208,66 @@ def test_no_torchvision_import():
     """In a fresh interpreter: other tests' imports (medmnist) may load it in this one."""
     code = "import sys, histodistill.classifiers.convnet; assert 'torchvision' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def reference_judge(train_images, train_labels, val_images, val_labels, n_classes, cfg):
+    """The judge's own training loop as it was before the one loop replaced it (plain SGD on
+    one ConvNet, cosine decay from step 0, a flip or turn per image, val accuracy after each
+    epoch, the best epoch kept): the reference `training.train_judge` must equal bit for bit,
+    since judges trained by it are cached."""
+    import math
+
+    import torch.nn.functional as F
+
+    from histodistill.classifiers.augmentation import random_dihedral
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = convnet.ConvNet(n_classes, train_images.shape[1], cfg.width, cfg.depth, train_images.shape[3])
+    mean, std = convnet.channel_stats(train_images)
+    model.mean.copy_(torch.from_numpy(mean))
+    model.std.copy_(torch.from_numpy(std))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    images, labels = torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64))
+    total, step = cfg.epochs * math.ceil(len(labels) / cfg.batch_size), 0
+    best, best_state, rows = -1.0, None, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(labels), generator=generator)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            x, y = convnet.to_tensor(images[idx], model.mean, model.std), labels[idx]
+            if cfg.augment:
+                x = random_dihedral(x, generator)
+            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            step += 1
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+        val_acc = convnet.accuracy(model, val_images, val_labels)
+        rows.append(dict(epoch=epoch, train_loss=loss_sum / len(labels), train_acc=correct / len(labels),
+                         val_acc=val_acc, lr=lr))
+        if val_acc > best:
+            best, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return model.eval(), rows
+
+
+@pytest.mark.parametrize("changes", [{"batch_size": 8}, {"augment": False, "batch_size": 16, "seed": 3}])
+def test_the_one_loop_trains_the_judge_exactly_as_its_own_loop_did(changes):
+    xtr, ytr = colour_images(60, size=16, seed=1)
+    xval, yval = colour_images(30, size=16, seed=2)
+    cfg = ClassifierConfig(width=8, epochs=3, lr=0.05, **changes)
+    model, history = training.train_judge(xtr, ytr, xval, yval, 3, cfg, progress=False)
+    reference, rows = reference_judge(xtr, ytr, xval, yval, 3, cfg)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert history.to_dict("records") == rows
