@@ -369,6 +369,7 @@ class PrivacyConfig:
     cells: int = 5  # k-means cells of the data-copying test C_T (Meehan et al. 2020)
     reference_models: int = 4  # classifiers on random pool subsets calibrating the reference-model attack
     selection_images: int = 500  # pool images the audit's classifiers choose their checkpoint on (not val)
+    max_members: int = 10000  # train images the membership attacks score (a seeded subset when there are more)
     # Low noise levels: memorisation shows where little noise is added (on the demo the
     # control denoiser was caught at t = 50 and 100, not at 200 or 400).
     timesteps: tuple[int, ...] = (20, 50, 100)  # noise levels of the generator's membership attack
@@ -386,8 +387,9 @@ class PrivacyConfig:
         if not self.timesteps or min(self.timesteps) < 0:
             raise ValueError("timesteps must be a non-empty tuple of diffusion timesteps >= 0")
         if min(self.neighbours, self.cells, self.draws, self.control_per_class, self.control_steps,
-               self.control_hidden_size, self.selection_images, self.n_boot) < 1:
-            raise ValueError("neighbours, cells, draws, control_*, selection_images and n_boot must be positive")
+               self.control_hidden_size, self.selection_images, self.max_members, self.n_boot) < 1:
+            raise ValueError("neighbours, cells, draws, control_*, selection_images, max_members and n_boot "
+                             "must be positive")
         if self.control_depth % 2 == 0:
             raise ValueError("control_depth must be odd")
         if not 0 < self.near_copy_threshold < 1 or self.planted_noise < 0:

@@ -172,6 +172,12 @@ def test_channel_stats_and_to_tensor():
     assert x.shape == (10, 3, 6, 6) and x.dtype == torch.float32
     np.testing.assert_allclose(x.mean((0, 2, 3)).numpy(), 0, atol=1e-5)
     np.testing.assert_allclose(x.std((0, 2, 3), unbiased=False).numpy(), 1, atol=1e-4)
+    # Laid out channels first (a channels-last view sends group norm to its slow kernel),
+    # with the values of the plain permuted view.
+    assert x.is_contiguous()
+    view = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    expected = (view - torch.from_numpy(mean).view(1, 3, 1, 1)) / torch.from_numpy(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
 
 
 def test_model_carries_train_statistics(trained):

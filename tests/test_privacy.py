@@ -212,3 +212,17 @@ def test_the_verdict_says_where_a_failed_distance_test_sits():
     by_class["dcr_p_value"] = 0.5
     assert report.verdict(table, by_class)["where"]["pixels"] == [
         "near-copies: background 3", "DCR share: no class significant alone: spread over the set"]
+
+
+def test_the_membership_attacks_score_all_members_or_a_seeded_sample():
+    from histodistill.config import PrivacyConfig
+    from histodistill.privacy.audit import member_sample
+
+    np.testing.assert_array_equal(member_sample(50, PrivacyConfig(max_members=50)), np.arange(50))
+    sample = member_sample(1000, PrivacyConfig(max_members=100, seed=3))
+    assert len(sample) == 100 and len(np.unique(sample)) == 100
+    assert np.all(np.diff(sample) > 0) and sample.min() >= 0 and sample.max() < 1000
+    np.testing.assert_array_equal(sample, member_sample(1000, PrivacyConfig(max_members=100, seed=3)))
+    assert not np.array_equal(sample, member_sample(1000, PrivacyConfig(max_members=100, seed=4)))
+    with pytest.raises(ValueError, match="max_members"):
+        PrivacyConfig(max_members=0)

@@ -47,7 +47,9 @@ from ..progress import tqdm
 from ..select import distill
 from . import dm
 
-VERSIONS = {"model": 3, "dm": 2}  # model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU
+# model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU;
+# 4 (and dm 3): images enter the networks contiguous, not channels-last (other float sums)
+VERSIONS = {"model": 4, "dm": 3}
 # Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
 # GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
 # on CPU the batched (grouped) convolutions are slower than one run after another

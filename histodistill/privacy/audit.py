@@ -38,7 +38,9 @@ from ..generate import stages
 from ..generate.diffusion import Trainer
 from . import measures
 
-VERSION = 2  # 2: the per-class breakdown of the distance tests (by_class.csv)
+# 2: the per-class breakdown of the distance tests (by_class.csv); 3: contiguous inputs, and
+# the membership attacks score at most `max_members` train images
+VERSION = 3
 TABLE = "audit.csv"
 BY_CLASS = "by_class.csv"
 CURVES = "curves.npz"
@@ -84,6 +86,16 @@ def audit_sets(up, dm: cache.Artifact | None, cfg: PrivacyConfig) -> dict[str, A
     sets["planted train copies (control)"] = AuditSet(planted, train.labels[planted_idx],
                                                       f"planted:{cfg.seed}:{cfg.planted_noise}", CONTROL, planted_idx)
     return sets
+
+
+def member_sample(n_train: int, cfg: PrivacyConfig) -> np.ndarray:
+    """Sorted indices of the train images the membership attacks score as members: all of
+    them, or a seeded random `cfg.max_members` of them. Scoring all of PathMNIST's 89,996
+    costs hours of denoiser passes on a CPU, and the interval of an attack's AUC is bounded
+    by the smaller side, the 10,004 non-members (val), anyway."""
+    if n_train <= cfg.max_members:
+        return np.arange(n_train)
+    return np.sort(np.random.default_rng(cfg.seed + 4).choice(n_train, size=cfg.max_members, replace=False))
 
 
 def _indices_of(images: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -197,9 +209,15 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
                                                dataclasses.replace(recipe, seed=seed), progress=False)
         return model
 
+    # The train images any attack scores: the member sample, and the images the real sets hold.
+    sample = member_sample(len(train.labels), cfg)
+    held = [s.members for s in sets.values() if s.members is not None]
+    scored = np.union1d(sample, np.concatenate(held)) if held else sample
+    scored_images, scored_labels = train.images[scored], train.labels[scored]
+
     def confidences(model):
-        probs_train, probs_holdout = convnet.predict(model, train.images), convnet.predict(model, holdout.images)
-        return (measures.logit_confidence(probs_train, train.labels),
+        probs_train, probs_holdout = convnet.predict(model, scored_images), convnet.predict(model, holdout.images)
+        return (measures.logit_confidence(probs_train, scored_labels),
                 measures.logit_confidence(probs_holdout, holdout.labels), probs_train, probs_holdout)
 
     references_train, references_holdout = [], []
@@ -219,10 +237,10 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
         if progress:
             print(f"[audit] classifier trained on {name}")
         conf_train, conf_holdout, probs_train, probs_holdout = confidences(fit(s.images, s.labels, recipe.seed))
-        members = s.members if s.members is not None else np.arange(len(train.labels))
+        members = np.searchsorted(scored, s.members if s.members is not None else sample)  # rows of `scored`
         role = CONTROL if s.role == REFERENCE else s.role  # the real subset's model is the attack's control
         attacks = {
-            "MIA classifier: loss": (measures.loss_scores(probs_train, train.labels)[members],
+            "MIA classifier: loss": (measures.loss_scores(probs_train, scored_labels)[members],
                                      measures.loss_scores(probs_holdout, holdout.labels)),
             "MIA classifier: reference models": (
                 measures.reference_scores(conf_train, references_train)[members],
@@ -269,7 +287,13 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
     train, holdout = bundle.splits["train"], bundle.splits["val"]
     pipe = stages.load_pipeline(up.diffusion)
     noise = DDPMScheduler.from_config(pipe.scheduler.config)
-    train_latents = ae.encode(pipe.vae, train.images)
+    rng = np.random.default_rng(cfg.seed + 3)
+    few = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), size=min(cfg.control_per_class,
+                                     int((train.labels == c).sum())), replace=False) for c in range(bundle.n_classes)])
+    sample = member_sample(len(train.labels), cfg)
+    encoded = np.union1d(sample, few)  # the train images either attack scores, encoded once
+    latents = ae.encode(pipe.vae, train.images[encoded])
+    member_latents, few_latents = latents[np.searchsorted(encoded, sample)], latents[np.searchsorted(encoded, few)]
     holdout_latents = ae.encode(pipe.vae, holdout.images)
     rows = []
 
@@ -286,11 +310,8 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
 
     if progress:
         print("[audit] the generator: denoising losses of train and val")
-    attack("the run's generator", AUDITED, pipe.transformer, train_latents, train.labels)
+    attack("the run's generator", AUDITED, pipe.transformer, member_latents, train.labels[sample])
 
-    rng = np.random.default_rng(cfg.seed + 3)
-    few = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), size=min(cfg.control_per_class,
-                                     int((train.labels == c).sum())), replace=False) for c in range(bundle.n_classes)])
     control_cfg = DiffusionConfig(hidden_size=cfg.control_hidden_size, depth=cfg.control_depth, num_heads=4,
                                   patch_size=pipe.transformer.config.patch_size, steps=cfg.control_steps,
                                   batch_size=min(32, len(few)), lr=1e-3, warmup_steps=min(100, cfg.control_steps // 10),
@@ -300,8 +321,8 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
     if progress:
         print(f"[audit] control: a denoiser overtrained on {len(few)} train images ({cfg.control_steps} steps)")
     with tempfile.TemporaryDirectory() as work:
-        trainer = Trainer(train_latents[few], train.labels[few], bundle.n_classes, control_cfg, Path(work), "control")
+        trainer = Trainer(few_latents, train.labels[few], bundle.n_classes, control_cfg, Path(work), "control")
         trainer.run(progress=False)
         control = trainer.ema_model().cpu()
-    attack("overtrained denoiser (control)", CONTROL, control, train_latents[few], train.labels[few])
+    attack("overtrained denoiser (control)", CONTROL, control, few_latents, train.labels[few])
     return rows

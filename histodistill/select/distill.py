@@ -21,7 +21,7 @@ from ..generate import stages
 from . import selection
 from .graphs import umap_embedding
 
-VERSIONS = {"embedding": 1, "selection": 3}  # 3: coverage columns in graphs.csv
+VERSIONS = {"embedding": 2, "selection": 3}  # embedding 2: contiguous inputs; selection 3: coverage columns
 PRODUCT = "distilled"  # the exported data set's folder inside the selection artifact
 
 
