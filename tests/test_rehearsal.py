@@ -54,7 +54,8 @@ def test_the_rehearsal_profile_is_the_paper_profile_with_only_counts_cut():
 
     assert "rehearsal" in presets.PROFILES
     counts = {"epochs", "steps", "warmup_steps", "checkpoint_every", "eval_every", "budget_steps", "iterations",
-              "control_steps", "per_class", "guidance_per_class", "seeds", "budget_seeds", "reference_models"}
+              "control_steps", "per_class", "guidance_per_class", "seeds", "budget_seeds", "reference_models",
+              "draws", "max_members"}
     for stage, paper in presets.PRESETS["paper"].items():
         rehearsal_cfg = presets.stage_config(stage, "rehearsal")
         changed = {f.name for f in dataclasses.fields(paper) if getattr(paper, f.name) != getattr(rehearsal_cfg, f.name)}
