@@ -95,9 +95,12 @@ def test_train_and_val_must_share_a_resolution():
         training.train_on_set(small.astype(np.float32), labels, small, labels, 2, TrainRecipe(steps=1))
 
 
-@pytest.mark.parametrize("network,contrastive", [("convnet", "supcon"), ("convnet", "supcon_1view"),
-                                                 ("resnet18", "none")])
-def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastive):
+# ResNet-18 checks 3 steps (the uneven last batch included): on one thread, with contiguous
+# inputs, its batched and single convolutions sum in different orders, and from the 5th step on
+# random images the training magnifies that to 1e-4 (measured: 1e-7 at 3 steps, 1e-4 at 5).
+@pytest.mark.parametrize("network,contrastive,steps", [("convnet", "supcon", 6), ("convnet", "supcon_1view", 6),
+                                                       ("resnet18", "none", 3)])
+def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastive, steps):
     # Three runs on three different sets (each with its own normalisation), a few steps
     # with DSA and an uneven last batch: the batched weights and histories are the
     # one-by-one ones up to float summation order. (On random images. On the striped
@@ -106,7 +109,7 @@ def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastiv
     # training there magnifies float-order noise faster; which part does is not pinned down.)
     sets = [(make_images(18, seed=seed), balanced_labels(18, 3)) for seed in (1, 2, 3)]
     val = (make_images(12, seed=9), balanced_labels(12, 3))
-    recipe = TrainRecipe(network=network, width_scale=0.125, steps=6, batch_size=8, eval_every=1,
+    recipe = TrainRecipe(network=network, width_scale=0.125, steps=steps, batch_size=8, eval_every=1,
                          contrastive=contrastive)
     together = training.train_runs(sets, *val, 3, recipe, seeds=[0, 1, 2], progress=False)
     for seed, (images, labels), (model, history) in zip([0, 1, 2], sets, together):
