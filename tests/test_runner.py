@@ -152,9 +152,13 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     folder.mkdir()
     started = tmp_path / "started"
     write_notebook(folder, "01_slow.py", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)\n")
+    # A shell starts background jobs with Ctrl-C ignored, and children inherit that (Python then
+    # installs no KeyboardInterrupt handler): give the runner the default disposition of a
+    # foreground command, whatever launched these tests.
     process = subprocess.Popen(
         [sys.executable, "-m", "histodistill.runner", "--profile", "smoke", "--notebooks", str(folder)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(), start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(), start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not started.exists() and time.time() < deadline:
         time.sleep(0.2)
