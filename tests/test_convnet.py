@@ -180,6 +180,35 @@ def test_channel_stats_and_to_tensor():
     torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
 
 
+# --- pooling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (4, 3, 7, 7), (2, 5, 6, 9), (1, 2, 3, 2)])
+def test_halving_pool_equals_avg_pool2d(shape):
+    """The ConvNet's pooling is `avg_pool2d(2, 2)` (floor mode) in values and gradients, and
+    its gradient passes torch's numerical check (odd sides: the dropped row/column gets 0)."""
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    pooled = convnet.HalvingPool()(x)
+    expected = torch.nn.functional.avg_pool2d(x, 2, 2)
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-12)
+    upstream = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(pooled, x, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(convnet.HalvingPool(), (x,))
+
+
+def test_halving_pool_under_vmap():
+    """Several runs train under `vmap` (training.train_runs): per-run values and gradients
+    match avg_pool2d's."""
+    from torch.func import grad, vmap
+
+    x = torch.randn(3, 2, 4, 7, 7, generator=torch.Generator().manual_seed(1))
+    ours = vmap(grad(lambda v: convnet.HalvingPool()(v).pow(2).sum()))(x)
+    reference = vmap(grad(lambda v: torch.nn.functional.avg_pool2d(v, 2, 2).pow(2).sum()))(x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
 def test_model_carries_train_statistics(trained):
     model, _, (xtr, _, xval, _), _ = trained
     mean, std = convnet.channel_stats(xtr)

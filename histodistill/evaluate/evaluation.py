@@ -48,8 +48,9 @@ from ..select import distill
 from . import dm
 
 # model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU;
-# 4 (and dm 3): images enter the networks contiguous, not channels-last (other float sums)
-VERSIONS = {"model": 4, "dm": 3}
+# 4 (and dm 3): images enter the networks contiguous, not channels-last (other float sums);
+# 5 (and dm 4): the ConvNet pools with `convnet.HalvingPool` (other float rounding)
+VERSIONS = {"model": 5, "dm": 4}
 # Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
 # GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
 # on CPU the batched (grouped) convolutions are slower than one run after another

@@ -36,8 +36,9 @@ from .pipeline import ClassConditionalLDMPipeline
 from .uvit import UViT
 
 # Bump a version when the stage's code changes what it writes. classifier 2: images enter the
-# judge contiguous rather than channels-last (`convnet.to_tensor`), which sums in another order.
-VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1, "classifier": 2}
+# judge contiguous rather than channels-last (`convnet.to_tensor`), which sums in another order;
+# classifier 3: the ConvNet pools with `convnet.HalvingPool` (other float rounding).
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1, "classifier": 3}
 POOL_FILE = "pool.npz"
 
 

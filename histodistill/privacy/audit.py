@@ -39,8 +39,8 @@ from ..generate.diffusion import Trainer
 from . import measures
 
 # 2: the per-class breakdown of the distance tests (by_class.csv); 3: contiguous inputs, and
-# the membership attacks score at most `max_members` train images
-VERSION = 3
+# the membership attacks score at most `max_members` train images; 4: the ConvNet's pooling
+VERSION = 4
 TABLE = "audit.csv"
 BY_CLASS = "by_class.csv"
 CURVES = "curves.npz"

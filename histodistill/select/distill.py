@@ -21,7 +21,8 @@ from ..generate import stages
 from . import selection
 from .graphs import umap_embedding
 
-VERSIONS = {"embedding": 2, "selection": 3}  # embedding 2: contiguous inputs; selection 3: coverage columns
+# embedding 2: contiguous inputs, 3: the ConvNet's pooling (`convnet.HalvingPool`); selection 3: coverage columns
+VERSIONS = {"embedding": 3, "selection": 3}
 PRODUCT = "distilled"  # the exported data set's folder inside the selection artifact
 
 
