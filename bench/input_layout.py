@@ -21,20 +21,16 @@ speed-up of the medians, the CPU). The downstream models train on one thread, as
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import statistics
-import time
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from histodistill import machine, presets
-from histodistill.classifiers import convnet, training
-from histodistill.data import dataset
-from histodistill.evaluate import evaluation
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ab_timing import alternate, demo_trainings, write  # noqa: E402  (a sibling module)
+
+from histodistill.classifiers import convnet  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "input_layout.csv"
 contiguous_inputs = convnet.to_tensor  # what the package does now
@@ -47,14 +43,12 @@ def channels_last_inputs(images, mean, std) -> torch.Tensor:
 
 
 @contextmanager
-def layout(name: str):
-    current = convnet.to_tensor
-    if name == "channels_last":
-        convnet.to_tensor = channels_last_inputs
+def channels_last():
+    convnet.to_tensor = channels_last_inputs
     try:
         yield
     finally:
-        convnet.to_tensor = current
+        convnet.to_tensor = contiguous_inputs
 
 
 def main() -> None:
@@ -64,45 +58,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="steps of each downstream model")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of the judge")
     args = ap.parse_args()
-
-    threads = machine.configure_torch()
-    bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
-    train, val = bundle.splits["train"], bundle.splits["val"]
-    recipe = presets.stage_config("downstream", args.profile, steps=args.steps)
-    subset = evaluation.random_real(bundle, presets.stage_config("selection", args.profile).ipc, 0)
-    judge_cfg = dataclasses.replace(presets.stage_config("classifier", args.profile), epochs=args.epochs)
-
-    def downstream(network: str):
-        with machine.threads(1):
-            training.train_on_set(subset.images, subset.labels, val.images, val.labels, bundle.n_classes,
-                                  dataclasses.replace(recipe, network=network), progress=False)
-
-    tasks = {
-        (f"downstream convnet, {args.steps} steps, IPC-10", 1): lambda: downstream("convnet"),
-        (f"downstream resnet18, {args.steps} steps, IPC-10", 1): lambda: downstream("resnet18"),
-        (f"judge, {args.epochs} epochs of {len(train.labels)} images", threads):
-            lambda: training.train_judge(train.images, train.labels, val.images, val.labels, bundle.n_classes,
-                                         judge_cfg, progress=False),
-    }
-    rows = []
-    for (task, task_threads), run in tasks.items():
-        times = {"channels_last": [], "contiguous": []}
-        for _ in range(args.repeats):  # alternate, so a busy spell hits both alike
-            for name in times:
-                with layout(name):
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - start)
-        for name, seconds in times.items():
-            rows.append({"task": task, "threads": task_threads, "layout": name, "min_s": min(seconds),
-                         "median_s": statistics.median(seconds), "max_s": max(seconds)})
-        rows[-1]["speedup"] = statistics.median(times["channels_last"]) / statistics.median(times["contiguous"])
-    table = pd.DataFrame(rows)
-    table["cpu"], table["cores"], table["torch"] = machine.cpu_name(), os.cpu_count(), torch.__version__
-    RESULTS.parent.mkdir(exist_ok=True)
-    table.to_csv(RESULTS, index=False, float_format="%.3f")
-    print(table.drop(columns=["cpu", "cores", "torch"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"wrote {RESULTS}")
+    tasks = demo_trainings(args.profile, args.steps, args.epochs, ("convnet", "resnet18"))
+    write(alternate(tasks, {"channels_last": channels_last, "contiguous": nullcontext}, args.repeats, "layout"), RESULTS)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from histodistill.evaluate import dm
 from histodistill.generate import autoencoder
 from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
-from histodistill.privacy import measures
+from histodistill.privacy import audit, measures
 from histodistill.select import selection
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,24 +91,36 @@ def units(cfg: dict) -> dict[str, tuple[float, str]]:
                          + len(ab.pool_sizes) + len(ab.guidance_scales))
     guidance_pools = len(ab.guidance_scales) * ab.guidance_per_class * N_CLASSES
     evals = ds.steps // ds.eval_every + 1
+    members = min(pr.max_members, TRAIN)  # train images the membership attacks score
+    audited = 3  # classifiers the audit trains itself: on the distilled set, DM's and random real
+    control = pr.control_per_class * N_CLASSES
     return {
         "ae_step": (cfg["autoencoder"].steps, "autoencoder steps"),
-        "encode": (TRAIN, "train images encoded once"),
+        "encode": (TRAIN + members + control + VAL,
+                   f"train images encoded once; the audit's generator attack encodes {members} members, "
+                   f"{control} control images and val again"),
         "uvit_step": (cfg["diffusion"].steps, "U-ViT steps"),
         "judge_epoch": (cfg["classifier"].epochs, "classifier epochs"),
         "sample": ((pool + sweep) * cfg["sampling"].steps,
                    f"(pool {pool} + sweep {sweep} images) x {cfg['sampling'].steps} steps"),
         "embed": (pool + VAL + TRAIN, "pool, val and train images through the judge"),
         "select": (N_CLASSES * 3, "classes x (InfoDist, k-means, random) at the pool's size"),
-        "convnet_step": (seeds * main_rows * ds.steps + budget_extra + pr.reference_models * ds.steps,
+        "convnet_step": (seeds * main_rows * ds.steps + budget_extra + (pr.reference_models + audited) * ds.steps,
                          f"{seeds} runs x {main_rows} rows x {ds.steps} steps + budget check {budget_extra} + "
-                         f"{pr.reference_models} audit reference models x {ds.steps}"),
+                         f"({pr.reference_models} audit reference models + {audited} audited classifiers) x {ds.steps}"),
         "resnet_step": (seeds * main_rows * ds.steps + budget_extra,
                         f"{seeds} runs x {main_rows} rows x {ds.steps} steps + budget check {budget_extra}"),
         "val_pass": (nets * (seeds * main_rows * evals + ev.budget_seeds * len(ev.budget_steps) * evals),
                      f"models x {evals} val evaluations of {VAL} images (per network, ConvNet's cost)"),
         "dm_iteration": (seeds * cfg["dm"].iterations, f"{seeds} runs x {cfg['dm'].iterations} iterations"),
         "audit_nn": (5, "sets audited against train + val (pixels; features cost less)"),
+        "audit_predict": ((pr.reference_models + audited) * (members + VAL) / VAL,
+                          f"({pr.reference_models} reference + {audited} audited classifiers) x ({members} members + "
+                          f"{VAL} val) images, in passes over val"),
+        "generator_attack": ((members + VAL + control + VAL) * len(pr.timesteps) * pr.draws,
+                             f"({members} members + {VAL} val, and the control's {control} + {VAL}) x "
+                             f"{len(pr.timesteps)} timesteps x {pr.draws} draws (the control's smaller "
+                             f"denoiser counted at the run's width: an upper bound)"),
         "ablation_step": (ab.seeds * ablation_variants * ds.steps,
                           f"{ab.seeds} runs x {ablation_variants} variants x {ds.steps} ConvNet steps (upper bound)"),
         "ablation_sample": (guidance_pools * cfg["sampling"].steps,
@@ -162,6 +174,12 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
         return run
 
     val_model = build_network("convnet", N_CLASSES, size).to(device).eval()
+    attack_latents = torch.randn(256, *latent_shape)
+    noise = build_noise_scheduler(dm_cfg)
+
+    def denoiser_passes(n: int) -> None:  # n x 256 latents, one timestep and draw each
+        for _ in range(n):
+            audit.denoising_losses(uvit, noise, attack_latents, labels(256), (50,), 1, 0)
 
     def val_pass(n: int) -> None:  # n passes over 1024 images; scaled to val's size below
         for _ in range(n):
@@ -195,6 +213,10 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
         Unit("07 audit nearest neighbours", "audit_nn", f"set of {len(set_images)} images vs train + val",
              lambda n: [measures.dcr_share(measures.pixel_vectors(set_images), measures.pixel_vectors(audit_train),
                                           measures.pixel_vectors(audit_val)) for _ in range(n)], (0, 1), False, host=True),
+        Unit("07 audit: classifier predictions", "audit_predict", f"pass over val ({VAL} images)", val_pass, (1, 3),
+             False, units_per_count=1024 / VAL, same_as="val_pass"),
+        Unit("07 audit: generator membership attack", "generator_attack", "denoiser pass (one latent, no guidance)",
+             denoiser_passes, (1, 3), False, units_per_count=256),
         Unit("06 ablations: downstream", "ablation_step", f"ConvNet step (batch {ds.batch_size})",
              downstream_steps("convnet"), (2, 6), True, same_as="convnet_step"),
         Unit("06 ablations: guidance pools", "ablation_sample", "image step", sample, (1, 3), False,

@@ -94,6 +94,22 @@ def test_membership_auc_on_a_hand_made_case():
     assert result["tpr_at_1pct_fpr"] == 0.75  # three members above every holdout score
 
 
+
+def test_membership_auc_interval_equals_scikit_learn_on_each_resample():
+    """The bootstrap weighs each resample's counts (`metrics.weighted_auc`) instead of calling
+    `roc_auc_score` per resample: the same resamples (the same draws, in the same order) give
+    the same interval, ties included."""
+    rng = np.random.default_rng(3)
+    members, holdout = np.round(rng.normal(0.3, 1, 80), 1), np.round(rng.normal(0, 1, 50), 1)  # many ties
+    result = measures.membership_auc(members, holdout, n_boot=300, seed=5)
+    draws, labels = np.random.default_rng(5), np.r_[np.ones(80), np.zeros(50)]
+    boots = []
+    for _ in range(300):
+        m, h = members[draws.integers(0, 80, 80)], holdout[draws.integers(0, 50, 50)]
+        boots.append(roc_auc_score(labels, np.r_[m, h]))
+    low, high = np.percentile(boots, [2.5, 97.5])
+    assert result["ci_low"] == pytest.approx(low, abs=1e-12) and result["ci_high"] == pytest.approx(high, abs=1e-12)
+
 def test_an_attack_without_signal_passes_and_one_with_signal_fails():
     rng = np.random.default_rng(0)
     none = measures.membership_auc(rng.normal(size=300), rng.normal(size=300))

@@ -147,14 +147,33 @@ def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of `scores` for the `positive` rows (bool, (N,)) with row i counted
+    `weights[b, i]` times, for every weighting b at once (`weights` (B, N)); a bootstrap
+    resample is a weighting by counts. The Mann-Whitney form, sum over positive i and
+    negative j of w_i w_j ([s_i > s_j] + [s_i = s_j] / 2) / (W_pos W_neg), from one sort of
+    the scores: what scikit-learn's `roc_auc_score` gives each resample (tested), without its
+    milliseconds of argument checking per call. NaN where one side has no weight."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    neg_cum = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w[:, order] * ~positive[order], axis=1)], axis=1)
+    below = neg_cum[:, np.searchsorted(ranked, scores[positive], "left")]
+    at_or_below = neg_cum[:, np.searchsorted(ranked, scores[positive], "right")]
+    wins = (w[:, positive] * (below + 0.5 * (at_or_below - below))).sum(1)
+    n_pos, n_neg = w[:, positive].sum(1), w[:, ~positive].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
+
+
 def weighted_scores(labels, probabilities, weights: np.ndarray) -> dict[str, np.ndarray]:
     """`evaluate`'s acc, auc and macro_f1 with every test image counted `weights[b, i]` times,
     for many weightings b at once (the rows of `weights`, shape (B, N)): a bootstrap
     resample is a weighting by counts. Unit weights give `evaluate`'s values (tested).
 
-    AUC per class is the Mann-Whitney form, sum over positive i and negative j of
-    w_i w_j ([s_i > s_j] + [s_i = s_j] / 2) / (W_pos W_neg), from one sort of the scores;
-    a class with no weight on one side is NaN, and so is the mean, as in `evaluate`."""
+    AUC per class is `weighted_auc`'s; a class with no weight on one side is NaN, and so is
+    the mean, as in `evaluate`."""
     y, p = _check(labels, probabilities)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if w.shape[1] != len(y):
@@ -169,16 +188,7 @@ def weighted_scores(labels, probabilities, weights: np.ndarray) -> dict[str, np.
         tp, n_pos, n_called = w @ hit, w @ pos, w @ called
         f1s.append(np.where(n_pos + n_called > 0, 2 * tp / np.maximum(n_pos + n_called, 1e-300), 0.0))
         present.append((n_pos + n_called) > 0)
-        scores = p[:, c]
-        order = np.argsort(scores, kind="stable")
-        ranked = scores[order]
-        neg_cum = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w[:, order] * ~pos[order], axis=1)], axis=1)
-        below = neg_cum[:, np.searchsorted(ranked, scores[pos], "left")]
-        at_or_below = neg_cum[:, np.searchsorted(ranked, scores[pos], "right")]
-        wins = (w[:, pos] * (below + 0.5 * (at_or_below - below))).sum(1)
-        n_neg = total - n_pos
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aucs.append(np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan))
+        aucs.append(weighted_auc(p[:, c], pos, w))
     present = np.array(present)
     # scikit-learn's macro F1: the mean over classes present in labels or predictions.
     macro_f1 = (np.array(f1s) * present).sum(0) / np.maximum(present.sum(0), 1)

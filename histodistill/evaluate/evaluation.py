@@ -248,6 +248,9 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
         group = (dataclasses.replace(job.cfg, seed=0), job.train_set.images.shape)
         pending.setdefault(group, []).append(job)
     chunks = [group[i : i + runs_together] for group in pending.values() for i in range(0, len(group), runs_together)]
+    # Longest first: with the costly chunks (the full real set, two-view SupCon, IPC 50) at the
+    # end of the queue, one worker would train the last of them while the other sat idle.
+    chunks.sort(key=_relative_cost, reverse=True)
     bar = tqdm(total=len(chunks), desc=desc, unit="group", disable=not progress or not chunks)
     n = workers_mod.count(len(chunks), sum(chunk[0].cfg.steps for chunk in chunks), workers)
     if n == 1:
@@ -268,6 +271,15 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
             raise
     bar.close()
     return len(seen)
+
+
+def _relative_cost(chunk: list[Job]) -> float:
+    """A chunk's training cost in rough units, only to order the queue: steps x images per
+    step (x 2 for SupCon's two views, x 4 for ResNet-18: bench/multiseed_speed.py timed its
+    runs at 85 s against the ConvNet's 19 s at the demo's widths) x runs."""
+    cfg = chunk[0].cfg
+    per_step = min(cfg.batch_size, len(chunk[0].train_set.labels)) * (2 if cfg.contrastive == "supcon" else 1)
+    return cfg.steps * per_step * (4 if cfg.network == "resnet18" else 1) * len(chunk)
 
 
 def _describe(chunk: list[Job]) -> str:

@@ -26,10 +26,11 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.neighbors import NearestNeighbors
 
-from ..classifiers import convnet
+from ..classifiers import convnet, metrics
 from ..generate.quality import nearest_neighbours
 
 ALPHA = 0.05  # one-sided significance level of every test
+BOOT_CHUNK = 100  # bootstrap resamples weighed at once (100 x 20,000 counts: 16 MB)
 NEAR_COPY_NEIGHBOURS = 50  # Carlini et al. 2023: the 50 nearest train images
 # Carlini et al. 2023 call an image extracted when its distance to the nearest train image
 # is under a third of its mean distance to the 50 nearest: far closer to one image than to
@@ -235,12 +236,16 @@ def membership_auc(member_scores: np.ndarray, holdout_scores: np.ndarray, n_boot
     scores = np.r_[members, holdout]
     auc = float(roc_auc_score(labels, scores))
     rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    for b in range(n_boot):
-        m = members[rng.integers(0, len(members), len(members))]
-        h = holdout[rng.integers(0, len(holdout), len(holdout))]
-        boots[b] = roc_auc_score(labels, np.r_[m, h])
-    low, high = np.percentile(boots, [2.5, 97.5])
+    n_members, n_holdout = len(members), len(holdout)
+    boots = []
+    for start in range(0, n_boot, BOOT_CHUNK):  # resamples as counts, a chunk at a time (memory)
+        counts = []
+        for _ in range(min(BOOT_CHUNK, n_boot - start)):
+            m = np.bincount(rng.integers(0, n_members, n_members), minlength=n_members)
+            h = np.bincount(rng.integers(0, n_holdout, n_holdout), minlength=n_holdout)
+            counts.append(np.r_[m, h])
+        boots.append(metrics.weighted_auc(scores, labels == 1, np.stack(counts)))
+    low, high = np.percentile(np.concatenate(boots), [2.5, 97.5])
     fpr, tpr, _ = roc_curve(labels, scores)
     return {"statistic": auc, "ci_low": float(low), "ci_high": float(high), "threshold": 0.5,
             "tpr_at_1pct_fpr": float(tpr[fpr <= 0.01].max()), "passed": bool(low <= 0.5),

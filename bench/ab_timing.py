@@ -1,0 +1,80 @@
+"""Shared by the A/B benchmarks (`input_layout.py`, `pooling.py`): the demo trainings they
+time, and the loop that times them under two ways of doing the same thing, alternating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import pandas as pd
+import torch
+
+from histodistill import machine, presets
+from histodistill.classifiers import training
+from histodistill.data import dataset
+from histodistill.evaluate import evaluation
+
+Task = tuple[str, int]  # (what is timed, the torch threads it runs on)
+
+
+def demo_trainings(profile: str, steps: int, epochs: int, networks: tuple[str, ...]) -> dict[Task, Callable[[], None]]:
+    """A downstream model per network (the profile's recipe, `steps` steps, on a random real
+    set at the profile's IPC, one thread as notebook 05's workers train) and the judge
+    (`epochs` epochs over the train split, on the machine's threads as notebook 03 trains it)."""
+    threads = machine.configure_torch()
+    bundle = dataset.prepare_data(presets.stage_config("data", profile))
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    recipe = presets.stage_config("downstream", profile, steps=steps)
+    ipc = presets.stage_config("selection", profile).ipc
+    subset = evaluation.random_real(bundle, ipc, 0)
+    judge_cfg = dataclasses.replace(presets.stage_config("classifier", profile), epochs=epochs)
+
+    def downstream(network: str) -> Callable[[], None]:
+        def run() -> None:
+            with machine.threads(1):
+                training.train_on_set(subset.images, subset.labels, val.images, val.labels, bundle.n_classes,
+                                      dataclasses.replace(recipe, network=network), progress=False)
+        return run
+
+    tasks = {(f"downstream {network}, {steps} steps, IPC-{ipc}", 1): downstream(network) for network in networks}
+    tasks[(f"judge, {epochs} epochs of {len(train.labels)} images", threads)] = (
+        lambda: training.train_judge(train.images, train.labels, val.images, val.labels, bundle.n_classes,
+                                     judge_cfg, progress=False))
+    return tasks
+
+
+def alternate(tasks: dict[Task, Callable[[], None]], ways: dict[str, Callable[[], ContextManager]],
+              repeats: int, column: str) -> pd.DataFrame:
+    """Time each task under each of the two `ways` (a context manager each, the old way first),
+    alternating `repeats` times so that a busy spell hits both alike: a row per task and way
+    (min, median, max seconds) and, on the second way's row, the speed-up of the medians."""
+    before, after = ways
+    rows = []
+    for (task, threads), run in tasks.items():
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(repeats):
+            for name, way in ways.items():
+                with way():
+                    start = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - start)
+        for name, seconds in times.items():
+            rows.append({"task": task, "threads": threads, column: name, "min_s": min(seconds),
+                         "median_s": statistics.median(seconds), "max_s": max(seconds)})
+        rows[-1]["speedup"] = statistics.median(times[before]) / statistics.median(times[after])
+        print(f"{task}: {rows[-1]['speedup']:.2f}x", flush=True)
+    return pd.DataFrame(rows)
+
+
+def write(table: pd.DataFrame, path: Path) -> None:
+    """Add the machine, write the CSV, print the table."""
+    table["cpu"], table["cores"], table["torch"] = machine.cpu_name(), os.cpu_count(), torch.__version__
+    path.parent.mkdir(exist_ok=True)
+    table.to_csv(path, index=False, float_format="%.3f")
+    print(table.drop(columns=["cpu", "cores", "torch"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"wrote {path}")
