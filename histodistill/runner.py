@@ -71,6 +71,18 @@ def parse_value(text: str):
         return text
 
 
+def injectable(value):
+    """`value` as papermill can inject it: tuples become lists, at any depth. Papermill
+    writes a tuple as the *string* of its repr (``"('convnet',)"``), which a notebook's
+    ``tuple(networks)`` would split into characters; a list it writes as a list literal, and
+    every notebook turns a list parameter back into a tuple."""
+    if isinstance(value, (tuple, list)):
+        return [injectable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: injectable(v) for k, v in value.items()}
+    return value
+
+
 def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | None = None,
          folder: Path | None = None):
     """(source, notebook, parameters) for each notebook to run; checks every override
@@ -88,7 +100,7 @@ def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | 
         codes.append((source, set(declared), "\n".join(c.source for c in nb.cells if c.cell_type == "code")))
         params = {"profile": profile, "run_name": run_name or profile}
         params.update(overrides)
-        params = {k: v for k, v in params.items() if k in declared}
+        params = {k: injectable(v) for k, v in params.items() if k in declared}
         used.update(params)
         items.append((source, nb, params))
     unused = sorted(set(overrides) - used)

@@ -1,6 +1,7 @@
 """The notebook runner and the notebooks' shape."""
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -191,6 +192,24 @@ def test_good_parameters_pass_the_check():
     overrides = {"ipc": 10, "networks": ["convnet", "resnet18"], "guidance_scale": None, "lr": 1, "train_seed": 3,
                  "image_size": 64, "contrastive_weights": (0.1, 0.3)}
     assert len(runner.plan("demo", overrides, "mine")) == len(runner.notebook_sources())
+
+
+def test_tuple_parameters_reach_the_notebook_as_sequences_of_their_items(tmp_path):
+    """Papermill writes a tuple as the string of its repr; the notebooks' ``tuple(networks)``
+    then split it into characters. The runner passes tuples as lists, which every notebook
+    turns back into tuples: the injected cell, executed, holds the items themselves."""
+    overrides = {"networks": ("convnet",), "timesteps": (50, 100)}
+    written = runner.export(runner.plan("demo", overrides, "mine"), tmp_path)
+    seen = {}
+    for path in written:
+        nb = json.loads(path.read_text())
+        injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        namespace: dict = {}
+        exec("".join(injected[0]["source"]), namespace)
+        seen.update({k: namespace[k] for k in overrides if k in namespace})
+    assert tuple(seen["networks"]) == ("convnet",)
+    assert tuple(seen["timesteps"]) == (50, 100)
+    assert runner.injectable({"a": ((1, 2), [3])}) == {"a": [[1, 2], [3]]}
 
 
 def test_progress_bars_print_whole_lines_without_a_terminal(monkeypatch, capsys):
