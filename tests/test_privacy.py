@@ -242,3 +242,31 @@ def test_the_membership_attacks_score_all_members_or_a_seeded_sample():
     assert not np.array_equal(sample, member_sample(1000, PrivacyConfig(max_members=100, seed=4)))
     with pytest.raises(ValueError, match="max_members"):
         PrivacyConfig(max_members=0)
+
+
+def test_the_generator_attack_shows_progress_without_changing_its_losses(monkeypatch, capsys):
+    """At the paper's sizes the generator's denoising losses are the audit's longest step
+    (hundreds of thousands of denoiser passes): they get a bar, and the bar changes nothing."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from histodistill import progress
+    from histodistill.privacy import audit
+
+    class Halving(torch.nn.Module):  # a stand-in denoiser: predicts half its input
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x, t, y):
+            return self.scale * x
+
+    latents = torch.randn(300, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    labels = np.arange(300) % 3
+    args = (Halving(), DDPMScheduler(num_train_timesteps=1000), latents, labels, (10, 500), 2, 7)
+    quiet = audit.denoising_losses(*args)
+    monkeypatch.setenv(progress.MODE_VARIABLE, "lines")
+    shown = audit.denoising_losses(*args, desc="generator: train")
+    assert np.array_equal(quiet, shown) and quiet.shape == (2, 300)
+    out = capsys.readouterr().out
+    assert "generator: train: 100%" in out and "8/8" in out  # 2 draws x 2 timesteps x 2 batches of 256

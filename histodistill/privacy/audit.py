@@ -30,6 +30,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from .. import cache, workers
+from ..progress import tqdm
 from ..classifiers import convnet, training
 from ..config import DiffusionConfig, DownstreamConfig, PrivacyConfig
 from ..evaluate import evaluation
@@ -257,14 +258,17 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
 
 
 def denoising_losses(transformer, noise: DDPMScheduler, latents: torch.Tensor, labels: np.ndarray,
-                     timesteps: tuple[int, ...], draws: int, seed: int) -> np.ndarray:
+                     timesteps: tuple[int, ...], draws: int, seed: int, desc: str | None = None) -> np.ndarray:
     """Each image's denoising loss (the training objective, unweighted) at each timestep,
     averaged over `draws` noise draws (seeded): (len(timesteps), N). Images the model trained
     on tend to have lower loss (Carlini et al. 2023; Matsumoto et al. 2023).
 
     The noise is drawn on the CPU (the same draws on any device); the denoiser runs where its
-    weights are, 256 latents at a time."""
+    weights are, 256 latents at a time. With `desc`, a progress bar counts the batches: at
+    the paper's sizes the generator's attack is the audit's longest step."""
     device = next(transformer.parameters()).device
+    batches = range(0, len(latents), 256)
+    bar = tqdm(total=draws * len(timesteps) * len(batches), desc=desc, unit="batch", disable=desc is None)
     generator = torch.Generator().manual_seed(seed)
     y = torch.as_tensor(labels, dtype=torch.long)
     out = np.zeros((len(timesteps), len(latents)))
@@ -276,10 +280,12 @@ def denoising_losses(transformer, noise: DDPMScheduler, latents: torch.Tensor, l
                 t = torch.full((len(latents),), int(step), dtype=torch.long)
                 noisy = noise.add_noise(latents, eps, t)
                 target = noise.get_velocity(latents, eps, t) if noise.config.prediction_type == "v_prediction" else eps
-                for start in range(0, len(latents), 256):
+                for start in batches:
                     part = slice(start, start + 256)
                     pred = transformer(noisy[part].to(device), t[part].to(device), y[part].to(device)).float().cpu()
                     out[i, part] += ((pred - target[part]) ** 2).mean(dim=(1, 2, 3)).numpy() / draws
+                    bar.update()
+    bar.close()
     return out
 
 
@@ -306,9 +312,9 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
 
     def attack(name, role, transformer, member_latents, member_labels):
         member_loss = denoising_losses(transformer, noise, member_latents, member_labels, cfg.timesteps,
-                                       cfg.draws, cfg.seed)
+                                       cfg.draws, cfg.seed, desc=f"{name}: train" if progress else None)
         holdout_loss = denoising_losses(transformer, noise, holdout_latents, holdout.labels, cfg.timesteps,
-                                        cfg.draws, cfg.seed + 1)
+                                        cfg.draws, cfg.seed + 1, desc=f"{name}: val" if progress else None)
         for i, step in enumerate(cfg.timesteps):
             result = measures.membership_auc(-member_loss[i], -holdout_loss[i], cfg.n_boot, cfg.seed)
             test = f"MIA generator: denoising loss, t={step}"
