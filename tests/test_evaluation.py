@@ -105,7 +105,6 @@ def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data,
         assert two.file("history.csv").read_bytes() == one.file("history.csv").read_bytes()
 
 
-
 def test_the_queue_trains_the_costliest_models_first(smoke_data, tmp_path, monkeypatch):
     """Chunks go to the workers longest first (the full real set, then two-view SupCon, then
     plain IPC sets), so no worker is left with a long model at the end while the other idles."""
@@ -119,6 +118,7 @@ def test_the_queue_trains_the_costliest_models_first(smoke_data, tmp_path, monke
     monkeypatch.setattr(evaluation, "_train_chunk", lambda chunk, *args: order.append(chunk[0].row))
     evaluation.train_together(jobs, bundle, runs_together=1, progress=False, cache_root=tmp_path, workers=1)
     assert order == ["Full real train set", "CE + SupCon", "Random real"]
+
 
 def test_model_workers_come_from_the_variable_or_the_cpus(monkeypatch):
     monkeypatch.setenv(workers.VARIABLE, "3")

@@ -94,7 +94,6 @@ def test_membership_auc_on_a_hand_made_case():
     assert result["tpr_at_1pct_fpr"] == 0.75  # three members above every holdout score
 
 
-
 def test_membership_auc_interval_equals_scikit_learn_on_each_resample():
     """The bootstrap weighs each resample's counts (`metrics.weighted_auc`) instead of calling
     `roc_auc_score` per resample: the same resamples (the same draws, in the same order) give
@@ -109,6 +108,7 @@ def test_membership_auc_interval_equals_scikit_learn_on_each_resample():
         boots.append(roc_auc_score(labels, np.r_[m, h]))
     low, high = np.percentile(boots, [2.5, 97.5])
     assert result["ci_low"] == pytest.approx(low, abs=1e-12) and result["ci_high"] == pytest.approx(high, abs=1e-12)
+
 
 def test_an_attack_without_signal_passes_and_one_with_signal_fails():
     rng = np.random.default_rng(0)

@@ -275,8 +275,8 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
 
 def _relative_cost(chunk: list[Job]) -> float:
     """A chunk's training cost in rough units, only to order the queue: steps x images per
-    step (x 2 for SupCon's two views, x 4 for ResNet-18: bench/multiseed_speed.py timed its
-    runs at 85 s against the ConvNet's 19 s at the demo's widths) x runs."""
+    step (x 2 for SupCon's two views, x 4 for ResNet-18, whose runs bench/multiseed_speed.py
+    times at 4-5x the ConvNet's at the demo's widths) x runs."""
     cfg = chunk[0].cfg
     per_step = min(cfg.batch_size, len(chunk[0].train_set.labels)) * (2 if cfg.contrastive == "supcon" else 1)
     return cfg.steps * per_step * (4 if cfg.network == "resnet18" else 1) * len(chunk)

@@ -295,8 +295,8 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
     on `cfg.control_per_class` train images per class (members: those images)."""
     bundle = up.bundle
     train, holdout = bundle.splits["train"], bundle.splits["val"]
-    # On a GPU box the encoder and the denoiser run there: at the paper's width the attack's
-    # 240,000 denoiser passes take hours on a CPU.
+    # On a GPU box the encoder and the denoiser run there: at the paper's counts the attack's
+    # 360,000 denoiser passes take hours on a CPU (bench/paper_time_model.py).
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipe = stages.load_pipeline(up.diffusion).to(device)
     noise = DDPMScheduler.from_config(pipe.scheduler.config)
