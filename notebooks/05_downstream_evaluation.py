@@ -30,8 +30,8 @@
 #
 # Each row is trained with every network of the profile (ConvNet and ResNet-18, instance
 # norm; the demo trains ConvNet only, see below) `seeds` times, every model for the same
-# number of steps; the table gives mean ± std of test ACC, AUC (one-vs-rest, unweighted mean,
-# as medmnist's Evaluator) and macro F1. Run i of a row draws everything random anew
+# number of steps; the table gives the mean of test ACC, AUC (one-vs-rest, unweighted mean,
+# as medmnist's Evaluator) and macro F1 over the runs, each with a 95 % interval. Run i of a row draws everything random anew
 # (its subset, its Infomap / k-means / DM seed, its network's initialisation; run 0 is
 # notebook 04's selection), and run i of every row shares the same initialisation, so the
 # rows are compared run by run, with confidence intervals (below). Every model is a cached
@@ -149,14 +149,15 @@ model_runs.groupby(["row", "network"], sort=False)[["acc", "auc", "macro_f1", "b
 
 # %% [markdown]
 # ## The main table
-# Mean ± std over the seeds (sample std). The two real rows are references: they are
-# exactly what a hospital cannot share.
+# The mean over the seeds, with a 95 % interval of that mean from a bootstrap over the runs
+# and the test images (the csv also holds the sample std over seeds). The two real rows are
+# references: they are exactly what a hospital cannot share.
 
 # %%
-summary = tables.summarise_runs(model_runs)
+summary = tables.summarise_runs(model_runs, bundle=up.bundle)
 for path in tables.write_tables(summary, "main_table", run_name):
     print("wrote", path.name)
-display(Markdown(tables.display_table(summary).to_markdown()))
+display(Markdown(tables.display_table(summary).to_markdown() + "\n\n" + tables.table_note(summary)))
 
 # %%
 fig = figures.main_results(summary)

@@ -83,7 +83,8 @@ def show(name: str) -> None:
     ablation_lib.save(result, run_name)
     for note in result.notes:
         print("note:", note)
-    display(Markdown(tables.display_table(result.summary, index="variant").to_markdown()))
+    display(Markdown(tables.display_table(result.summary, index="variant").to_markdown() + "\n\n"
+                     + tables.table_note(result.summary)))
     if result.paired is not None and len(result.paired):
         # Each variant against its reference, paired by seed, with a 95 % interval.
         display(Markdown(comparisons.paired_markdown(result.paired, by="variant")))

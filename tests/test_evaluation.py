@@ -3,13 +3,15 @@ Matching as a stage, the tables, pool subsets and the run's upstream loader."""
 
 import dataclasses
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
 from histodistill import cache, config, machine, paths, presets, runs, workers
 from histodistill.data import dataset
-from histodistill.evaluate import ablations, comparisons, evaluation, tables
+from histodistill.classifiers import metrics
+from histodistill.evaluate import ablations, comparisons, evaluation, figures, tables
 from histodistill.evaluate.evaluation import MAIN_ROWS
 from histodistill.generate import stages
 
@@ -202,7 +204,9 @@ def test_main_table_files_have_every_row_and_column():
     for network in ("convnet", "resnet18"):
         for label in ("ACC", "AUC", "macro F1"):
             assert f"{network} {label}" in header
-    assert markdown.count("±") == len(MAIN_ROWS) * 2 * 3
+    table_text, note = markdown.split("\n\n")
+    assert table_text.count("±") == len(MAIN_ROWS) * 2 * 3  # no intervals without the data: mean ± std
+    assert note.startswith("Mean ± sample std over runs") and "runs per line: 3." in note
     assert "$\\pm$" in (paths.results_dir("unit") / "main_table.tex").read_text()
 
 
@@ -285,3 +289,27 @@ def test_paired_differences_pair_runs_by_seed_and_write_their_tables(smoke_data,
     assert [p.name for p in written] == ["paired.csv", "paired.md"]
     text = written[1].read_text()
     assert "convnet ACC" in text and "95 % interval" in text and "paired bootstrap" in text
+
+    # Each row's own mean gets its interval the same way, into the table's csv, md and figure.
+    summary = tables.summarise_runs(runs_, bundle=bundle, cache_root=root)
+    intervals = comparisons.row_intervals(runs_, bundle, cache_root=root)
+    assert list(intervals.columns) == ["row"] + comparisons.INTERVAL_COLUMNS
+    for key in ("acc", "auc", "macro_f1"):
+        assert (summary[f"{key}_low"] <= summary[f"{key}_mean"] + 1e-12).all()
+        assert (summary[f"{key}_mean"] <= summary[f"{key}_high"] + 1e-12).all()
+    np.testing.assert_allclose(intervals.set_index(["row", "metric"])["mean"].loc[[("B", "acc"), ("C", "acc")]],
+                               summary.set_index("row").loc[["B", "C"], "acc_mean"])  # the runs' own mean
+    probs = np.stack([evaluation.test_probabilities(evaluation.model_artifact(k, root))
+                      for k in runs_[runs_["row"] == "A"]["model_key"]])
+    expected = metrics.bootstrap_mean(probs, bundle.splits["test"].labels)["auc"]
+    line = summary.set_index("row").loc["A"]
+    assert (line["auc_low"], line["auc_high"]) == pytest.approx((expected["low"], expected["high"]))
+    written = tables.write_tables(summary, "table", "check")
+    text = written[1].read_text()
+    assert "[" in text and "±" not in text and "bootstrap over runs and test images" in text
+    assert "runs per line: 1 to 2" in text
+    fig = figures.main_results(summary)
+    assert "95 % interval" in fig._suptitle.get_text()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="per group and network"):
+        tables.summarise_runs(runs_, by=("row",), bundle=bundle, cache_root=root)

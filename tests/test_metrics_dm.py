@@ -324,3 +324,30 @@ def test_paired_bootstrap_finds_a_known_difference_and_none_between_equal_rows()
     assert all(same[k]["diff"] == same[k]["low"] == same[k]["high"] == 0.0 for k in ("acc", "auc", "macro_f1"))
     with pytest.raises(ValueError, match="one shape"):
         metrics.paired_bootstrap(better, worse[:3], labels)
+
+
+def test_bootstrap_mean_brackets_a_known_accuracy_and_narrows_with_more_runs():
+    rng = np.random.default_rng(2)
+    n = 400
+    labels = rng.integers(0, 2, n)
+
+    def row(runs, accuracy=0.75):
+        right = rng.random((runs, n)) < accuracy
+        probs = np.zeros((runs, n, 2))
+        probs[np.arange(runs)[:, None], np.arange(n), np.where(right, labels, 1 - labels)] = 1.0
+        return probs
+
+    five = row(5)
+    result = metrics.bootstrap_mean(five, labels, n_boot=500)
+    acc = result["acc"]
+    per_run = [metrics.evaluate(labels, p)["acc"] for p in five]
+    assert acc["mean"] == pytest.approx(np.mean(per_run), abs=1e-12)  # the mean over runs on the whole test set
+    assert acc["low"] < 0.75 < acc["high"] and acc["high"] - acc["low"] < 0.1
+    assert acc["n_runs"] == 5 and acc["n_test"] == n
+    wide = metrics.bootstrap_mean(row(1), labels, n_boot=500)["acc"]  # test noise only, of one run's images
+    many = metrics.bootstrap_mean(row(20), labels, n_boot=500)["acc"]
+    assert many["high"] - many["low"] < wide["high"] - wide["low"]
+    perfect = np.eye(2)[np.tile(labels, (3, 1))]  # every run right on every image: no spread at all
+    assert all(v["mean"] == v["low"] == v["high"] == 1.0 for v in metrics.bootstrap_mean(perfect, labels, n_boot=50).values())
+    with pytest.raises(ValueError, match="runs, images, classes"):
+        metrics.bootstrap_mean(five[0], labels)

@@ -1,10 +1,12 @@
-"""Test-set metrics of a classifier, and their mean ± std over training runs (METHOD step 8).
+"""Test-set metrics of a classifier, their mean ± std over training runs (METHOD step 8), and
+confidence intervals from a bootstrap over runs and test images.
 
     >>> from histodistill.classifiers import metrics
     >>> m = metrics.evaluate(test_labels, probs)   # {"acc", "auc", "macro_f1", ...}
     >>> s = metrics.summarise([m_seed0, m_seed1, m_seed2])
     >>> metrics.format_mean_std(s["acc_mean"], s["acc_std"])
     '0.812 ± 0.013'
+    >>> metrics.bootstrap_mean(probs, test_labels)                 # a row's mean with a 95 % interval
     >>> metrics.paired_bootstrap(probs_a, probs_b, test_labels)   # a - b with a 95 % interval
 
 `acc` and `auc` are computed exactly as medmnist's `Evaluator` computes them for a
@@ -147,6 +149,13 @@ def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def format_interval(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """'0.812 [0.790, 0.833]': a mean and its interval rounded to `digits` decimals."""
+    if digits < 0:
+        raise ValueError(f"digits must be >= 0, not {digits}")
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC of `scores` for the `positive` rows (bool, (N,)) with row i counted
     `weights[b, i]` times, for every weighting b at once (`weights` (B, N)); a bootstrap
@@ -197,6 +206,41 @@ def weighted_scores(labels, probabilities, weights: np.ndarray) -> dict[str, np.
 
 BOOTSTRAP_METHOD = ("paired bootstrap over runs (paired by seed) and test images (the same resample "
                     "for both rows), percentile interval")
+ROW_BOOTSTRAP_METHOD = "bootstrap over runs and test images, percentile interval"
+
+
+def _bootstrap(score, runs: int, n: int, n_boot: int, level: float, seed: int, keys) -> dict[str, dict]:
+    """The mean over runs of a per-run statistic on the whole test set, and its percentile
+    interval over `n_boot` resamples of the runs and the test images.
+
+    `score(r, weights)` gives run r's statistic per metric for each row of `weights` (B, N),
+    a bootstrap resample being a weighting of the test images by counts."""
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError("need 0 < level < 1 and n_boot >= 1")
+    rng = np.random.default_rng(seed)
+    image_weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    run_picks = rng.integers(0, runs, size=(n_boot, runs))
+    full = np.ones((1, n))
+    resampled = {k: np.empty((runs, n_boot)) for k in keys}
+    point = {k: np.empty(runs) for k in keys}
+    for r in range(runs):
+        boot, whole = score(r, image_weights), score(r, full)
+        for k in keys:
+            resampled[k][r] = boot[k]
+            point[k][r] = whole[k][0]
+    out = {}
+    for k in keys:
+        means = resampled[k][run_picks, np.arange(n_boot)[:, None]].mean(1)  # (n_boot,)
+        low, high = np.nanpercentile(means, [50 * (1 - level), 50 * (1 + level)])
+        out[k] = {"mean": float(point[k].mean()), "low": float(low), "high": float(high), "n_runs": runs, "n_test": n}
+    return out
+
+
+def _runs_of(probs: np.ndarray, name: str = "probabilities") -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 3 or len(probs) == 0:
+        raise ValueError(f"need {name} as a (runs, images, classes) array, not shape {probs.shape}")
+    return probs
 
 
 def paired_bootstrap(probs_a: np.ndarray, probs_b: np.ndarray, labels, n_boot: int = 2000,
@@ -212,28 +256,26 @@ def paired_bootstrap(probs_a: np.ndarray, probs_b: np.ndarray, labels, n_boot: i
     it holds both sources of noise, the training runs and the finite test set.
 
     Returns {metric: {"diff", "low", "high", "n_runs", "n_test"}}."""
-    a, b = np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
-    if a.ndim != 3 or a.shape != b.shape:
+    a, b = _runs_of(probs_a), _runs_of(probs_b)
+    if a.shape != b.shape:
         raise ValueError(f"need two (runs, images, classes) arrays of one shape, not {a.shape} and {b.shape}")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError("need 0 < level < 1 and n_boot >= 1")
-    runs, n = a.shape[:2]
-    rng = np.random.default_rng(seed)
-    image_weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-    run_picks = rng.integers(0, runs, size=(n_boot, runs))
-    full = np.ones((1, n))
-    diffs = {k: np.empty((runs, n_boot)) for k in keys}
-    point = {k: np.empty(runs) for k in keys}
-    for r in range(runs):
-        boot_a, boot_b = weighted_scores(labels, a[r], image_weights), weighted_scores(labels, b[r], image_weights)
-        whole_a, whole_b = weighted_scores(labels, a[r], full), weighted_scores(labels, b[r], full)
-        for k in keys:
-            diffs[k][r] = boot_a[k] - boot_b[k]
-            point[k][r] = whole_a[k][0] - whole_b[k][0]
-    out = {}
-    for k in keys:
-        resampled = diffs[k][run_picks, np.arange(n_boot)[:, None]].mean(1)  # (n_boot,)
-        low, high = np.nanpercentile(resampled, [50 * (1 - level), 50 * (1 + level)])
-        out[k] = {"diff": float(point[k].mean()), "low": float(low), "high": float(high),
-                  "n_runs": runs, "n_test": n}
-    return out
+
+    def difference(r, weights):
+        score_a, score_b = weighted_scores(labels, a[r], weights), weighted_scores(labels, b[r], weights)
+        return {k: score_a[k] - score_b[k] for k in keys}
+
+    out = _bootstrap(difference, a.shape[0], a.shape[1], n_boot, level, seed, keys)
+    return {k: {"diff": v.pop("mean"), **v} for k, v in out.items()}
+
+
+def bootstrap_mean(probs: np.ndarray, labels, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                   keys=SUMMARY_METRICS) -> dict[str, dict]:
+    """One row's metrics with a confidence interval: the mean over its R runs (`probs`,
+    (R, N, C) test probabilities) of each metric on the whole test set, and the percentile
+    interval of that mean over `n_boot` resamples of the runs and the test images, as
+    `paired_bootstrap` draws them. With one run, the interval holds the test set's noise only.
+
+    Returns {metric: {"mean", "low", "high", "n_runs", "n_test"}}."""
+    p = _runs_of(probs)
+    return _bootstrap(lambda r, weights: weighted_scores(labels, p[r], weights), p.shape[0], p.shape[1],
+                      n_boot, level, seed, keys)

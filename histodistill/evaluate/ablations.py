@@ -51,7 +51,7 @@ def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bo
     seeds = evaluation.seeds(down, abl.seeds)
     jobs, params, notes = BUILDERS[name](up, base, abl, seeds)
     runs = evaluation.run_jobs(jobs, up.bundle, desc=f"ablation {name}", progress=progress)
-    summary = tables.summarise_runs(runs, by=("variant", "network"))
+    summary = tables.summarise_runs(runs, by=("variant", "network"), bundle=up.bundle)
     summary = params.merge(summary, on="variant", how="right")
     paired = comparisons.paired_differences(runs, up.bundle, references(name, params, up), by="variant")
     return Result(name, runs, summary, _figure(name, summary), notes, paired)

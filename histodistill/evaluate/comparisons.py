@@ -2,11 +2,14 @@
 
     >>> table = comparisons.paired_differences(model_runs, bundle, reference="InfoDist (CE)")
     >>> comparisons.write_paired(table, "paired_differences", run_name)   # csv + md
+    >>> intervals = comparisons.row_intervals(model_runs, bundle)  # each row's mean with its interval
 
 Run i of every row trains at the same seed, so two rows are compared run by run: the mean
 difference on test and a 95 % interval from `metrics.paired_bootstrap`, which resamples the
 runs and the test images. The main table (notebook 05) compares every row with InfoDist
-(CE); each ablation (notebook 06) compares its variants with a reference variant.
+(CE); each ablation (notebook 06) compares its variants with a reference variant. Each row's
+own mean gets an interval the same way (`row_intervals`, `metrics.bootstrap_mean`): that is
+what the tables and bar charts show beside it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ def paired_differences(runs: pd.DataFrame, bundle: DataBundle, reference: str | 
                 rows.append({by: group, "network": network, "metric": metric, "reference": ref_name, **r,
                              "excludes_zero": bool(r["low"] > 0 or r["high"] < 0)})
     return pd.DataFrame(rows, columns=[by] + PAIRED_COLUMNS)
+
+
+INTERVAL_COLUMNS = ["network", "metric", "n_runs", "n_test", "mean", "low", "high"]
+
+
+def row_intervals(runs: pd.DataFrame, bundle: DataBundle, by: str = "row", n_boot: int = 2000, level: float = 0.95,
+                  cache_root: Path | None = None) -> pd.DataFrame:
+    """Each group of `runs` (a row or an ablation variant) per network and metric: the mean
+    over its runs on test and a confidence interval from `metrics.bootstrap_mean`, which
+    resamples the runs and the test images (`metrics.ROW_BOOTSTRAP_METHOD`). A group of one
+    run gets the test set's noise only."""
+    labels = bundle.splits["test"].labels
+    rows = []
+    for (group, network), part in runs.groupby([by, "network"], sort=False):
+        result = metrics.bootstrap_mean(_probabilities(part["model_key"], cache_root), labels, n_boot=n_boot,
+                                        level=level)
+        rows += [{by: group, "network": network, "metric": metric, **r} for metric, r in result.items()]
+    return pd.DataFrame(rows, columns=[by] + INTERVAL_COLUMNS)
 
 
 def format_difference(diff: float, low: float, high: float, digits: int = 3) -> str:

@@ -14,9 +14,22 @@ from .evaluation import REAL_ROWS
 NETWORK_NAMES = {"convnet": "ConvNet", "resnet18": "ResNet-18"}
 
 
+def whiskers(summary: pd.DataFrame, key: str) -> tuple[np.ndarray, str]:
+    """Error bars of metric `key` around its mean, (2, n) below/above: the 95 % interval
+    where the summary has one (`tables.summarise_runs` given the data), else the std; and
+    what they are, for a caption."""
+    mean = summary[f"{key}_mean"].to_numpy(float)
+    if f"{key}_low" in summary:
+        low, high = summary[f"{key}_low"].to_numpy(float), summary[f"{key}_high"].to_numpy(float)
+        return np.vstack([mean - low, high - mean]), "95 % interval over runs and test images"
+    std = np.nan_to_num(summary[f"{key}_std"].to_numpy(float))
+    return np.vstack([std, std]), "std over seeds"
+
+
 def main_results(summary: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Per metric, one horizontal bar per row and network (mean over seeds, whiskers: std).
-    Real-data rows are hatched: they are references, not data a hospital could share."""
+    """Per metric, one horizontal bar per row and network (mean over seeds; whiskers: the
+    95 % interval of the mean, or the std where the summary has no intervals). Real-data rows
+    are hatched: they are references, not data a hospital could share."""
     style()
     rows = list(dict.fromkeys(summary["row"]))
     networks = list(dict.fromkeys(summary["network"]))
@@ -28,7 +41,8 @@ def main_results(summary: pd.DataFrame, title: str = "") -> plt.Figure:
         for j, network in enumerate(networks):
             part = summary[summary["network"] == network].set_index("row").reindex(rows)
             y = np.arange(len(rows)) + (j - (len(networks) - 1) / 2) * height
-            bars = ax.barh(y, part[f"{key}_mean"], height=height * 0.92, xerr=part[f"{key}_std"],
+            error, meaning = whiskers(part, key)
+            bars = ax.barh(y, part[f"{key}_mean"], height=height * 0.92, xerr=error,
                            color=palette[network], label=NETWORK_NAMES.get(network, network),
                            error_kw={"elinewidth": 1, "capsize": 2})
             for bar, row in zip(bars, rows):
@@ -41,7 +55,7 @@ def main_results(summary: pd.DataFrame, title: str = "") -> plt.Figure:
     axes[0].set_yticks(range(len(rows)), rows)
     axes[0].invert_yaxis()
     axes[-1].legend(loc="lower right", fontsize=8, frameon=True)
-    fig.suptitle(title or "Test metrics per training set (mean ± std over seeds; hatched: real data)",
+    fig.suptitle(title or f"Test metrics per training set (mean over seeds; whiskers: {meaning}; hatched: real data)",
                  fontweight="bold")
     fig.tight_layout()
     return fig
@@ -115,22 +129,29 @@ def per_class_accuracy(table: pd.DataFrame, highlight: str) -> plt.Figure:
 
 def ablation(summary: pd.DataFrame, x: str, title: str, hue: str | None = None, log_x: bool = False,
              reference: pd.Series | None = None) -> plt.Figure:
-    """ACC and AUC (mean ± std over seeds) against `x`: lines when `x` is numeric, bars
-    otherwise; one colour per `hue` value. `reference` (a summary row) is drawn as a dashed
-    line, e.g. the main table's InfoDist result."""
+    """ACC and AUC (mean over seeds; whiskers: `whiskers`, the 95 % interval where the summary
+    has one) against `x`: lines when `x` is numeric, bars otherwise; one colour per `hue`
+    value. `reference` (a summary row) is drawn as a dashed line, e.g. the main table's
+    InfoDist result."""
     style()
     numeric = pd.api.types.is_numeric_dtype(summary[x])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8 if numeric else 0.45 * summary[x].nunique() + 1.8))
     groups = list(summary.groupby(hue, sort=False)) if hue else [("", summary)]
     palette = sns.color_palette("deep", len(groups))
+    values = summary[x].to_numpy(float) if numeric else None
+    span = float(np.ptp(values)) or 1.0 if numeric else 0.0
     for ax, (key, label) in zip(axes, METRIC_LABELS[:2]):
-        for colour, (name, part) in zip(palette, groups):
-            mean, std = part[f"{key}_mean"].to_numpy(), part[f"{key}_std"].to_numpy()
+        for j, (colour, (name, part)) in enumerate(zip(palette, groups)):
+            mean, (error, meaning) = part[f"{key}_mean"].to_numpy(), whiskers(part, key)
             if numeric:
-                ax.errorbar(part[x], mean, yerr=std, marker="o", capsize=3, color=colour, label=name or None)
+                # Groups at one x side by side, so that their whiskers do not hide each other.
+                shift = j - (len(groups) - 1) / 2
+                at = part[x].to_numpy(float)
+                at = at * 1.06**shift if log_x else at + 0.015 * span * shift
+                ax.errorbar(at, mean, yerr=error, marker="o", capsize=3, color=colour, label=name or None)
             else:
                 positions = np.arange(len(part))
-                ax.barh(positions, mean, xerr=std, color=colour, error_kw={"capsize": 2})
+                ax.barh(positions, mean, xerr=error, color=colour, error_kw={"capsize": 2})
                 ax.set_yticks(positions, part[x])
                 ax.invert_yaxis()
         if reference is not None:
@@ -150,8 +171,8 @@ def ablation(summary: pd.DataFrame, x: str, title: str, hue: str | None = None, 
             ax.grid(axis="y", visible=False)
         ax.set_title(label, fontweight="bold")
     if hue:
-        axes[-1].legend(title=hue, fontsize=8, frameon=False)
-    fig.suptitle(title, fontweight="bold")
+        axes[-1].legend(title=hue, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(f"{title}\n(whiskers: {meaning})", fontweight="bold")
     fig.tight_layout()
     return fig
 
