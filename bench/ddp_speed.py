@@ -55,7 +55,7 @@ def main() -> None:
         accelerator.wait_for_everyone()
         seconds = time.perf_counter() - start
     if accelerator.is_main_process:
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({machine.cpu_name()})"
+        device = machine.device_name("cuda" if torch.cuda.is_available() else "cpu")
         row = {"profile": args.profile, "processes": accelerator.num_processes, "batch_size": cfg.batch_size,
                "hidden_size": cfg.hidden_size, "depth": cfg.depth, "steps_per_s": round(args.steps / seconds, 3),
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -79,12 +78,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {machine.cpu_name()})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", choices=presets.PROFILES)
@@ -118,7 +111,7 @@ def main() -> None:
     table = pd.DataFrame(rows, columns=["what", "unit", "rate", "setting"])
     table["rate"] = table["rate"].round(3)
     table.insert(0, "profile", args.profile)
-    table["device"] = device_name(args.device)
+    table["device"] = machine.device_name(args.device)
     print(table.to_string(index=False))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"ldm_speed-{args.profile}-{'cuda' if args.device.startswith('cuda') else 'cpu'}.csv"

@@ -23,6 +23,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: str) -> str:
+    """The GPU's name for a CUDA device; for the CPU, its model, cores and torch threads."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {cpu_name()})"
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask, which containers and ``taskset``
     narrow), or all of the machine's where the platform cannot say."""

@@ -151,7 +151,9 @@ model_runs.groupby(["row", "network"], sort=False)[["acc", "auc", "macro_f1", "b
 # ## The main table
 # The mean over the seeds, with a 95 % interval of that mean from a bootstrap over the runs
 # and the test images (the csv also holds the sample std over seeds). The two real rows are
-# references: they are exactly what a hospital cannot share.
+# references: they are exactly what a hospital cannot share. Two rows whose intervals overlap
+# may still differ: they are tested on the same images, and the paired comparison below
+# removes the noise they share.
 
 # %%
 summary = tables.summarise_runs(model_runs, bundle=up.bundle)
