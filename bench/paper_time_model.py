@@ -39,7 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ldm_speed import _sync, device_name  # noqa: E402  (a sibling script)
+from ldm_speed import _sync  # noqa: E402  (a sibling script)
 
 from histodistill import machine, presets  # noqa: E402
 from histodistill.classifiers import convnet, training
@@ -267,7 +267,7 @@ def main() -> None:
         if unit.host:
             gpu_s, how = seconds, "runs on the host CPU: this machine's seconds"
         elif on_gpu:
-            gpu_s, how = seconds, f"measured on {device_name(args.device)}"
+            gpu_s, how = seconds, f"measured on {machine.device_name(args.device)}"
         else:
             gpu_s = max(flops / ASSUMED_GPU_FLOPS, STEP_FLOOR_S if unit.step else 0.0)
             how = (f"FLOP estimate: {flops / 1e9:.3g} GFLOP per unit at an assumed {ASSUMED_GPU_FLOPS / 1e12:.0f} TFLOP/s"
@@ -281,7 +281,7 @@ def main() -> None:
     pipeline = table[~table["stage"].str.startswith("06")]["predicted_gpu_hours"].sum()
     ablations = table[table["stage"].str.startswith("06")]["predicted_gpu_hours"].sum()
     print(f"predicted on one GPU: notebooks 01-05 and 07 {pipeline:.2f} h; ablations (06) {ablations:.2f} h")
-    table["device"] = device_name(args.device)
+    table["device"] = machine.device_name(args.device)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / ("paper_time_model-cuda.csv" if on_gpu else "paper_rehearsal.csv")
     if args.only and out.exists():  # measure some units again: keep the other rows

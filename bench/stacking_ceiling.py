@@ -33,6 +33,7 @@ import argparse
 import copy
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -41,8 +42,11 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
-from histodistill import machine, presets
-from histodistill.classifiers.networks import CONVNET_WIDTH, RESNET18_WIDTHS, build_network, scaled
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ldm_speed import _sync  # noqa: E402  (a sibling script)
+
+from histodistill import machine, presets  # noqa: E402
+from histodistill.classifiers.networks import CONVNET_WIDTH, RESNET18_WIDTHS, build_network, scaled  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,20 +55,16 @@ def median_ms(steps: dict, repeats: int, device: str) -> dict:
     """Median wall time in milliseconds of each of `steps` (name -> callable), after two
     warm-up calls each. The steps take turns, one call each per round, so a machine that
     slows down or speeds up during the benchmark affects them alike."""
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     for step in steps.values():
         for _ in range(2):
             step()
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            sync()
+            _sync(device)
             start = time.perf_counter()
             step()
-            sync()
+            _sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
