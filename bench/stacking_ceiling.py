@@ -79,9 +79,12 @@ def time_network(network: str, width_scale: float, runs: int, images: int, repea
         models.append(build_network(network, n_classes=9, image_size=28, width_scale=width_scale).to(device))
     one = models[0]
 
-    def single():
-        one.zero_grad(set_to_none=True)
-        F.cross_entropy(one(x[0]), y[0]).backward()
+    def pass_of(inputs, labels):
+        """One network's forward + backward on `inputs` (the single and the ideal way)."""
+        def step():
+            one.zero_grad(set_to_none=True)
+            F.cross_entropy(one(inputs), labels).backward()
+        return step
 
     params, buffers = stack_module_state(models)
     skeleton = copy.deepcopy(models[0]).to("meta")  # the architecture; the weights come stacked
@@ -96,13 +99,8 @@ def time_network(network: str, width_scale: float, runs: int, images: int, repea
             value.grad = None
         stacked_loss(params, buffers, x, y).sum().backward()
 
-    flat_x, flat_y = x.flatten(0, 1), y.flatten(0, 1)
-
-    def ideal():
-        one.zero_grad(set_to_none=True)
-        F.cross_entropy(one(flat_x), flat_y).backward()
-
-    ms = median_ms({"single": single, "stacked": stacked, "ideal": ideal}, repeats, device)
+    ways = {"single": pass_of(x[0], y[0]), "stacked": stacked, "ideal": pass_of(x.flatten(0, 1), y.flatten(0, 1))}
+    ms = median_ms(ways, repeats, device)
     single_ms, stacked_ms, ideal_ms = ms["single"], ms["stacked"] / runs, ms["ideal"] / runs
     width = scaled(CONVNET_WIDTH if network == "convnet" else RESNET18_WIDTHS[0], width_scale)
     return {"network": network, "width": width, "runs": runs, "images_per_run": images,

@@ -236,10 +236,10 @@ def _bootstrap(score, runs: int, n: int, n_boot: int, level: float, seed: int, k
     return out
 
 
-def _runs_of(probs: np.ndarray, name: str = "probabilities") -> np.ndarray:
+def _runs_of(probs: np.ndarray) -> np.ndarray:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 3 or len(probs) == 0:
-        raise ValueError(f"need {name} as a (runs, images, classes) array, not shape {probs.shape}")
+        raise ValueError(f"need probabilities as a (runs, images, classes) array, not shape {probs.shape}")
     return probs
 
 

@@ -138,8 +138,7 @@ def ablation(summary: pd.DataFrame, x: str, title: str, hue: str | None = None, 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8 if numeric else 0.45 * summary[x].nunique() + 1.8))
     groups = list(summary.groupby(hue, sort=False)) if hue else [("", summary)]
     palette = sns.color_palette("deep", len(groups))
-    values = summary[x].to_numpy(float) if numeric else None
-    span = float(np.ptp(values)) or 1.0 if numeric else 0.0
+    span = (float(np.ptp(summary[x].to_numpy(float))) or 1.0) if numeric else 0.0  # of x, for the side-by-side shift
     for ax, (key, label) in zip(axes, METRIC_LABELS[:2]):
         for j, (colour, (name, part)) in enumerate(zip(palette, groups)):
             mean, (error, meaning) = part[f"{key}_mean"].to_numpy(), whiskers(part, key)
