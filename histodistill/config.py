@@ -221,6 +221,9 @@ class SelectionConfig:
     distance_scale: float = 1.0  # paper graph: inverse temperature of its softmax over 1/distance
     trials: int = 5  # Infomap trials (the best is kept)
     seed: int = 0  # seed of Infomap, k-means, UMAP and random selection
+    # Drop every pool image the calibrated near-copy test flags (in pixels or in the judge's
+    # features, thresholds from real val) before any graph is built (`select/privacy_filter.py`).
+    privacy_filter: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in SELECTION_METHODS:
@@ -365,7 +368,8 @@ class PrivacyConfig:
 
     planted_noise: float = 2.0  # std (0..255 units) of the noise on the planted train copies (the control)
     neighbours: int = 50  # train images whose mean distance scales a near-copy's (Carlini et al. 2023)
-    near_copy_threshold: float = 1 / 3  # nearest / mean-of-neighbours below this: a near-copy (Carlini et al.)
+    near_copy_threshold: float = 1 / 3  # Carlini et al.'s fixed near-copy ratio, reported beside the calibrated test
+    near_copy_quantile: float = 0.01  # calibrated test: under this quantile of unseen real images' ratios, per class
     cells: int = 5  # k-means cells of the data-copying test C_T (Meehan et al. 2020)
     reference_models: int = 4  # classifiers on random pool subsets calibrating the reference-model attack
     selection_images: int = 500  # pool images the audit's classifiers choose their checkpoint on (not val)
@@ -392,5 +396,5 @@ class PrivacyConfig:
                              "must be positive")
         if self.control_depth % 2 == 0:
             raise ValueError("control_depth must be odd")
-        if not 0 < self.near_copy_threshold < 1 or self.planted_noise < 0:
-            raise ValueError("near_copy_threshold must lie in (0, 1) and planted_noise be >= 0")
+        if not 0 < self.near_copy_threshold < 1 or not 0 < self.near_copy_quantile < 1 or self.planted_noise < 0:
+            raise ValueError("near_copy_threshold and near_copy_quantile must lie in (0, 1) and planted_noise be >= 0")

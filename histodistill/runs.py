@@ -116,7 +116,8 @@ class Upstream:
         """The selection stage with notebook 04's configuration, `changes` applied, on
         `pool` (default: the run's pool)."""
         cfg = dataclasses.replace(self.selection_cfg, **changes)
-        return distill.distill(cfg, pool or self.pool, self.classifier, real_data=self.bundle.meta["source"])
+        return distill.distill(cfg, pool or self.pool, self.classifier, real_data=self.bundle.meta["source"],
+                               bundle=self.bundle)
 
     def sample(self, **changes) -> cache.Artifact:
         """Another pool from the run's diffusion model (e.g. another guidance scale)."""

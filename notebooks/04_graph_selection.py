@@ -30,6 +30,10 @@
 # Baselines run through the same interface (`select_method`): random, k-means
 # nearest-to-centroid, UMAP + k-means, herding. The selected set is exported as a product:
 # an `.npz` in MedMNIST layout, a PNG grid per class and a JSON data card.
+#
+# With `privacy_filter` on, the pool images that look like copies of real train images (the
+# privacy audit's calibrated near-copy test, in pixels or in the ConvNet's features) are
+# removed before step 2, so no method can pick them.
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
@@ -43,6 +47,7 @@ knn_k = None  # knn graph: neighbours per image (also UMAP's neighbours for the 
 distance_scale = None  # paper graph: inverse temperature of its softmax over 1/distance (released: 1.0)
 infomap_trials = None  # Infomap trials; the best partition is kept
 select_seed = None  # seed of Infomap, k-means, UMAP and random selection
+privacy_filter = None  # True: remove the pool's near-copies of real train images first (thresholds from real val)
 map_class = 0  # class id whose pool the community map shows
 
 # %%
@@ -68,6 +73,7 @@ cfg = presets.stage_config(
     distance_scale=distance_scale,
     trials=infomap_trials,
     seed=select_seed,
+    privacy_filter=privacy_filter,
 )
 runs.record(run_name, profile, selection=cfg)
 cfg
@@ -76,10 +82,27 @@ cfg
 # ## Select
 
 # %%
-selection_artifact = distill.distill(cfg, pool_artifact, clf_artifact, real_data=bundle.meta["source"])
+selection_artifact = distill.distill(cfg, pool_artifact, clf_artifact, real_data=bundle.meta["source"], bundle=bundle)
 indices, labels, nodes, graphs = distill.load_selection(selection_artifact)
 pool_images, pool_labels, class_names = stages.load_pool(pool_artifact)
 print(f"{len(indices)} of {len(pool_labels)} pool images kept ({cfg.ipc} per class, method {cfg.method})")
+
+# %% [markdown]
+# ## Privacy-aware selection
+# With `privacy_filter` on, a pool image is removed before the graphs are built when it sits
+# closer to one real train image, relative to its 50 nearest, than all but 1 % of the real
+# val images of its class do: in raw pixels or in the real-trained ConvNet's features. Val
+# sets the thresholds because no model trained on it; the test split stays out. Per class:
+# the images each space flags, those removed (flagged in either) and those left to select from.
+
+# %%
+filtered = distill.load_privacy_filter(selection_artifact)
+if filtered is not None:
+    plots.save_table(filtered.set_index("class"), "selection_privacy_filter", run_name)
+    display(filtered)
+    print(f"{filtered['removed'].sum()} of {filtered['pool_images'].sum()} pool images removed")
+else:
+    print("privacy filter off: the selection saw the whole pool")
 
 # %% [markdown]
 # ## The graphs and their communities

@@ -30,7 +30,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
-ablations = None  # names to run, e.g. ("ipc", "guidance"); None: contrastive, selection, rank, ipc, pool_size, guidance
+ablations = None  # names to run, e.g. ("ipc", "guidance"); None: contrastive, selection, rank, ipc, pool_size, guidance, privacy_filter
 ablation_network = None  # the network every ablation trains: convnet | resnet18
 ablation_seeds = None  # training runs per variant
 contrastive_kinds = None  # contrastive terms compared with CE alone, e.g. ("supcon", "push_pull")
@@ -145,3 +145,20 @@ show("pool_size")
 
 # %%
 show("guidance")
+
+# %% [markdown]
+# ## Privacy-aware selection
+# InfoDist on the whole pool ("filter off") against InfoDist on the pool less every image
+# the calibrated near-copy test flags as a copy of a real train image, in pixels or in the
+# real-trained ConvNet's features, with thresholds from real val ("filter on", notebook 04's
+# `privacy_filter`). This measures what the filter costs in downstream accuracy; whether it
+# makes the set safer is notebook 07's question. With notebook 04 run without the filter,
+# "filter off" is the main table's InfoDist (CE), read back from the cache. Whether the filter
+# is on by default is chosen on val, never on these test numbers: the second table gives the
+# val AUC of the checkpoint each run kept, run by run against the filter off.
+
+# %%
+show("privacy_filter")
+if "privacy_filter" in chosen:  # the same runs, read back from the cache
+    privacy = ablation_lib.run("privacy_filter", up, down_cfg, abl_cfg, progress=False)
+    display(ablation_lib.val_differences(privacy).round(4))

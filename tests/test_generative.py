@@ -252,7 +252,10 @@ def test_sde_sampler_is_seeded_per_image_and_independent_of_batch_size():
     a, _ = sample_latents(model, noise, 3, cfg, progress=False)
     b, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, batch_size=2), progress=False)
     assert torch.isfinite(a).all()
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # other batches, same images
+    # Other batches, same images: the noise is drawn per image, so only the rounding of the
+    # denoiser's matrix products may differ with the batch's shape (BLAS picks its kernel by
+    # shape and CPU; measured 7.6e-6 on values of order 3 after 4 steps on an Intel Xeon).
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     ode, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, solver="dpmsolver++"), progress=False)
     assert not torch.allclose(a, ode)  # the step noise is really added
     other, _ = sample_latents(model, noise, 3, dataclasses.replace(cfg, seed=1), progress=False)

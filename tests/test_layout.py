@@ -16,6 +16,8 @@ PLUMBING = {"__init__", "config", "presets", "cache", "checkpoints", "paths", "p
 STAGES = ["data", "classifiers", "generate", "select", "evaluate", "privacy"]
 # How notebooks and the runner reach every stage: nothing below imports them.
 ORCHESTRATION = {"runs", "runner", "compare"}
+# Imports of a later stage allowed, each with its reason (none today).
+UPWARD_ALLOWED: set[tuple[str, str]] = set()
 MAX_LINES = 400
 
 
@@ -82,7 +84,7 @@ def test_a_module_imports_only_its_own_stage_earlier_stages_and_the_plumbing(pat
         target_rank, target_group = layer(target)
         if group == "plumbing" and target_group != "plumbing":
             upward.append(target)
-        elif target_rank > rank:
+        elif target_rank > rank and (module, target) not in UPWARD_ALLOWED:
             upward.append(target)
     assert not upward, f"histodistill.{module} ({group}) imports later layers: {upward}"
 

@@ -7,6 +7,7 @@ from conftest import make_images
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from histodistill.generate import memorisation
 from histodistill.privacy import measures
 
 
@@ -270,3 +271,210 @@ def test_the_generator_attack_shows_progress_without_changing_its_losses(monkeyp
     assert np.array_equal(quiet, shown) and quiet.shape == (2, 300)
     out = capsys.readouterr().out
     assert "generator: train: 100%" in out and "8/8" in out  # 2 draws x 2 timesteps x 2 batches of 256
+
+
+# --- the calibrated near-copy test and the negative controls -------------------------------------
+
+
+def tiles(n: int, seed: int, uniform: bool, size: int = 6) -> np.ndarray:
+    """uint8 tiles (n, size, size, 3): near-uniform ones (one grey level each, the background
+    class) or textured ones (independent pixels around a class colour)."""
+    rng = np.random.default_rng(seed)
+    if uniform:
+        level = rng.normal(200, 20, (n, 1, 1, 1))
+        return np.clip(level + rng.normal(0, 0.5, (n, size, size, 3)), 0, 255).round().astype(np.uint8)
+    return np.clip(rng.normal(120, 40, (n, size, size, 3)), 0, 255).round().astype(np.uint8)
+
+
+def two_classes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    images = np.concatenate([tiles(n, seed, uniform=True), tiles(n, seed + 100, uniform=False)])
+    return memorisation.pixel_vectors(images), np.repeat([0, 1], n)
+
+
+def test_the_calibrated_null_is_the_exact_count_of_rows_under_the_first_unseen_one():
+    """Three unseen ratios, two audited rows, the threshold the smallest unseen ratio: of the
+    ten orders of five exchangeable values, 6 put no audited row first, 3 one and 1 both, so
+    the p-values of 0, 1 and 2 flagged rows are 1, 0.4 and 0.1."""
+    thresholds = memorisation.copy_thresholds(np.array([0.5, 0.6, 0.7]), np.zeros(3, int), 1, quantile=0.01)
+    assert thresholds.order.tolist() == [1] and thresholds.thresholds.tolist() == [0.5]
+    assert thresholds.null_rate().tolist() == pytest.approx([0.25])
+    for ratios, count, p in (([0.9, 0.8], 0, 1.0), ([0.4, 0.8], 1, 0.4), ([0.1, 0.2], 2, 0.1)):
+        result = memorisation.calibrated_near_copies(np.array(ratios), np.zeros(2, int), thresholds)
+        assert result["statistic"] == count and result["p_value"] == pytest.approx(p)
+        assert result["expected"] == pytest.approx(0.6 * 0 + 0.3 * 1 + 0.1 * 2)
+    # A class without unseen images has no threshold and flags nothing; the order grows with the quantile.
+    wide = memorisation.copy_thresholds(np.linspace(0, 1, 199), np.zeros(199, int), 2, quantile=0.05)
+    assert wide.order.tolist() == [10, 0] and np.isnan(wide.thresholds[1])
+    assert not wide.flags(np.array([0.0]), np.array([1])).any()
+
+
+def test_the_calibrated_test_spares_unseen_uniform_tiles_that_carlinis_ratio_flags():
+    """Near-uniform tiles no model saw sit under Carlini's fixed 1/3 (each has a train tile of
+    almost its colour); calibrated on other unseen tiles of their class, they pass, while
+    eight planted train copies among them are each flagged and fail the set (three would
+    not: about 1.4 of 88 images are flagged by chance here, at one threshold per class from
+    60 unseen images)."""
+    train, train_y = two_classes(150, 0)
+    unseen, unseen_y = two_classes(60, 1)
+    fresh, fresh_y = two_classes(40, 2)
+    ratios = memorisation.copy_ratios(unseen, train)["ratios"]
+    thresholds = memorisation.copy_thresholds(ratios, unseen_y, 2)
+    carlini = measures.near_copies(fresh, train)
+    assert np.sum(carlini["flagged"] < 40) >= 10 and np.all(carlini["flagged"] < 40)  # only the uniform class
+    calibrated = memorisation.calibrated_near_copies(carlini["ratios"], fresh_y, thresholds)
+    assert calibrated["passed"] and calibrated["statistic"] <= 3
+    planted = np.concatenate([fresh, train[[3, 5, 7, 9, 160, 161, 162, 163]]])
+    planted_y = np.r_[fresh_y, 0, 0, 0, 0, 1, 1, 1, 1]
+    caught = memorisation.calibrated_near_copies(memorisation.copy_ratios(planted, train)["ratios"], planted_y, thresholds)
+    assert set(range(len(fresh), len(planted))) <= set(caught["flagged"].tolist()) and not caught["passed"]
+    # The breakdown names the uniform class low-information, the textured one not.
+    dcr = measures.dcr_share(fresh, train, unseen)
+    unseen_info = {"labels": unseen_y, "ratios": ratios, "thresholds": thresholds,
+                   "distances": measures.nearest_neighbours(unseen, train)[0]}
+    rows = measures.by_class(fresh_y, dcr, calibrated, ["background", "tissue"], carlini, unseen_info)
+    assert [r["low_information"] for r in rows] == [True, False]
+    assert rows[0]["carlini_near_copies"] >= 10 and rows[1]["carlini_near_copies"] == 0
+    assert rows[0]["near_copy_threshold"] < 1 / 3 < rows[1]["near_copy_threshold"]
+    # C_T within each class: an independent draw is not nearer train than unseen images;
+    # a class of copies is, and strongly.
+    assert all(r["c_t_p_value"] > measures.ALPHA for r in rows)
+    copied = np.concatenate([fresh[fresh_y == 0], train[train_y == 1][:40]])
+    copied_y = np.repeat([0, 1], 40)
+    copied_dcr = measures.dcr_share(copied, train, unseen)
+    found = memorisation.calibrated_near_copies(memorisation.copy_ratios(copied, train)["ratios"], copied_y, thresholds)
+    rows = measures.by_class(copied_y, copied_dcr, found, ["background", "tissue"], None, unseen_info)
+    assert rows[0]["c_t_p_value"] > measures.ALPHA and rows[1]["c_t_z"] < -5 and rows[1]["c_t_p_value"] < 1e-6
+
+
+def test_c_t_over_several_cells_equals_the_mann_whitney_reference():
+    """C_T from each row's share of its cell's U (`_copying_parts`) equals the statistic
+    computed cell by cell with scipy's Mann-Whitney U, ties included."""
+    rng = np.random.default_rng(5)
+    train = np.round(rng.normal(0, 1, (300, 2)), 1).astype(np.float32)
+    holdout, synthetic = np.round(rng.normal(0, 1, (120, 2)), 1), np.round(rng.normal(0, 1.1, (90, 2)), 1)
+    ref = measures.reference(train, holdout, cells=4)
+    result = measures.copying_test(synthetic, ref)
+    q_dist, p_dist = measures.nearest_neighbours(synthetic.astype(np.float32), train)[0], ref.holdout_distances
+    q_cell, p_cell = ref.cells.predict(synthetic.astype(np.float32)), ref.holdout_cells
+    z, w = [], []
+    for c in range(4):
+        q, p = q_dist[q_cell == c], p_dist[p_cell == c]
+        if len(q) < max(1, 0.05 * len(synthetic)) or len(p) == 0:
+            continue
+        u = stats.mannwhitneyu(q, p).statistic
+        z.append((u - len(q) * len(p) / 2) / np.sqrt(len(q) * len(p) * (len(q) + len(p) + 1) / 12))
+        w.append(len(p) / len(holdout))
+    w = np.array(w) / np.sum(w)
+    assert result["statistic"] == pytest.approx(float(np.dot(w, z)), rel=1e-9, abs=1e-12)
+    assert result["cells_used"] == len(z)
+    # Leaving holdout rows out is the reference built without them.
+    fewer = ref.without(np.arange(10))
+    np.testing.assert_array_equal(fewer.holdout, ref.holdout[10:])
+    np.testing.assert_array_equal(fewer.holdout_cells, ref.cells.predict(ref.holdout[10:]))
+
+
+def test_a_selected_set_is_read_against_the_same_selection_of_unseen_images(real):
+    """Two independent samples differ by nothing detectable; planted copies read against
+    unseen images lie detectably nearer train, in DCR share and C_T alike."""
+    train, holdout = real
+    ref = measures.reference(train, holdout)
+    fresh, other = population(80, 7), population(80, 8)
+    labels = np.arange(80) % 4
+    same = measures.versus_selected_unseen(fresh, labels, other, labels, ref, n_boot=300)
+    assert set(same) == {"DCR share", "data-copying C_T"}
+    for result in same.values():
+        assert result["passed"] and result["ci_low"] <= 0 <= result["ci_high"]
+        assert result["ci_low"] <= result["statistic"] <= result["ci_high"]
+    rng = np.random.default_rng(9)
+    copies = train[rng.choice(len(train), 80, replace=False)] + rng.normal(0, 0.01, (80, train.shape[1]))
+    leak = measures.versus_selected_unseen(copies, labels, other, labels, ref, n_boot=300)
+    assert not leak["DCR share"]["passed"] and leak["DCR share"]["ci_low"] > 0.1
+    assert not leak["data-copying C_T"]["passed"] and leak["data-copying C_T"]["ci_high"] < 0
+
+
+def readings_table(negative_near_copies=True, distilled_dcr=False, versus_dcr=True, generator_negative=True):
+    """An audit table: the distilled set failing or passing DCR share (pixels) and its
+    reading against the selected unseen images, near-copies failing (pixels), and the
+    negative controls of both."""
+    import pandas as pd
+
+    from histodistill.privacy import audit
+
+    rows = [
+        ("DCR share", "distilled (InfoDist)", "audited", "pixels", distilled_dcr),
+        ("near-copies", "distilled (InfoDist)", "audited", "pixels", False),
+        ("DCR share vs selected unseen real", "distilled (InfoDist)", "audited", "pixels", versus_dcr),
+        ("DCR share", "random unseen real (control)", "negative control", "pixels", True),
+        ("near-copies", "random unseen real (control)", "negative control", "pixels", negative_near_copies),
+        ("DCR share", "selected unseen real (control)", "negative control", "pixels", False),
+        ("near-copies", "selected unseen real (control)", "negative control", "pixels", True),
+        ("near-copies", "planted train copies (control)", "control", "pixels", False),
+        ("MIA generator: denoising loss, t=20", "the run's generator", "audited", "model", True),
+        ("MIA generator: denoising loss, t=20", "unseen vs unseen real (control)", "negative control", "model",
+         generator_negative),
+    ]
+    table = pd.DataFrame([{**dict(zip(["test", "set", "role", "space", "passed"], r)),
+                           "expected": "fail" if r[2] == "control" else "pass", "statistic": 3.0, "threshold": 0.5,
+                           "p_value": 0.01, "ci_low": 0.1, "ci_high": 0.3, "tpr_at_1pct_fpr": float("nan"), "n": 10,
+                           "carlini_near_copies": float("nan"), "reading": ""} for r in rows], columns=audit.COLUMNS)
+    return table
+
+
+def test_a_test_its_negative_control_fails_does_not_count():
+    from histodistill.privacy import controls, report
+
+    counted = report.verdict(controls.annotate(readings_table()))
+    assert not counted["passed"] and counted["failed_tests"] == ["near-copies / pixels"]
+    assert "unseen real (val) images" in counted["details"][0]
+    uncalibrated = controls.annotate(readings_table(negative_near_copies=False))
+    row = uncalibrated[(uncalibrated["set"] == "distilled (InfoDist)") & (uncalibrated["test"] == "near-copies")]
+    assert row["reading"].item() == controls.UNCALIBRATED
+    result = report.verdict(uncalibrated)
+    assert result["passed"] and result["uncalibrated"] == ["near-copies / pixels"]
+    assert result["negative_controls_failed"] == ["near-copies / random unseen real (control) / pixels",
+                                                  "DCR share / selected unseen real (control) / pixels"]
+    assert "uncalibrated" in report.verdict_text(result) and "UNCALIBRATED" in report.markdown(uncalibrated)
+    # The generator's attack is uncalibrated when unseen images on both sides already tell apart.
+    loose = report.verdict(controls.annotate(readings_table(negative_near_copies=False, generator_negative=False)))
+    assert loose["uncalibrated"] == ["near-copies / pixels", "MIA generator: denoising loss, t=20 / model"]
+
+
+def test_a_dcr_failure_counts_only_beyond_the_selection_of_unseen_images():
+    from histodistill.privacy import controls, report
+
+    explained = controls.annotate(readings_table(negative_near_copies=False, versus_dcr=True))
+    result = report.verdict(explained)
+    assert result["passed"] and result["within_selection_bias"] == ["DCR share / pixels"]
+    beyond = report.verdict(controls.annotate(readings_table(negative_near_copies=False, versus_dcr=False)))
+    assert not beyond["passed"] and beyond["failed_tests"] == ["DCR share / pixels"]
+    assert "beyond the same selection of unseen real images" in beyond["details"][0]
+    # With the privacy filter on, near-copies in pixels pass by construction and say so.
+    filtered = controls.annotate(readings_table(), privacy_filter=True)
+    result = report.verdict(filtered)
+    assert result["passed"] and result["by_construction"] == ["near-copies / pixels"]
+
+
+def test_unseen_controls_leave_a_val_image_per_class_and_follow_the_class_mix(monkeypatch):
+    from types import SimpleNamespace
+
+    from histodistill.config import PrivacyConfig, SelectionConfig
+    from histodistill.privacy import controls
+
+    rng = np.random.default_rng(0)
+    val_labels = np.repeat(np.arange(3), [12, 5, 30])
+    val = SimpleNamespace(images=rng.integers(0, 255, (47, 8, 8, 3), dtype=np.uint8), labels=val_labels)
+    bundle = SimpleNamespace(splits={"val": val}, n_classes=3, artifact=SimpleNamespace(key="data"))
+    up = SimpleNamespace(bundle=bundle, selection_cfg=SelectionConfig(method="random", ipc=10, embedding="umap"),
+                         classifier=SimpleNamespace(key="clf"))
+    monkeypatch.setattr(controls.selection, "umap_embedding", lambda images, seed: memorisation.pixel_vectors(images))
+    sets = controls.unseen_sets(up, np.array([10, 10, 10]), PrivacyConfig())
+    random_set = sets[controls.RANDOM_UNSEEN]
+    assert np.bincount(random_set.labels, minlength=3).tolist() == [10, 4, 10]  # one of 5 left for the holdout
+    np.testing.assert_array_equal(random_set.images, val.images[random_set.unseen])
+    selected = sets[controls.SELECTED_UNSEEN]
+    assert np.bincount(selected.labels, minlength=3).tolist() == [4, 4, 4] and not selected.attacked
+    assert random_set.role == selected.role == controls.NEGATIVE
+    # A selection of 10 of 100 pool images per class is stronger than 4 of 5-30 val images.
+    sets[controls.DISTILLED] = controls.AuditSet(val.images[:30], np.repeat(np.arange(3), 10), "d", controls.AUDITED)
+    note = controls.selection_note(np.repeat(np.arange(3), 100), val_labels, sets)
+    assert "keeps 10.0% of the pool" in note and "42.2% of val" in note and "weaker selection" in note

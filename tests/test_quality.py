@@ -176,13 +176,19 @@ def test_memorisation_finds_exact_copies_in_features_and_pixels():
         r = result[space]
         assert r["pool_distances"].shape == r["pool_nearest"].shape == (33,)
         assert r["val_distances"].shape == (60,)
-        np.testing.assert_array_equal(r["pool_distances"][copy_pos], 0.0)
+        # Pixels are exact: a copy is at distance 0. Features come from a matrix product, whose
+        # BLAS kernel may round a row differently with its position in the batch (measured on
+        # an AMD EPYC: 6e-6 and 1e-5 for rows of norm ~10), so there a copy is within 1e-4.
+        if space == "pixels":
+            np.testing.assert_array_equal(r["pool_distances"][copy_pos], 0.0)
+        else:
+            np.testing.assert_allclose(r["pool_distances"][copy_pos], 0.0, atol=1e-4)
         np.testing.assert_array_equal(r["pool_nearest"][copy_pos], copied)
         assert r["threshold"] == pytest.approx(np.percentile(r["val_distances"], 1.0))
         assert r["n_below"] == 3 and r["share_below"] == pytest.approx(3 / 33)
         pairs = memorisation.closest_pairs(result, space, n=4)
         assert [(p, t) for p, t, _ in pairs[:3]] == list(zip(copy_pos.tolist(), copied.tolist()))
-        assert [d for _, _, d in pairs[:3]] == [0.0, 0.0, 0.0] and pairs[3][2] > 0
+        assert [d for _, _, d in pairs[:3]] == pytest.approx([0.0, 0.0, 0.0], abs=1e-4) and pairs[3][2] > 0.01
     # The val-to-train distances computed once (as a sweep does) give the same result.
     reference = memorisation.val_to_train(feats(train_px), feats(val_px), train_px, val_px)
     again = memorisation.memorisation(feats(pool_px), feats(train_px), feats(val_px), pool_px, train_px, val_px,

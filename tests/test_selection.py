@@ -54,7 +54,11 @@ def test_paper_graph_blocks_give_the_same_graph(monkeypatch):
     whole = build_graph(x, "paper", distance_scale=20.0).weights
     monkeypatch.setattr(graphs, "PAPER_BLOCK_BYTES", 8 * len(x) * 7)  # 7 rows per block
     blocked = build_graph(x, "paper", distance_scale=20.0).weights
-    assert (whole != blocked).nnz == 0
+    # The same edges; the weights agree to rounding: a block's distances go through another
+    # BLAS call shape, whose last bits differ on some CPUs (589 of 5103 weights on an AMD EPYC).
+    np.testing.assert_array_equal(whole.indptr, blocked.indptr)
+    np.testing.assert_array_equal(whole.indices, blocked.indices)
+    np.testing.assert_allclose(blocked.data, whole.data, rtol=1e-6, atol=1e-12)
 
 
 def test_paper_graph_detects_empty_graph_and_names_knn_as_the_remedy():

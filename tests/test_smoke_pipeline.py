@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-ABLATIONS = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance")
+ABLATIONS = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance", "privacy_filter")
 
 # Every file the smoke run must write, per output folder. A later stage adds its files here.
 EXPECTED = {
@@ -38,6 +38,7 @@ EXPECTED = {
         "05_dm_images.png",
         "05_dm_loss.png",
         "07_distances.png",
+        "07_copy_ratios.png",
         "07_attacks.png",
         "07_closest_pairs.png",
     } | {f"06_ablation_{name}.png" for name in ABLATIONS},
@@ -139,9 +140,22 @@ def test_smoke_pipeline_writes_exactly_its_files(output_root):
     assert {"DCR share", "near-copies", "data-copying C_T", "MIA classifier: loss",
             "MIA classifier: reference models"} <= set(audit["test"])
     assert {"distilled (InfoDist)", "whole pool", "Distribution Matching", "random real (reference)",
-            "planted train copies (control)", "the run's generator", "overtrained denoiser (control)"} == set(audit["set"])
+            "planted train copies (control)", "the run's generator", "overtrained denoiser (control)",
+            "random unseen real (control)", "selected unseen real (control)",
+            "unseen vs unseen real (control)"} == set(audit["set"])
     planted = audit[audit["set"] == "planted train copies (control)"]
     assert not planted["passed"].any()  # the planted copies are caught by every distance test
+    # The negative controls are audited like a synthetic set, by every test that applies to one.
+    negative = audit[audit["role"] == "negative control"]
+    unseen = negative[negative["set"] == "random unseen real (control)"]
+    assert set(unseen["test"]) == {"DCR share", "near-copies", "data-copying C_T", "MIA classifier: loss",
+                                   "MIA classifier: reference models"}
+    assert set(negative.loc[negative["set"] == "selected unseen real (control)", "test"]) == {
+        "DCR share", "near-copies", "data-copying C_T"}
+    versus = audit[audit["test"].str.endswith(" vs selected unseen real")]
+    assert set(versus["set"]) == {"distilled (InfoDist)"} and len(versus) == 4  # DCR share and C_T, two spaces
+    assert (versus["ci_low"] <= versus["statistic"]).all() and (versus["statistic"] <= versus["ci_high"]).all()
+    assert audit.loc[audit["test"] == "near-copies", "carlini_near_copies"].notna().all()
     by_class = pd.read_csv(output_root / "paper_results/smoke/privacy_audit_by_class.csv")
     own = by_class[(by_class["set"] == "distilled (InfoDist)") & (by_class["space"] == "pixels")]
     near = audit[(audit["set"] == "distilled (InfoDist)") & (audit["space"] == "pixels") & (audit["test"] == "near-copies")]

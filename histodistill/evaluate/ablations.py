@@ -25,12 +25,12 @@ import pandas as pd
 from ..classifiers import convnet
 from ..config import AblationConfig, DownstreamConfig
 from ..generate import quality, stages
-from ..select import distill
+from ..select import distill, privacy_filter
 from ..select.graphs import GraphError
 from . import comparisons, evaluation, figures, tables
 from .evaluation import Job, from_selection
 
-NAMES = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance")
+NAMES = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance", "privacy_filter")
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Result:
     figure: plt.Figure
     notes: list[str] = field(default_factory=list)  # variants skipped, and other remarks
     paired: pd.DataFrame | None = None  # each variant minus its reference, with intervals
+    compared: dict[str, str] = field(default_factory=dict)  # variant -> the reference it is compared with
 
 
 def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bool = True) -> Result:
@@ -53,15 +54,16 @@ def run(name: str, up, down: DownstreamConfig, abl: AblationConfig, progress: bo
     runs = evaluation.run_jobs(jobs, up.bundle, desc=f"ablation {name}", progress=progress)
     summary = tables.summarise_runs(runs, by=("variant", "network"), bundle=up.bundle)
     summary = params.merge(summary, on="variant", how="right")
-    paired = comparisons.paired_differences(runs, up.bundle, references(name, params, up), by="variant")
-    return Result(name, runs, summary, _figure(name, summary), notes, paired)
+    compared = references(name, params, up)
+    paired = comparisons.paired_differences(runs, up.bundle, compared, by="variant")
+    return Result(name, runs, summary, _figure(name, summary), notes, paired, compared)
 
 
 def references(name: str, params: pd.DataFrame, up) -> dict[str, str]:
     """Which variant each variant of ablation `name` is compared with (paired, with
     intervals): the main table's setting where the ablation has it (CE only; the run's
-    selection graph; centrality; the whole pool; the run's guidance scale), and for the
-    IPC ablation, random real against InfoDist at each IPC."""
+    selection graph; centrality; the whole pool; the run's guidance scale; the filter off),
+    and for the IPC ablation, random real against InfoDist at each IPC."""
     variants = list(params["variant"])
     if name == "ipc":
         return {f"Random real, IPC {i}": f"InfoDist, IPC {i}" for i in params["images per class"]
@@ -74,9 +76,30 @@ def references(name: str, params: pd.DataFrame, up) -> dict[str, str]:
         reference = "centrality"
     elif name == "pool_size":
         reference = variants[int(np.argmax(params["pool per class"]))] if variants else ""
+    elif name == "privacy_filter":
+        reference = "filter off"
     else:  # guidance
         reference = f"guidance {up.sampling_cfg.guidance_scale:g}"
     return {v: reference for v in variants if v != reference} if reference in variants else {}
+
+
+def val_differences(result: Result) -> pd.DataFrame:
+    """Each compared variant's val AUC (of the checkpoint each run kept) against its
+    reference's, run by run: the side of an ablation a default may be chosen on, where the
+    paired intervals of `Result.paired` read test. One row per variant and network: mean
+    val AUC of both, the mean difference and its smallest and largest over runs."""
+    rows = []
+    runs = result.runs
+    for variant, reference in result.compared.items():
+        for network in runs["network"].unique():
+            mine = runs[(runs["variant"] == variant) & (runs["network"] == network)].set_index("seed")["val_auc"]
+            theirs = runs[(runs["variant"] == reference) & (runs["network"] == network)].set_index("seed")["val_auc"]
+            diff = (mine - theirs).dropna()
+            if len(diff):
+                rows.append({"variant": variant, "reference": reference, "network": network,
+                             "val_auc": mine.mean(), "reference_val_auc": theirs.mean(), "diff": diff.mean(),
+                             "diff_min": diff.min(), "diff_max": diff.max(), "runs": len(diff)})
+    return pd.DataFrame(rows)
 
 
 def _jobs(row: str, variant: str, train_sets, base: DownstreamConfig, seeds: list[int], **changes) -> list[Job]:
@@ -189,8 +212,27 @@ def _guidance(up, base, abl, seeds):
     return jobs, pd.DataFrame(params), [note]
 
 
+def _privacy_filter(up, base, abl, seeds):
+    """InfoDist on the whole pool ("filter off": the main table's InfoDist (CE) when notebook
+    04 ran without the filter) and on the pool less its near-copies of train images
+    ("filter on"): what the filter costs downstream."""
+    jobs, params, notes = [], [], []
+    for label, on in (("filter off", False), ("filter on", True)):
+        try:
+            sets = _selected(up, seeds, method="infodist", privacy_filter=on)
+        except privacy_filter.FilterError as err:  # a class the filter leaves with fewer than ipc images
+            notes.append(f"{label} skipped: {err}")
+            continue
+        # Run 0's selection, cached by now; the filter does not depend on the seed.
+        table = distill.load_privacy_filter(up.select(method="infodist", privacy_filter=on))
+        removed = 0 if table is None else int(table["removed"].sum())
+        jobs += _jobs("InfoDist", label, sets, base, seeds)
+        params.append({"variant": label, "privacy filter": on, "pool images removed": removed})
+    return jobs, pd.DataFrame(params), notes
+
+
 BUILDERS = {"contrastive": _contrastive, "selection": _selection, "rank": _rank, "ipc": _ipc,
-            "pool_size": _pool_size, "guidance": _guidance}
+            "pool_size": _pool_size, "guidance": _guidance, "privacy_filter": _privacy_filter}
 
 TITLES = {
     "contrastive": "Contrastive term: none, SupCon or semi-push-pull, and its weight (InfoDist set)",
@@ -199,6 +241,7 @@ TITLES = {
     "ipc": "Images per class: InfoDist against random real images",
     "pool_size": "Pool images per class InfoDist selects from",
     "guidance": "Guidance scale of the sampler (fresh pools)",
+    "privacy_filter": "Privacy-aware selection: InfoDist with the pool's near-copies of train images removed",
 }
 
 
@@ -215,7 +258,7 @@ def _figure(name: str, summary: pd.DataFrame) -> plt.Figure:
         return figures.ablation(summary, "pool per class", title, log_x=True)
     if name == "guidance":
         return figures.ablation(summary, "guidance", title)
-    return figures.ablation(summary, "variant", title)
+    return figures.ablation(summary, "variant", title)  # selection, rank, privacy_filter: one point per variant
 
 
 def save(result: Result, run_name: str) -> list:

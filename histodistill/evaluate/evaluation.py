@@ -300,7 +300,7 @@ def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress
              cache_root: Path | None = None, runs_together: int | None = None) -> pd.DataFrame:
     """Train (or read from the cache) every job's model, several runs at a time
     (`train_together`); one row per model: row, variant, network, seed, ipc, n_train, test
-    acc/auc/macro_f1, best step, the model's cache key."""
+    acc/auc/macro_f1, best step, the val AUC it was chosen on, the model's cache key."""
     trained = train_together(jobs, bundle, runs_together, desc, progress, cache_root)
     records = []
     for job in jobs:
@@ -309,7 +309,8 @@ def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress
         records.append({
             "row": job.row, "variant": job.variant, "network": job.cfg.network, "seed": job.cfg.seed,
             "ipc": job.train_set.ipc, "n_train": result["n_train"], "acc": result["acc"], "auc": result["auc"],
-            "macro_f1": result["macro_f1"], "best_step": result["best_step"], "model_key": artifact.key,
+            "macro_f1": result["macro_f1"], "best_step": result["best_step"], "val_auc": result["best_val_auc"],
+            "model_key": artifact.key,
         })
     if progress:
         print(f"{len(jobs)} models: {trained} trained now, {len(jobs) - trained} read from the cache")

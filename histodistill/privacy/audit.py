@@ -1,21 +1,15 @@
 """The privacy audit of notebook 07, as one cached stage: every test of `measures` on every
-audited set, and the positive controls that show each test can fail (the verdict and the
-data card: `report`).
+set `controls.audit_sets` makes (audited sets, positive controls that show each test can
+fail, negative controls that show it can pass); the verdict and the data card: `report`.
 
-    >>> sets = audit.audit_sets(up, dm_artifact, cfg)        # distilled, pool, DM, random real, planted copies
+    >>> sets = controls.audit_sets(up, dm_artifact, cfg)     # audited sets and every control
     >>> artifact = audit.run_audit(cfg, up, sets, recipe)    # cached: audit.csv and the curves behind the figures
     >>> table, by_class = audit.load_table(artifact), audit.load_by_class(artifact)
 
 Members are the real train split (what the generator learnt from); non-members are the
-real **val** split, which no audited model saw: the classifiers trained here choose their
-checkpoint on pool images, not on val, and the generator never trained on val. The test
-split is not read.
-
-Roles: the audited sets ("audited": the distilled set, the whole pool, DM's set) should
-pass; a random real subset of the same size ("reference") and a set of train images with
-light noise ("control") contain the train images themselves and must fail the distance
-tests; a classifier trained on the random real subset and a small denoiser overtrained on
-a few train images are the attacks' controls and must be caught.
+real **val** split, which no audited model trained on: the classifiers trained here choose
+their checkpoint on pool images, not on val, and the generator never trained on val. The
+test split is not read.
 """
 
 from __future__ import annotations
@@ -33,60 +27,23 @@ from .. import cache, workers
 from ..progress import tqdm
 from ..classifiers import convnet, training
 from ..config import DiffusionConfig, DownstreamConfig, PrivacyConfig
-from ..evaluate import evaluation
 from ..generate import autoencoder as ae
+from ..generate import memorisation
 from ..generate import stages
 from ..generate.diffusion import Trainer
 from . import measures
+from .controls import (AUDITED, CONTROL, DISTILLED, NEGATIVE, REFERENCE, SELECTED_UNSEEN, UNSEEN_GENERATOR,
+                       VERSUS_SELECTED, AuditSet, half_within_class, annotate)
 
-# 2: the per-class breakdown of the distance tests (by_class.csv); 3: contiguous inputs, and
-# the membership attacks score at most `max_members` train images; 4: the ConvNet's pooling
-VERSION = 4
+VERSION = 5
 TABLE = "audit.csv"
 BY_CLASS = "by_class.csv"
 CURVES = "curves.npz"
 COLUMNS = ["test", "set", "role", "space", "statistic", "threshold", "p_value", "ci_low", "ci_high",
-           "tpr_at_1pct_fpr", "n", "passed", "expected"]
+           "tpr_at_1pct_fpr", "n", "passed", "expected", "carlini_near_copies", "reading"]
 BY_CLASS_COLUMNS = ["set", "role", "space", "class", "images", "dcr_share", "dcr_ci_low", "dcr_ci_high",
-                    "dcr_p_value", "near_copies"]
-AUDITED, REFERENCE, CONTROL = "audited", "reference", "control"
-
-
-@dataclasses.dataclass
-class AuditSet:
-    images: np.ndarray  # uint8 (N, S, S, C)
-    labels: np.ndarray  # (N,)
-    key: str  # the identity of what produced it (its cache key)
-    role: str  # audited | reference | control
-    members: np.ndarray | None = None  # indices into real train of the images it holds (reference, control)
-
-
-def audit_sets(up, dm: cache.Artifact | None, cfg: PrivacyConfig) -> dict[str, AuditSet]:
-    """The sets the audit compares, by name: notebook 04's distilled set, the whole pool,
-    DM's set (run 0 of notebook 05; None leaves it out), a random real subset of the
-    distilled set's size, and the same number of train images with Gaussian noise of
-    std `cfg.planted_noise` (in 0..255 units)."""
-    selection = evaluation.from_selection(up.select(), up.pool)
-    pool_images, pool_labels, _ = stages.load_pool(up.pool)
-    train = up.bundle.splits["train"]
-    ipc = up.selection_cfg.ipc
-    real = evaluation.random_real(up.bundle, ipc, cfg.seed)
-    real_members = _indices_of(real.images, train.images)
-    rng = np.random.default_rng(cfg.seed + 1)
-    planted_idx = np.sort(rng.choice(len(train.images), size=len(selection.labels), replace=False))
-    noise = rng.normal(0.0, cfg.planted_noise, train.images[planted_idx].shape)
-    planted = np.clip(train.images[planted_idx].astype(np.float64) + noise, 0, 255).round().astype(np.uint8)
-    sets = {
-        "distilled (InfoDist)": AuditSet(selection.images, selection.labels, selection.key, AUDITED),
-        "whole pool": AuditSet(pool_images, pool_labels, up.pool.key, AUDITED),
-    }
-    if dm is not None:
-        learnt = evaluation.from_dm(dm)
-        sets["Distribution Matching"] = AuditSet(learnt.images, learnt.labels, learnt.key, AUDITED)
-    sets["random real (reference)"] = AuditSet(real.images, real.labels, real.key, REFERENCE, real_members)
-    sets["planted train copies (control)"] = AuditSet(planted, train.labels[planted_idx],
-                                                      f"planted:{cfg.seed}:{cfg.planted_noise}", CONTROL, planted_idx)
-    return sets
+                    "dcr_p_value", "near_copies", "carlini_near_copies", "near_copy_threshold",
+                    "unseen_under_carlini", "low_information", "c_t_z", "c_t_p_value"]
 
 
 def member_sample(n_train: int, cfg: PrivacyConfig) -> np.ndarray:
@@ -99,26 +56,23 @@ def member_sample(n_train: int, cfg: PrivacyConfig) -> np.ndarray:
     return np.sort(np.random.default_rng(cfg.seed + 4).choice(n_train, size=cfg.max_members, replace=False))
 
 
-def _indices_of(images: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """Indices in `pool` of each of `images` (which are rows of it)."""
-    lookup = {row.tobytes(): i for i, row in enumerate(pool)}
-    return np.asarray([lookup[row.tobytes()] for row in images], dtype=np.int64)
-
-
 def run_audit(cfg: PrivacyConfig, up, sets: dict[str, AuditSet], recipe: DownstreamConfig,
               progress: bool = True, cache_root: Path | None = None) -> cache.Artifact:
     """Every test on every set (cached by the configuration, the sets, the data and the
     generator): ``audit.csv`` (one row per test, set and space), ``by_class.csv`` (the
     distance tests per class) and ``curves.npz`` (ROC curves and distances for the figures)."""
-    inputs = {"data": up.bundle.artifact.key, "diffusion": up.diffusion.key,
-              "sets": {name: s.key for name, s in sets.items()}, "recipe": cache.digest(dataclasses.asdict(recipe))}
+    privacy_filter = up.selection_cfg.privacy_filter
+    inputs = {"data": up.bundle.artifact.key, "diffusion": up.diffusion.key, "classifier": up.classifier.key,
+              "sets": {name: s.key for name, s in sets.items()}, "recipe": cache.digest(dataclasses.asdict(recipe)),
+              "privacy_filter": privacy_filter}
 
     def build(folder: Path) -> None:
         rows, curves, breakdown = [], {}, []
         rows += distance_tests(sets, up.bundle, cfg, curves, progress, breakdown)
         rows += classifier_attacks(sets, up, recipe, cfg, curves, progress)
         rows += generator_attacks(up, cfg, curves, progress)
-        pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / TABLE, index=False)
+        table = annotate(pd.DataFrame(rows, columns=COLUMNS), privacy_filter)
+        table.to_csv(folder / TABLE, index=False)
         pd.DataFrame(breakdown, columns=BY_CLASS_COLUMNS).to_csv(folder / BY_CLASS, index=False)
         np.savez_compressed(folder / CURVES, **curves)
 
@@ -138,16 +92,16 @@ def load_curves(artifact: cache.Artifact) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _row(test, name, role, space, result, n, expected) -> dict:
+def _row(test, name, role, space, result, n, expected, **extra) -> dict:
     return {"test": test, "set": name, "role": role, "space": space, "statistic": result["statistic"],
             "threshold": result["threshold"], "p_value": result.get("p_value", np.nan),
             "ci_low": result.get("ci_low", np.nan), "ci_high": result.get("ci_high", np.nan),
             "tpr_at_1pct_fpr": result.get("tpr_at_1pct_fpr", np.nan), "n": n, "passed": result["passed"],
-            "expected": expected}
+            "expected": expected, **extra}
 
 
 def _expected(role: str) -> str:
-    return "pass" if role == AUDITED else "fail"
+    return "pass" if role in (AUDITED, NEGATIVE) else "fail"
 
 
 # --- 1-3: distances ------------------------------------------------------------------------
@@ -155,33 +109,57 @@ def _expected(role: str) -> str:
 
 def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves: dict, progress: bool,
                    breakdown: list | None = None) -> list[dict]:
-    """DCR share, near-copies and C_T for every set, in pixels and in random-network
-    features; the nearest-train distances of each set and of holdout go into `curves`, the
-    per-class DCR share and near-copies (`measures.by_class`) into `breakdown`."""
+    """DCR share, near-copies (calibrated on val, with Carlini et al.'s fixed count beside)
+    and C_T for every set, in pixels and in random-network features, each against val less
+    the set's own images; and the distilled set's DCR share and C_T against the selected
+    unseen real images (`measures.versus_selected_unseen`). The nearest-train distances
+    and copy ratios of each set and of val go into `curves`, the per-class breakdown
+    (`measures.by_class`) into `breakdown`."""
     train, holdout = bundle.splits["train"].images, bundle.splits["val"].images
-    spaces = {"pixels": measures.pixel_vectors,
+    holdout_labels = bundle.splits["val"].labels
+    spaces = {"pixels": memorisation.pixel_vectors,
               "random features": lambda x: measures.random_features(x, train, seed=cfg.seed)}
     rows = []
     for space, embed in spaces.items():
         train_v, holdout_v = embed(train), embed(holdout)
         ref = measures.reference(train_v, holdout_v, cfg.cells, cfg.seed)  # once per space, not per set
-        curves[f"holdout__{space}"] = ref.holdout_distances
+        unseen_ratios = memorisation.copy_ratios(holdout_v, train_v, cfg.neighbours)["ratios"]
+        curves[f"holdout__{space}"], curves[f"holdout_ratio__{space}"] = ref.holdout_distances, unseen_ratios
+        vectors_of = {}
         for name, s in sets.items():
             if progress:
                 print(f"[audit] distances: {name}, {space}")
             vectors, expected = embed(s.images), _expected(s.role)
-            dcr = measures.dcr_share(vectors, train_v, holdout_v)
-            copies = measures.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
-            copying = measures.copying_test(vectors, ref, synthetic_distances=dcr["to_train"])
+            vectors_of[name] = vectors
+            own = s.unseen if s.unseen is not None else np.zeros(0, dtype=np.int64)
+            keep = np.setdiff1d(np.arange(len(holdout_v)), own)
+            thresholds = memorisation.copy_thresholds(unseen_ratios[keep], holdout_labels[keep], bundle.n_classes,
+                                                  cfg.near_copy_quantile)
+            dcr = measures.dcr_share(vectors, train_v, holdout_v[keep])
+            carlini = measures.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
+            copies = memorisation.calibrated_near_copies(carlini["ratios"], s.labels, thresholds)
+            copying = measures.copying_test(vectors, ref.without(own), synthetic_distances=dcr["to_train"])
             rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
-                     _row("near-copies", name, s.role, space, copies, copies["n"], expected),
+                     _row("near-copies", name, s.role, space, copies, copies["n"], expected,
+                          carlini_near_copies=carlini["statistic"]),
                      _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]
             if breakdown is not None:
+                unseen = {"labels": holdout_labels[keep], "ratios": unseen_ratios[keep], "thresholds": thresholds,
+                          "distances": ref.holdout_distances[keep]}
                 breakdown += [{"set": name, "role": s.role, "space": space, **row}
-                              for row in measures.by_class(s.labels, dcr, copies, bundle.class_names)]
+                              for row in measures.by_class(s.labels, dcr, copies, bundle.class_names, carlini, unseen)]
             tag = f"{name}__{space}"
-            curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = copies["nearest"], copies["nearest_index"]
-            curves[f"copy_ratio__{tag}"] = copies["ratios"]
+            curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = carlini["nearest"], carlini["nearest_index"]
+            curves[f"copy_ratio__{tag}"], curves[f"copy_flagged__{tag}"] = carlini["ratios"], copies["flagged"]
+        if DISTILLED in sets and SELECTED_UNSEEN in sets:
+            control = sets[SELECTED_UNSEEN]
+            if progress:
+                print(f"[audit] the distilled set against the selected unseen real images, {space}")
+            against = measures.versus_selected_unseen(vectors_of[DISTILLED], sets[DISTILLED].labels,
+                                                      vectors_of[SELECTED_UNSEEN], control.labels,
+                                                      ref.without(control.unseen), cfg.n_boot, cfg.seed)
+            rows += [_row(test + VERSUS_SELECTED, DISTILLED, AUDITED, space, result, result["n"], "pass")
+                     for test, result in against.items()]
     return rows
 
 
@@ -190,9 +168,11 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
 
 def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, cfg: PrivacyConfig,
                        curves: dict, progress: bool) -> list[dict]:
-    """Membership inference against a classifier trained on each set (all but the whole pool
-    and the planted copies): the loss attack and the reference-model attack, members = the
-    real train images (for the random real reference, the ones it holds), non-members = val.
+    """Membership inference against a classifier trained on each set (those `attacked`: not
+    the whole pool, the planted copies or the selected unseen images): the loss attack and
+    the reference-model attack, members = the real train images (for the random real
+    reference, the ones it holds), non-members = val (less a negative control's own images:
+    its classifier trained on them).
     Every model chooses its checkpoint on pool images, so val stays unseen; the reference
     models train on random pool subsets of the distilled set's size, so they saw no real
     image."""
@@ -202,7 +182,7 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
     rng = np.random.default_rng(cfg.seed + 2)
     select = np.sort(rng.choice(len(pool_images), size=min(len(pool_images), cfg.selection_images), replace=False))
     select_images, select_labels = pool_images[select], pool_labels[select]
-    size = len(sets["distilled (InfoDist)"].labels)
+    size = len(sets[DISTILLED].labels)
 
     def fit(images, labels, seed):
         with workers.one_thread_on_cpu():
@@ -233,19 +213,21 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
 
     rows = []
     for name, s in sets.items():
-        if name == "whole pool" or s.role == CONTROL:
+        if not s.attacked:
             continue
         if progress:
             print(f"[audit] classifier trained on {name}")
         conf_train, conf_holdout, probs_train, probs_holdout = confidences(fit(s.images, s.labels, recipe.seed))
         members = np.searchsorted(scored, s.members if s.members is not None else sample)  # rows of `scored`
+        # Non-members: val, less the images the model trained on (a negative control's).
+        unseen = np.setdiff1d(np.arange(len(holdout.labels)), s.unseen if s.unseen is not None else [])
         role = CONTROL if s.role == REFERENCE else s.role  # the real subset's model is the attack's control
         attacks = {
             "MIA classifier: loss": (measures.loss_scores(probs_train, scored_labels)[members],
-                                     measures.loss_scores(probs_holdout, holdout.labels)),
+                                     measures.loss_scores(probs_holdout, holdout.labels)[unseen]),
             "MIA classifier: reference models": (
                 measures.reference_scores(conf_train, references_train)[members],
-                measures.reference_scores(conf_holdout, references_holdout)),
+                measures.reference_scores(conf_holdout, references_holdout)[unseen]),
         }
         for test, (member_scores, holdout_scores) in attacks.items():
             result = measures.membership_auc(member_scores, holdout_scores, cfg.n_boot, cfg.seed)
@@ -310,20 +292,30 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
     holdout_latents = ae.encode(pipe.vae, holdout.images)
     rows = []
 
+    def record(test, name, role, result, n):
+        rows.append(_row(test, name, role, "model", result, n, _expected(role)))
+        curves[f"roc__{test}__{name}__fpr"], curves[f"roc__{test}__{name}__tpr"] = result["fpr"], result["tpr"]
+
     def attack(name, role, transformer, member_latents, member_labels):
         member_loss = denoising_losses(transformer, noise, member_latents, member_labels, cfg.timesteps,
                                        cfg.draws, cfg.seed, desc=f"{name}: train" if progress else None)
         holdout_loss = denoising_losses(transformer, noise, holdout_latents, holdout.labels, cfg.timesteps,
                                         cfg.draws, cfg.seed + 1, desc=f"{name}: val" if progress else None)
         for i, step in enumerate(cfg.timesteps):
-            result = measures.membership_auc(-member_loss[i], -holdout_loss[i], cfg.n_boot, cfg.seed)
             test = f"MIA generator: denoising loss, t={step}"
-            rows.append(_row(test, name, role, "model", result, len(member_latents), _expected(role)))
-            curves[f"roc__{test}__{name}__fpr"], curves[f"roc__{test}__{name}__tpr"] = result["fpr"], result["tpr"]
+            record(test, name, role, measures.membership_auc(-member_loss[i], -holdout_loss[i], cfg.n_boot, cfg.seed),
+                   len(member_latents))
+        return holdout_loss
 
     if progress:
         print("[audit] the generator: denoising losses of train and val")
-    attack("the run's generator", AUDITED, pipe.transformer, member_latents, train.labels[sample])
+    holdout_loss = attack("the run's generator", AUDITED, pipe.transformer, member_latents, train.labels[sample])
+    # The negative control: the same attack with unseen images on both sides (half of val,
+    # drawn within class, as "members" against the other half) must find nothing.
+    half = half_within_class(holdout.labels, cfg.seed + 6)
+    for i, step in enumerate(cfg.timesteps):
+        result = measures.membership_auc(-holdout_loss[i][half], -holdout_loss[i][~half], cfg.n_boot, cfg.seed)
+        record(f"MIA generator: denoising loss, t={step}", UNSEEN_GENERATOR, NEGATIVE, result, int(half.sum()))
 
     control_cfg = DiffusionConfig(hidden_size=cfg.control_hidden_size, depth=cfg.control_depth, num_heads=4,
                                   patch_size=pipe.transformer.config.patch_size, steps=cfg.control_steps,

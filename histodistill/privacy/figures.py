@@ -1,5 +1,6 @@
 """Figures of the privacy audit (notebook 07): distances to the nearest train image, the
-membership attacks' ROC curves with their controls, and the closest pairs."""
+copy ratios per class against unseen real images, the membership attacks' ROC curves with
+their controls, and the closest pairs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 from ..generate.figures import ACCENT, FLOOR, REAL, SYNTH
 from ..plots import style
 
-ROLE_COLOURS = {"audited": SYNTH, "reference": ACCENT, "control": "#55A868"}
+ROLE_COLOURS = {"audited": SYNTH, "reference": ACCENT, "control": "#55A868", "negative control": "#64B5CD"}
 AUDITED_SHADES = [SYNTH, "#8172B3", "#937860", "#DA8BC3"]  # one per audited set in a panel
 
 
@@ -21,18 +22,65 @@ def distances(curves: dict[str, np.ndarray], roles: dict[str, str], space: str =
     style()
     set_names = list(roles)
     holdout = curves[f"holdout__{space}"]
-    fig, axes = plt.subplots(1, len(set_names), figsize=(3.4 * len(set_names), 3.0), sharex=True, squeeze=False)
+    cols = min(4, len(set_names))
+    rows = int(np.ceil(len(set_names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), sharex=True, squeeze=False)
     top = max(float(holdout.max()), *(float(curves[f"nearest__{n}__{space}"].max()) for n in set_names))
     bins = np.linspace(0, top * 1.02 if top > 0 else 1.0, 30)
-    for ax, name in zip(axes[0], set_names):
+    for ax in axes.ravel()[len(set_names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), set_names):
         ax.hist(curves[f"nearest__{name}__{space}"], bins=bins, density=True, color=ROLE_COLOURS[roles[name]],
                 alpha=0.75, label=f"this set ({roles[name]})")
         ax.hist(holdout, bins=bins, density=True, histtype="step", color=REAL, linewidth=1.8, label="real val")
         ax.set_title(name, fontweight="bold", fontsize=9)
-        ax.set_xlabel(f"distance to nearest train image ({space})")
+        ax.set_xlabel(f"nearest-train distance ({space})", fontsize=8)
         ax.legend(frameon=False, fontsize=7)
-    axes[0][0].set_ylabel("density")
+    for row in axes:
+        row[0].set_ylabel("density")
     fig.suptitle("How close each set lies to the train images, against unseen real images", fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def copy_ratios(curves: dict[str, np.ndarray], labels: dict[str, np.ndarray], val_labels: np.ndarray,
+                by_class: pd.DataFrame, class_names: list[str], space: str = "pixels",
+                carlini: float = 1 / 3) -> plt.Figure:
+    """Per class (rows), each image's copy ratio (nearest train distance over the mean of the
+    nearest 50; near 0: a copy) for unseen real val images (grey) and for each named set in
+    `labels` (name -> class labels, coloured by order), with the calibrated threshold of the
+    class (black bar: the first named set's) and Carlini et al.'s fixed 1/3 (dashed). Where
+    unseen real images themselves fall under 1/3, the fixed rule measures uniformity, not
+    copying; the calibrated threshold moves with them."""
+    style()
+    unseen = curves[f"holdout_ratio__{space}"]
+    names = list(labels)
+    first = by_class[(by_class["set"] == names[0]) & (by_class["space"] == space)].set_index("class")
+    fig, ax = plt.subplots(figsize=(8.0, 0.55 * len(class_names) + 1.4))
+    rng = np.random.default_rng(0)
+    shades = [SYNTH, "#64B5CD", "#55A868", ACCENT]
+    offsets = np.linspace(-0.2, 0.2, len(names) + 1)
+    for c, cls in enumerate(class_names):
+        mine = unseen[val_labels == c]
+        ax.scatter(mine, c + offsets[0] + rng.uniform(-0.05, 0.05, len(mine)), s=9, color=FLOOR, alpha=0.7,
+                   label="unseen real (val)" if c == 0 else None)
+        for k, name in enumerate(names):
+            ratios = curves[f"copy_ratio__{name}__{space}"][labels[name] == c]
+            ax.scatter(ratios, c + offsets[k + 1] + rng.uniform(-0.05, 0.05, len(ratios)), s=11,
+                       color=shades[k % len(shades)], alpha=0.85, label=name if c == 0 else None)
+        if cls in first.index and pd.notna(first.loc[cls, "near_copy_threshold"]):
+            ax.plot([first.loc[cls, "near_copy_threshold"]] * 2, [c - 0.3, c + 0.3], color="black", linewidth=2,
+                    label="calibrated threshold" if c == 0 else None)
+    ax.axvline(carlini, color=ACCENT, linestyle="--", linewidth=1.2, label="Carlini et al.'s fixed 1/3")
+    ax.set_yticks(range(len(class_names)))
+    labels_y = [f"{cls} (low-information)" if cls in first.index and bool(first.loc[cls, "low_information"]) else cls
+                for cls in class_names]
+    ax.set_yticklabels(labels_y, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(left=0)
+    ax.set_xlabel(f"copy ratio ({space}): nearest train distance / mean of the nearest 50")
+    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Near-copies are judged against unseen real images of the same class", fontweight="bold")
     fig.tight_layout()
     return fig
 
@@ -59,13 +107,14 @@ def attacks(table: pd.DataFrame, curves: dict[str, np.ndarray]) -> plt.Figure:
         ax.legend(frameon=False, fontsize=6.5, loc="lower right")
     for ax in axes.ravel()[len(tests):]:
         ax.axis("off")
-    fig.suptitle("Membership attacks: audited (red, purple) against their controls (green)", fontweight="bold")
+    fig.suptitle("Membership attacks: audited (red, purple) against positive (green) and negative (blue) controls", fontweight="bold")
     fig.tight_layout()
     return fig
 
 
 def closest_pairs(sets: dict, train_images: np.ndarray, curves: dict[str, np.ndarray], n: int = 8,
-                  names: tuple[str, ...] = ("distilled (InfoDist)", "planted train copies (control)")) -> plt.Figure:
+                  names: tuple[str, ...] = ("distilled (InfoDist)", "random unseen real (control)",
+                                           "planted train copies (control)")) -> plt.Figure:
     """For each named set, its `n` images nearest a train image (pixels, top) above that train
     image (bottom), with the distance."""
     style()

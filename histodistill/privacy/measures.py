@@ -5,7 +5,7 @@ with a real holdout that no audited model saw (non-members), and asks whether th
 set, or a model trained on it, tells them apart:
 
     >>> measures.dcr_share(synthetic, train, holdout)          # 1. nearest real image: train or holdout?
-    >>> measures.near_copies(synthetic, train)                 # 2. Carlini et al. 2023's relative distance
+    >>> memorisation.calibrated_near_copies(ratios, labels, thresholds)  # 2. near-copies, calibrated on unseen images
     >>> measures.copying_test(synthetic, measures.reference(train, holdout))  # 3. Meehan et al. 2020's C_T
     >>> measures.membership_auc(member_scores, holdout_scores) # 4-5. an attack's AUC, its interval, TPR at 1 % FPR
 
@@ -13,7 +13,9 @@ Each returns a dict with its statistic, threshold, interval or p-value and ``pas
 pass is evidence against one kind of leak at the power the set sizes allow, not a proof of
 privacy: none of these is a differential-privacy guarantee. Distances are Euclidean, on
 vectors the caller chooses (`pixel_vectors`, or features of a network that never saw the
-real train split: `random_features`).
+real train split: `random_features`). The calibrated near-copy criterion (`copy_ratios`,
+`copy_thresholds`, `calibrated_near_copies`, `pixel_vectors`) lives with the generator's
+memorisation check (`generate.memorisation`), shared with notebook 04's privacy filter.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ import torch
 from scipy import stats
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.neighbors import NearestNeighbors
 
 from ..classifiers import convnet, metrics
+from ..generate.memorisation import NEAR_COPY_NEIGHBOURS, copy_ratios
 from ..generate.quality import nearest_neighbours
 
 ALPHA = 0.05  # one-sided significance level of every test
 BOOT_CHUNK = 100  # bootstrap resamples weighed at once (100 x 20,000 counts: 16 MB)
-NEAR_COPY_NEIGHBOURS = 50  # Carlini et al. 2023: the 50 nearest train images
 # Carlini et al. 2023 call an image extracted when its distance to the nearest train image
 # is under a third of its mean distance to the 50 nearest: far closer to one image than to
 # the crowd around it. Kept as published, so counts compare with theirs.
@@ -39,14 +40,6 @@ NEAR_COPY_THRESHOLD = 1 / 3
 
 
 # --- spaces ------------------------------------------------------------------------------
-
-
-def pixel_vectors(images: np.ndarray) -> np.ndarray:
-    """uint8 images (N, S, S, C) as float32 rows in 0..1."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, S, S, C), not {images.shape}")
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
 def random_features(images: np.ndarray, reference: np.ndarray, seed: int = 0, width: int = 128) -> np.ndarray:
@@ -104,26 +97,61 @@ def _share_test(to_train: np.ndarray, to_holdout: np.ndarray, null: float) -> di
             "passed": bool(test.pvalue >= ALPHA)}
 
 
-def by_class(labels: np.ndarray, dcr: dict, copies: dict, class_names: list[str]) -> list[dict]:
+def by_class(labels: np.ndarray, dcr: dict, copies: dict, class_names: list[str],
+             carlini: dict | None = None, unseen: dict | None = None) -> list[dict]:
     """Where in the set the distance tests' evidence sits: per class, the set's images, its
     DCR share (with its own binomial test and interval, from `dcr_share`'s distances) and its
-    near-copies (from `near_copies`). A failure carried by one class reads differently from
-    one spread over all: near-uniform images (background squares) have close neighbours in
-    any sample. Per-class p-values are not corrected for the number of classes: read them as
-    a map of the evidence, the set's verdict is the whole-set test."""
+    near-copies (``copies["flagged"]``: the calibrated test's, or Carlini's). With `carlini`
+    (`near_copies`) also Carlini et al.'s count; with `unseen` (``labels``, ``ratios`` and
+    nearest-train ``distances`` of real images no model trained on, and their
+    `CopyThresholds` as ``thresholds``) the class's threshold, how many of its unseen real
+    images fall under Carlini's fixed 1/3 (a class where they do beyond the calibrated
+    quantile is *low-information*: near-uniform tiles such as background have a train image
+    of almost the same colour whatever they are, so closeness there says little about
+    memorisation), and C_T's comparison within the class: the Mann-Whitney z of the set's
+    nearest-train distances against the class's unseen images' (negative: nearer train),
+    with its one-sided p-value. Per-class p-values are not corrected for the number of
+    classes: read them as a map of the evidence, the set's verdict is the whole-set test."""
     labels = np.asarray(labels)
-    flagged = np.zeros(len(labels), dtype=bool)
-    flagged[copies["flagged"]] = True
+
+    def mask(found: dict) -> np.ndarray:
+        flagged = np.zeros(len(labels), dtype=bool)
+        flagged[found["flagged"]] = True
+        return flagged
+
+    flagged = mask(copies)
+    fixed = mask(carlini) if carlini is not None else None
     rows = []
     for c, name in enumerate(class_names):
         members = labels == c
         if not members.any():
             continue
         share = _share_test(dcr["to_train"][members], dcr["to_holdout"][members], dcr["threshold"])
-        rows.append({"class": name, "images": int(members.sum()), "dcr_share": share["statistic"],
-                     "dcr_ci_low": share["ci_low"], "dcr_ci_high": share["ci_high"], "dcr_p_value": share["p_value"],
-                     "near_copies": int(flagged[members].sum())})
+        row = {"class": name, "images": int(members.sum()), "dcr_share": share["statistic"],
+               "dcr_ci_low": share["ci_low"], "dcr_ci_high": share["ci_high"], "dcr_p_value": share["p_value"],
+               "near_copies": int(flagged[members].sum())}
+        if fixed is not None:
+            row["carlini_near_copies"] = int(fixed[members].sum())
+        if unseen is not None:
+            mine = np.asarray(unseen["labels"]) == c
+            under = float(np.mean(np.asarray(unseen["ratios"])[mine] < NEAR_COPY_THRESHOLD)) if mine.any() else np.nan
+            row.update({"near_copy_threshold": float(unseen["thresholds"].thresholds[c]),
+                        "unseen_under_carlini": under,
+                        "low_information": bool(under > unseen["thresholds"].quantile),
+                        **_class_c_t(dcr["to_train"][members], np.asarray(unseen["distances"])[mine])})
+        rows.append(row)
     return rows
+
+
+def _class_c_t(distances: np.ndarray, unseen_distances: np.ndarray) -> dict:
+    """C_T's Mann-Whitney z within one class (set vs unseen nearest-train distances) and its
+    one-sided p-value (NaN without unseen images)."""
+    m, n = len(distances), len(unseen_distances)
+    if not m or not n:
+        return {"c_t_z": np.nan, "c_t_p_value": np.nan}
+    u = stats.mannwhitneyu(distances, unseen_distances, alternative="two-sided").statistic
+    z = float((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
+    return {"c_t_z": z, "c_t_p_value": float(stats.norm.cdf(z))}
 
 
 # --- 2. near-copies --------------------------------------------------------------------------
@@ -131,22 +159,17 @@ def by_class(labels: np.ndarray, dcr: dict, copies: dict, class_names: list[str]
 
 def near_copies(synthetic: np.ndarray, train: np.ndarray, neighbours: int = NEAR_COPY_NEIGHBOURS,
                 threshold: float = NEAR_COPY_THRESHOLD) -> dict:
-    """Carlini et al. 2023's test: each synthetic row's distance to its nearest train row
-    over its mean distance to its `neighbours` nearest train rows (the nearest among them);
-    rows under `threshold` are near-copies. Passes at zero. Returns the ratios, the flagged
-    rows and their nearest train rows, and every row's nearest train distance and index,
-    for showing the pairs."""
-    synthetic, train = np.asarray(synthetic, dtype=np.float32), np.asarray(train, dtype=np.float32)
-    k = min(neighbours, len(train))
-    distances = NearestNeighbors(n_neighbors=k).fit(train).kneighbors(synthetic)[0]
-    nearest, nearest_index = nearest_neighbours(synthetic, train)  # exact (an exact copy is 0, not ~1e-4)
-    distances[:, 0] = nearest
-    crowd = distances.mean(axis=1)
-    ratios = np.divide(nearest, crowd, out=np.zeros_like(nearest), where=crowd > 0)
-    flagged = np.flatnonzero(ratios < threshold)
-    return {"statistic": int(len(flagged)), "n": int(len(synthetic)), "threshold": threshold, "neighbours": k,
-            "passed": len(flagged) == 0, "ratios": ratios, "flagged": flagged,
-            "flagged_nearest": nearest_index[flagged], "nearest": nearest, "nearest_index": nearest_index}
+    """Carlini et al. 2023's fixed rule: rows whose `copy_ratios` lie under `threshold` are
+    near-copies; passes at zero. Uncalibrated: near-uniform images (background tiles) fall
+    under 1/3 against a train split they were never part of, so the audit reads
+    `calibrated_near_copies` and reports this count beside it, for comparison with the
+    literature. Returns the ratios, the flagged rows and their nearest train rows, and
+    every row's nearest train distance and index, for showing the pairs."""
+    found = copy_ratios(synthetic, train, neighbours)
+    flagged = np.flatnonzero(found["ratios"] < threshold)
+    return {"statistic": int(len(flagged)), "n": int(len(found["ratios"])), "threshold": threshold,
+            "passed": len(flagged) == 0, "flagged": flagged, "flagged_nearest": found["nearest_index"][flagged],
+            **found}
 
 
 # --- 3. the data-copying test C_T -----------------------------------------------------------
@@ -161,21 +184,68 @@ def cut_into_cells(train: np.ndarray, cells: int = 5, seed: int = 0) -> KMeans:
 @dataclass(frozen=True)
 class Reference:
     """The real rows C_T compares every audited set with, in one space, and what it needs of
-    them: each holdout row's distance to its nearest train row and train's k-means cells.
-    Made once per space (`reference`) and shared by every audited set: at full size the
-    holdout's distances are 10,004 rows against 89,996 in 2,352 pixel dimensions, and the
-    k-means fit is of all 89,996 train rows."""
+    them: each holdout row's distance to its nearest train row and its cell among train's
+    k-means cells. Made once per space (`reference`) and shared by every audited set: at
+    full size the holdout's distances are 10,004 rows against 89,996 in 2,352 pixel
+    dimensions, and the k-means fit is of all 89,996 train rows."""
 
     train: np.ndarray
     holdout: np.ndarray
     holdout_distances: np.ndarray
     cells: KMeans
+    holdout_cells: np.ndarray
+
+    def without(self, rows: np.ndarray) -> "Reference":
+        """The same reference less the holdout `rows`: the holdout of a set made of holdout
+        images (a negative control) cannot contain those images themselves."""
+        keep = np.setdiff1d(np.arange(len(self.holdout)), rows)
+        return Reference(self.train, self.holdout[keep], self.holdout_distances[keep], self.cells,
+                         self.holdout_cells[keep])
 
 
 def reference(train: np.ndarray, holdout: np.ndarray, cells: int = 5, seed: int = 0) -> Reference:
     """`Reference` of these train and holdout rows, with train cut into `cells` (seeded)."""
     train, holdout = np.asarray(train, dtype=np.float32), np.asarray(holdout, dtype=np.float32)
-    return Reference(train, holdout, nearest_neighbours(holdout, train)[0], cut_into_cells(train, cells, seed))
+    kmeans = cut_into_cells(train, cells, seed)
+    return Reference(train, holdout, nearest_neighbours(holdout, train)[0], kmeans, kmeans.predict(holdout))
+
+
+def _copying_parts(synthetic: np.ndarray, ref: Reference, synthetic_distances: np.ndarray | None) -> tuple:
+    """Each synthetic row's cell and its part of its cell's Mann-Whitney U: the holdout rows
+    of its cell that lie nearer to train than it does (ties count 1/2)."""
+    synthetic = np.asarray(synthetic, dtype=np.float32)
+    distances = (nearest_neighbours(synthetic, ref.train)[0] if synthetic_distances is None
+                 else np.asarray(synthetic_distances, dtype=np.float64))
+    if len(distances) != len(synthetic):
+        raise ValueError("need one given distance per synthetic row")
+    cell = ref.cells.predict(synthetic)
+    part = np.zeros(len(synthetic))
+    for c in range(ref.cells.n_clusters):
+        held = np.sort(ref.holdout_distances[ref.holdout_cells == c])
+        mine = cell == c
+        below = np.searchsorted(held, distances[mine], side="left")
+        part[mine] = below + 0.5 * (np.searchsorted(held, distances[mine], side="right") - below)
+    return cell, part
+
+
+def _c_t(cell: np.ndarray, part: np.ndarray, ref: Reference, weights: np.ndarray, min_share: float) -> tuple:
+    """C_T and its z for each row of `weights` (B, N): how often each synthetic row counts
+    (ones: the set itself; bootstrap counts: its resamples). NaN where no cell qualifies."""
+    cells = ref.cells.n_clusters
+    onehot = np.eye(cells)[cell]  # (N, cells)
+    m = weights @ onehot  # synthetic rows per cell, per resample
+    u = weights @ (onehot * part[:, None])
+    n = np.bincount(ref.holdout_cells, minlength=cells).astype(np.float64)
+    used = (m >= np.maximum(1, min_share * len(cell))) & (n > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12)
+    w = np.where(used, n / len(ref.holdout), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    c_t = np.where(total[:, 0] > 0, np.sum(w * np.nan_to_num(z), axis=1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_all = c_t / np.sqrt(np.sum(w**2, axis=1))
+    return c_t, z_all, used.sum(axis=1)
 
 
 def copying_test(synthetic: np.ndarray, ref: Reference, min_share: float = 0.05,
@@ -191,31 +261,76 @@ def copying_test(synthetic: np.ndarray, ref: Reference, min_share: float = 0.05,
     reports the same statistic for histology. Train, holdout and the cells come from `ref`;
     `synthetic_distances` (each synthetic row's distance to its nearest train row, as
     `dcr_share` gives them) skips recomputing what an audit already has."""
-    synthetic, holdout = np.asarray(synthetic, dtype=np.float32), ref.holdout
-    cells = ref.cells.n_clusters
-    synth_cell, hold_cell = ref.cells.predict(synthetic), ref.cells.predict(holdout)
-    synth_dist = (nearest_neighbours(synthetic, ref.train)[0] if synthetic_distances is None
-                  else np.asarray(synthetic_distances))
-    hold_dist = ref.holdout_distances
-    if len(synth_dist) != len(synthetic):
-        raise ValueError("need one given distance per synthetic row")
-    z_scores, weights = [], []
-    for cell in range(cells):
-        q, p = synth_dist[synth_cell == cell], hold_dist[hold_cell == cell]
-        if len(q) < max(1, min_share * len(synthetic)) or len(p) == 0:
-            continue
-        m, n = len(q), len(p)
-        u = stats.mannwhitneyu(q, p, alternative="two-sided").statistic  # pairs with q > p (ties 1/2)
-        z_scores.append((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
-        weights.append(n / len(holdout))
-    if not z_scores:
+    cell, part = _copying_parts(synthetic, ref, synthetic_distances)
+    c_t, z, used = _c_t(cell, part, ref, np.ones((1, len(cell))), min_share)
+    if np.isnan(c_t[0]):
         raise ValueError("no cell holds enough synthetic and holdout rows; lower `cells` or `min_share`")
-    w = np.asarray(weights) / np.sum(weights)
-    c_t = float(np.dot(w, z_scores))
-    z = c_t / float(np.sqrt(np.sum(w**2)))
-    p_value = float(stats.norm.cdf(z))
-    return {"statistic": c_t, "z": z, "p_value": p_value, "threshold": 0.0, "cells_used": len(z_scores),
-            "cells": cells, "passed": bool(p_value >= ALPHA)}
+    p_value = float(stats.norm.cdf(z[0]))
+    return {"statistic": float(c_t[0]), "z": float(z[0]), "p_value": p_value, "threshold": 0.0,
+            "cells_used": int(used[0]), "cells": ref.cells.n_clusters, "passed": bool(p_value >= ALPHA)}
+
+
+# --- reading a selected set against the same selection of unseen real images -------------------
+
+
+def versus_selected_unseen(synthetic: np.ndarray, labels: np.ndarray, control: np.ndarray,
+                           control_labels: np.ndarray, ref: Reference, n_boot: int = 2000, seed: int = 0,
+                           min_share: float = 0.05) -> dict[str, dict]:
+    """A selected set's DCR share and C_T read against the same selection made from real
+    images no model saw (`control`, with `ref`'s holdout disjoint from it). Keeping the most
+    central images of each class keeps images in the densest regions, nearer to any real
+    image than a random sample: that bias alone can fail DCR share and C_T. The difference
+    (set minus control, each against the same train and holdout) is what the set adds to
+    the selection's own bias; its 95 % interval is a percentile bootstrap over each set's
+    images, resampled within class (train and holdout fixed). DCR share passes unless the
+    interval lies above 0, C_T unless it lies below 0."""
+    sides = []
+    for rows, y in ((synthetic, labels), (control, control_labels)):
+        rows = np.asarray(rows, dtype=np.float32)
+        to_train = nearest_neighbours(rows, ref.train)[0]
+        to_holdout = nearest_neighbours(rows, ref.holdout)[0]
+        cell, part = _copying_parts(rows, ref, to_train)
+        sides.append({"y": np.asarray(y), "closer": (to_train < to_holdout).astype(float),
+                      "decided": (to_train != to_holdout).astype(float), "cell": cell, "part": part})
+    rng = np.random.default_rng(seed)
+
+    def statistics(weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        shares, c_ts = [], []
+        for side, w in zip(sides, weights):
+            decided = w @ side["decided"]
+            shares.append(np.divide(w @ (side["closer"] * side["decided"]), decided,
+                                    out=np.full(len(w), np.nan), where=decided > 0))
+            c_ts.append(_c_t(side["cell"], side["part"], ref, w, min_share)[0])
+        return shares[0] - shares[1], c_ts[0] - c_ts[1]
+
+    share_diff, c_t_diff = statistics([np.ones((1, len(side["y"]))) for side in sides])
+    boot_share, boot_c_t = [], []
+    for start in range(0, n_boot, BOOT_CHUNK):
+        size = min(BOOT_CHUNK, n_boot - start)
+        weights = [_stratified_counts(side["y"], size, rng) for side in sides]
+        s, c = statistics(weights)
+        boot_share.append(s)
+        boot_c_t.append(c)
+    results = {}
+    for test, observed, boots, safe in (("DCR share", share_diff, boot_share, "low"),
+                                        ("data-copying C_T", c_t_diff, boot_c_t, "high")):
+        low, high = np.nanpercentile(np.concatenate(boots), [2.5, 97.5])
+        passed = low <= 0 if safe == "low" else high >= 0
+        results[test] = {"statistic": float(observed[0]), "ci_low": float(low), "ci_high": float(high),
+                         "threshold": 0.0, "passed": bool(passed), "n": int(len(sides[0]["y"]))}
+    return results
+
+
+def _stratified_counts(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` bootstrap resamples of rows with these labels, drawn within each label, as
+    counts (size, N)."""
+    counts = np.zeros((size, len(labels)))
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        picks = rng.integers(0, len(rows), (size, len(rows)))
+        for b in range(size):
+            counts[b, rows] += np.bincount(picks[b], minlength=len(rows))
+    return counts
 
 
 # --- 4-5. membership inference ---------------------------------------------------------------
