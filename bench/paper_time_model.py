@@ -88,11 +88,11 @@ def units(cfg: dict) -> dict[str, tuple[float, str]]:
     seeds, nets = ev.seeds, len(ev.networks)
     budget_extra = sum(b for b in ev.budget_steps if b != ds.steps) * ev.budget_seeds  # the chosen budget's runs are the main table's
     ablation_variants = (len(ab.contrastive_kinds) * len(ab.contrastive_weights) + len(ab.methods) + len(ab.ipcs)
-                         + len(ab.pool_sizes) + len(ab.guidance_scales))
+                         + len(ab.pool_sizes) + len(ab.guidance_scales) + 2)  # + the privacy filter off and on
     guidance_pools = len(ab.guidance_scales) * ab.guidance_per_class * N_CLASSES
     evals = ds.steps // ds.eval_every + 1
     members = min(pr.max_members, TRAIN)  # train images the membership attacks score
-    audited = 3  # classifiers the audit trains itself: on the distilled set, DM's and random real
+    audited = 4  # classifiers the audit trains itself: on the distilled set, DM's, random real and unseen real
     control = pr.control_per_class * N_CLASSES
     return {
         "ae_step": (cfg["autoencoder"].steps, "autoencoder steps"),
@@ -113,7 +113,8 @@ def units(cfg: dict) -> dict[str, tuple[float, str]]:
         "val_pass": (nets * (seeds * main_rows * evals + ev.budget_seeds * len(ev.budget_steps) * evals),
                      f"models x {evals} val evaluations of {VAL} images (per network, ConvNet's cost)"),
         "dm_iteration": (seeds * cfg["dm"].iterations, f"{seeds} runs x {cfg['dm'].iterations} iterations"),
-        "audit_nn": (5, "sets audited against train + val (pixels; features cost less)"),
+        "audit_nn": (7, "sets audited against train + val, the two negative controls included (pixels; features "
+                        "cost less)"),
         "audit_predict": ((pr.reference_models + audited) * (members + VAL) / VAL,
                           f"({pr.reference_models} reference + {audited} audited classifiers) x ({members} members + "
                           f"{VAL} val) images, in passes over val"),

@@ -24,8 +24,11 @@
 # - editing one list below (say, adding a guidance scale) trains only the new variants.
 #
 # Each ablation writes `paper_results/<run>/ablation_<name>.csv/.md/.tex` and
-# `figures/<run>/06_ablation_<name>.png`. Variants the data cannot support (an IPC above
-# the smallest class, a pool size above the pool) are skipped with a note.
+# `figures/<run>/06_ablation_<name>.png`; one with a reference variant also its paired
+# differences on test (`ablation_<name>_paired.csv/.md`, with 95 % intervals) and the same
+# comparisons on val (`ablation_<name>_val.csv`), the side a default may be chosen on.
+# Variants the data cannot support (an IPC above the smallest class, a pool size above the
+# pool) are skipped with a note.
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
@@ -88,6 +91,8 @@ def show(name: str) -> None:
     if result.paired is not None and len(result.paired):
         # Each variant against its reference, paired by seed, with a 95 % interval.
         display(Markdown(comparisons.paired_markdown(result.paired, by="variant")))
+        # The same comparisons on val (the kept checkpoints' AUC, run by run): a default is chosen here.
+        display(ablation_lib.val_differences(result).round(4))
 
 
 # %% [markdown]
@@ -154,11 +159,8 @@ show("guidance")
 # `privacy_filter`). This measures what the filter costs in downstream accuracy; whether it
 # makes the set safer is notebook 07's question. With notebook 04 run without the filter,
 # "filter off" is the main table's InfoDist (CE), read back from the cache. Whether the filter
-# is on by default is chosen on val, never on these test numbers: the second table gives the
+# is on by default is chosen on val, never on these test numbers: the last table gives the
 # val AUC of the checkpoint each run kept, run by run against the filter off.
 
 # %%
 show("privacy_filter")
-if "privacy_filter" in chosen:  # the same runs, read back from the cache
-    privacy = ablation_lib.run("privacy_filter", up, down_cfg, abl_cfg, progress=False)
-    display(ablation_lib.val_differences(privacy).round(4))

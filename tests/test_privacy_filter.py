@@ -246,3 +246,25 @@ def test_the_val_side_of_an_ablation_pairs_runs_by_seed():
     assert row["diff"] == pytest.approx((-0.01 + 0.01 - 0.03) / 3)
     assert (row["diff_min"], row["diff_max"]) == pytest.approx((-0.03, 0.01))
     assert row["val_auc"] == pytest.approx(0.81) and row["reference_val_auc"] == pytest.approx(0.82)
+
+
+def test_a_planted_copy_is_caught_by_the_audit_without_the_filter_and_removed_with_it(setup):
+    """The audit's calibrated near-copy test (pixels, thresholds from val) on the pool as it
+    is flags every planted copy and fails; on the pool the filter keeps it finds nothing."""
+    s = setup
+    train, val = s.bundle.splits["train"], s.bundle.splits["val"]
+    train_px = memorisation.pixel_vectors(train.images)
+    thresholds = memorisation.copy_thresholds(
+        memorisation.copy_ratios(memorisation.pixel_vectors(val.images), train_px)["ratios"], val.labels, N_CLASSES)
+
+    def audited(rows: np.ndarray) -> dict:
+        ratios = memorisation.copy_ratios(memorisation.pixel_vectors(s.images[rows]), train_px)["ratios"]
+        return memorisation.calibrated_near_copies(ratios, s.labels[rows], thresholds)
+
+    everything = np.arange(len(s.labels))
+    off = audited(everything)
+    assert set(s.planted.tolist()) <= set(off["flagged"].tolist()) and not off["passed"]
+    judge = stages.load_classifier(s.clf)
+    keep, _ = privacy_filter.near_copy_filter(s.images, s.labels, s.bundle, lambda x: convnet.embed(judge, x))
+    on = audited(everything[keep])
+    assert on["statistic"] == 0 and on["passed"]

@@ -68,7 +68,8 @@ EXPECTED = {
         "privacy_audit.md",
         "privacy_audit_by_class.csv",
     } | {f"ablation_{name}.{ext}" for name in ABLATIONS for ext in ("csv", "md", "tex")}
-      | {f"ablation_{name}_paired.{ext}" for name in ABLATIONS for ext in ("csv", "md")},
+      | {f"ablation_{name}_paired.{ext}" for name in ABLATIONS for ext in ("csv", "md")}
+      | {f"ablation_{name}_val.csv" for name in ABLATIONS},
     "outputs/smoke": {
         "01_data.ipynb",
         "02_latent_diffusion.ipynb",

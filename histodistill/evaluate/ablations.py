@@ -263,11 +263,15 @@ def _figure(name: str, summary: pd.DataFrame) -> plt.Figure:
 
 def save(result: Result, run_name: str) -> list:
     """``paper_results/<run>/ablation_<name>.csv/.md/.tex``, the paired differences
-    ``ablation_<name>_paired.csv/.md`` and ``figures/<run>/06_ablation_<name>.png``."""
+    ``ablation_<name>_paired.csv/.md`` (test) with their val side ``ablation_<name>_val.csv``
+    (`val_differences`), and ``figures/<run>/06_ablation_<name>.png``."""
     from .. import plots
 
     paths = tables.write_tables(result.summary, f"ablation_{result.name}", run_name, index="variant")
     if result.paired is not None and len(result.paired):
         paths += comparisons.write_paired(result.paired, f"ablation_{result.name}_paired", run_name, by="variant")
+        val = paths[0].parent / f"ablation_{result.name}_val.csv"
+        val_differences(result).to_csv(val, index=False)
+        paths.append(val)
     plots.save(result.figure, f"06_ablation_{result.name}", run_name)
     return paths
