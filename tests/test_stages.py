@@ -66,7 +66,12 @@ def test_a_pipeline_saved_by_the_flat_layout_still_loads(tmp_path):
 def test_pipeline_batching_does_not_change_the_images():
     pipe = tiny_pipeline()
     kw = dict(num_inference_steps=3, guidance_scale=1.5, seed=0, progress=False)
-    np.testing.assert_array_equal(pipe([0, 1, 2, 1, 0], batch_size=2, **kw), pipe([0, 1, 2, 1, 0], batch_size=5, **kw))
+    small, large = pipe([0, 1, 2, 1, 0], batch_size=2, **kw), pipe([0, 1, 2, 1, 0], batch_size=5, **kw)
+    # The noise is drawn per image, so only the rounding of the networks' matrix products can
+    # differ with the batch's shape (BLAS picks its kernel by shape and CPU: about 1e-5 in the
+    # latents after a few steps); in uint8 that can move a pixel sitting on a .5 boundary by one.
+    assert np.abs(small.astype(int) - large.astype(int)).max() <= 1
+    assert (small == large).mean() > 0.99
 
 
 def test_pipeline_rejects_unknown_classes_and_wrong_names():
