@@ -15,6 +15,11 @@
 # %% [markdown]
 # # 01 · The real data
 #
+# - **Does:** loads the real labelled patches, checks them, splits them into train / val / test and resizes them.
+# - **Reads:** the real images (`data_source`); no earlier notebook.
+# - **Writes:** `paper_results/<run>/data_splits.csv`, `data_class_counts.csv`;
+#   `figures/<run>/01_class_distribution.png`, `01_examples_per_class.png`, `01_colour_profile.png`.
+#
 # InfoDist starts from a real, labelled set of histology patches. Every later stage
 # (the latent diffusion model, the embedding network, the downstream classifiers) is
 # trained on this notebook's **train** split, chooses models on its **val** split, and
@@ -104,3 +109,12 @@ plots.save(fig, "01_examples_per_class", run_name)
 # %%
 fig = figures.colour_profile(train.images, train.labels, bundle.class_names)
 plots.save(fig, "01_colour_profile", run_name)
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("01", run_name))

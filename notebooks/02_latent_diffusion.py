@@ -15,6 +15,11 @@
 # %% [markdown]
 # # 02 · Train the class-conditional latent diffusion model
 #
+# - **Does:** trains (or loads the shipped) KL autoencoder and class-conditional U-ViT denoiser on real train.
+# - **Reads:** notebook 01's data (train to learn from, val to measure the autoencoder).
+# - **Writes:** `paper_results/<run>/autoencoder_reconstruction.csv`, `autoencoder_texture.csv`, `ldm_training.csv`;
+#   `figures/<run>/02_reconstructions.png`, `02_loss_curves.png`.
+#
 # InfoDist never shares a real image. It learns the real train split with a **latent
 # diffusion model** and later shares only images sampled from it. Two parts:
 #
@@ -167,3 +172,12 @@ training
 
 # %%
 print("pipeline folder:", ldm_artifact.file("pipeline"))
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("02", run_name))

@@ -15,6 +15,13 @@
 # %% [markdown]
 # # 03 · Sample the synthetic pool and judge it
 #
+# - **Does:** trains the real-data judge ConvNet, chooses the sampler on val, samples the pool and checks it.
+# - **Reads:** notebook 01's data (train and val) and notebook 02's autoencoder and denoiser.
+# - **Writes:** `paper_results/<run>/guidance_sweep.csv`, `pool_class_consistency.csv`, `pool_quality.csv`,
+#   `pool_texture.csv`, `pool_memorisation.csv`; `figures/<run>/03_guidance_sweep.png`, `03_real_vs_synthetic.png`,
+#   `03_pool_montage.png`, `03_class_consistency.png`, `03_pool_quality.png`, `03_pool_texture.png`,
+#   `03_memorisation.png`, `03_closest_pairs.png`.
+#
 # The model from notebook 02 draws a large **pool** of synthetic images per class
 # (DPM-Solver++, classifier-free guidance). InfoDist later picks its small distilled set
 # from this pool, so before going on we ask four questions, all offline and none on test
@@ -214,3 +221,12 @@ plots.save(fig, "03_memorisation", run_name)
 pairs = memorisation.closest_pairs(mem, "pixels", n=8)
 fig = figures.closest_pairs(pairs, pool_images, train.images, title="Closest synthetic / real train pairs (pixels)")
 plots.save(fig, "03_closest_pairs", run_name)
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("03", run_name))

@@ -15,6 +15,12 @@
 # %% [markdown]
 # # 04 · Select the distilled set: graph, Infomap communities, modular centrality
 #
+# - **Does:** keeps `ipc` pool images per class (InfoDist or a baseline) and exports them as the distilled set.
+# - **Reads:** notebook 01's data (train and val, for the privacy filter), notebook 03's pool and judge ConvNet.
+# - **Writes:** `paper_results/<run>/selection_graphs.csv` (graph methods), `selection_privacy_filter.csv` (with
+#   `privacy_filter`), `distilled/` (`distilled.npz`, `grid_*.png`, `data_card.json`);
+#   `figures/<run>/04_community_sizes.png`, `04_community_map.png` (graph methods), `04_distilled_set.png`.
+#
 # The heart of InfoDist. For every class of the synthetic pool from notebook 03:
 #
 # 1. **Embed** each image: the real-trained ConvNet's features (the paper's default), or a
@@ -152,3 +158,12 @@ plots.save(fig, "04_distilled_set", run_name)
 product = distill.copy_product(selection_artifact, paths.results_dir(run_name) / "distilled")
 print("exported to", product)
 print((product / "data_card.json").read_text())
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("04", run_name))

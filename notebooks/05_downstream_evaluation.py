@@ -15,6 +15,13 @@
 # %% [markdown]
 # # 05 · Downstream evaluation: how much of the real data does the distilled set replace?
 #
+# - **Does:** checks the step budget on val, trains every row's classifiers, scores them once on test, compares them.
+# - **Reads:** notebook 01's data (train, val, test), notebook 03's pool and judge, notebook 04's selection.
+# - **Writes:** `paper_results/<run>/training_budget.csv`, `main_runs.csv`, `main_table.csv/.md/.tex`,
+#   `paired_differences.csv/.md`, `distilled_copy_check.csv`; `figures/<run>/05_training_budget.png`,
+#   `05_main_results.png`, `05_paired_differences.png`, `05_infodist_confusion.png`, `05_per_class_accuracy.png`,
+#   `05_dm_images.png`, `05_dm_loss.png`.
+#
 # The paper's question. Classifiers are trained on each training set *only*, selected on
 # the real **val** split, and judged once on the real **test** split:
 #
@@ -233,3 +240,12 @@ copies = evaluation.copy_check(
     up.bundle, stages.load_classifier(up.classifier))
 plots.save_table(copies, "distilled_copy_check", run_name)
 copies.round(3)
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("05", run_name))

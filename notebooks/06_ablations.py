@@ -15,6 +15,11 @@
 # %% [markdown]
 # # 06 · Ablations: which part of InfoDist matters?
 #
+# - **Does:** changes one part of InfoDist at a time and compares the variants on test, with the val side beside.
+# - **Reads:** notebooks 01-04's data, pool, judge and selection, and notebook 05's training recipe and models.
+# - **Writes:** per chosen ablation `paper_results/<run>/ablation_<name>.csv/.md/.tex`,
+#   `ablation_<name>_paired.csv/.md`, `ablation_<name>_val.csv`; `figures/<run>/06_ablation_<name>.png`.
+#
 # Each section changes one thing and keeps the rest as in notebook 05's "InfoDist (CE)"
 # row: notebook 04's selection, cross-entropy, the recipe notebook 05 recorded. Every
 # model and every selection is a cached stage, so:
@@ -164,3 +169,12 @@ show("guidance")
 
 # %%
 show("privacy_filter")
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("06", run_name))

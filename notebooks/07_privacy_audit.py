@@ -15,6 +15,13 @@
 # %% [markdown]
 # # 07 · Is the distilled set safe to share? A privacy audit
 #
+# - **Does:** audits the distilled set, the pool, DM's set and the generator for leaks, with controls.
+# - **Reads:** notebook 01's data (train, val), 02's generator, 03's pool, 04's selection and `distilled/`,
+#   05's recipe and Distribution Matching set.
+# - **Writes:** `paper_results/<run>/privacy_audit.csv/.md`, `privacy_audit_by_class.csv`, the `audit` section of
+#   `distilled/data_card.json`; `figures/<run>/07_copy_ratios.png`, `07_distances.png`, `07_attacks.png`,
+#   `07_closest_pairs.png`.
+#
 # The paper's promise is *safe* data sharing; this notebook tests it. Members are the real
 # **train** images, the ones the generator learnt from; non-members are the real **val**
 # images, which no audited model trained on (the classifiers trained here choose their
@@ -193,3 +200,12 @@ result = report.verdict(table, by_class)
 print(report.verdict_text(result))
 card = report.write_card(paths.results_dir(run_name) / "distilled", table, result)
 print("audit written into", card)
+
+# %% [markdown]
+# ## What you just saw
+# The stage's key figures, read back from the files it wrote to `paper_results/<run>/`.
+
+# %%
+from histodistill.summary import what_you_saw
+
+print(what_you_saw("07", run_name))
