@@ -452,6 +452,12 @@ def test_a_dcr_failure_counts_only_beyond_the_selection_of_unseen_images():
     filtered = controls.annotate(readings_table(), privacy_filter=True)
     result = report.verdict(filtered)
     assert result["passed"] and result["by_construction"] == ["near-copies / pixels"]
+    # ... and the verdict names the tests its evidence comes from: those that do not share the filter's criterion.
+    assert result["independent_of_filter"] == ["MIA generator: denoising loss, t=20 / model"]  # DCR: within selection
+    passing = report.verdict(controls.annotate(readings_table(distilled_dcr=True), privacy_filter=True))
+    assert passing["independent_of_filter"] == ["DCR share / pixels", "MIA generator: denoising loss, t=20 / model"]
+    assert "Independent of the filter, and counted: DCR share / pixels" in report.verdict_text(passing)
+    assert report.verdict(controls.annotate(readings_table()))["independent_of_filter"] == []  # no filter, no list
 
 
 def test_unseen_controls_leave_a_val_image_per_class_and_follow_the_class_mix(monkeypatch):

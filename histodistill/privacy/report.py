@@ -46,10 +46,15 @@ def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: 
         return list(dict.fromkeys(_named(rows, ["test", "space"])))
 
     own = table[table["set"] == audited]
+    by_construction = grouped("passes by construction")
+    # With the privacy filter on, the evidence comes from the tests that do not share its
+    # criterion: every counted test of the set and the generator.
+    counted = judged[counts & ~judged["test"].str.endswith(" vs selected unseen real")]
+    independent = list(dict.fromkeys(_named(counted, ["test", "space"]))) if by_construction else []
     return {"set": audited, "passed": not failed, "failed_tests": failed,
             "details": [_detail(row, table) for row in failing.to_dict("records")],
             "uncalibrated": grouped("uncalibrated"), "within_selection_bias": grouped("within the selection"),
-            "by_construction": grouped("passes by construction"),
+            "by_construction": by_construction, "independent_of_filter": independent,
             "controls_caught": not missed, "controls_missed": missed,
             "negative_controls_passed": not negatives_failed, "negative_controls_failed": negatives_failed,
             "where": _where(own, by_class, audited) if by_class is not None else {}}
@@ -175,6 +180,7 @@ def verdict_text(result: dict) -> str:
     if result.get("by_construction"):
         lines.append("Not counted, passed by construction (the privacy filter removed what it flags): "
                      + "; ".join(result["by_construction"]))
+        lines.append("Independent of the filter, and counted: " + "; ".join(result["independent_of_filter"]))
     if result["controls_caught"]:
         lines.append("Every positive control was caught: each test can see the leak it is for.")
     else:
@@ -230,6 +236,7 @@ def write_card(product: Path, table: pd.DataFrame, result: dict) -> Path:
         "not_counted": {"uncalibrated": result.get("uncalibrated", []),
                         "within_selection_bias": result.get("within_selection_bias", []),
                         "by_construction": result.get("by_construction", [])},
+        "independent_of_filter": result.get("independent_of_filter", []),
         "controls_caught": result["controls_caught"],
         "negative_controls_passed": result.get("negative_controls_passed", True),
         "tests": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
