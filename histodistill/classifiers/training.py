@@ -10,8 +10,8 @@ notebook 07, and judges each once on test.
 What the loop does is a `Loop`: the network, the step budget, SGD (momentum, weight decay)
 and its learning-rate schedule, a weight EMA or none, the augmentation, the loss, how often
 val is evaluated, what selects the kept evaluation and the history's columns. Two recipes map
-onto it. `DownstreamConfig` (`downstream_loop`) is the paper's downstream training (see
-METHOD.md, step 7): a linear warm-up then cosine decay, an exponential moving average of the
+onto it. `DownstreamConfig` (`downstream_loop`) is the paper's downstream training (its
+step 7, classifiers on the distilled set): a linear warm-up then cosine decay, an exponential moving average of the
 weights, differentiable Siamese augmentation (one family per batch), and cross-entropy
 optionally plus a contrastive term: the reference SupCon ("supcon": two independently
 augmented views of each batch, cross-entropy on the first, SupCon on both views' embeddings

@@ -20,11 +20,10 @@ removes what it flags.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 from scipy import stats
 from sklearn.neighbors import NearestNeighbors
 
@@ -223,7 +222,5 @@ def calibrated_near_copies(ratios: np.ndarray, labels: np.ndarray, thresholds: C
     count = int(flagged.sum())
     p_value = float(min(1.0, null[count:].sum()))
     expected = float(np.dot(np.arange(len(null)), null))
-    uncalibrated = int(np.isnan(thresholds.thresholds[labels]).sum()) if len(labels) else 0
     return {"statistic": count, "n": int(len(ratios)), "threshold": expected, "expected": expected,
-            "p_value": p_value, "passed": bool(p_value >= alpha), "flagged": np.flatnonzero(flagged),
-            "uncalibrated_images": uncalibrated}
+            "p_value": p_value, "passed": bool(p_value >= alpha), "flagged": np.flatnonzero(flagged)}

@@ -32,7 +32,7 @@ from ..generate import memorisation
 from ..generate import stages
 from ..generate.diffusion import Trainer
 from . import measures
-from .controls import (AUDITED, CONTROL, DISTILLED, NEGATIVE, REFERENCE, SELECTED_UNSEEN, UNSEEN_GENERATOR,
+from .controls import (AUDITED, CONTROL, DISTILLED, GENERATOR, NEGATIVE, REFERENCE, SELECTED_UNSEEN, UNSEEN_GENERATOR,
                        VERSUS_SELECTED, AuditSet, half_within_class, annotate)
 
 VERSION = 5
@@ -150,7 +150,7 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
                               for row in measures.by_class(s.labels, dcr, copies, bundle.class_names, carlini, unseen)]
             tag = f"{name}__{space}"
             curves[f"nearest__{tag}"], curves[f"copy_nearest__{tag}"] = carlini["nearest"], carlini["nearest_index"]
-            curves[f"copy_ratio__{tag}"], curves[f"copy_flagged__{tag}"] = carlini["ratios"], copies["flagged"]
+            curves[f"copy_ratio__{tag}"] = carlini["ratios"]
         if DISTILLED in sets and SELECTED_UNSEEN in sets:
             control = sets[SELECTED_UNSEEN]
             if progress:
@@ -309,7 +309,7 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
 
     if progress:
         print("[audit] the generator: denoising losses of train and val")
-    holdout_loss = attack("the run's generator", AUDITED, pipe.transformer, member_latents, train.labels[sample])
+    holdout_loss = attack(GENERATOR, AUDITED, pipe.transformer, member_latents, train.labels[sample])
     # The negative control: the same attack with unseen images on both sides (half of val,
     # drawn within class, as "members" against the other half) must find nothing.
     half = half_within_class(holdout.labels, cfg.seed + 6)

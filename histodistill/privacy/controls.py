@@ -35,7 +35,7 @@ from ..select import distill, selection
 AUDITED, REFERENCE, CONTROL, NEGATIVE = "audited", "reference", "control", "negative control"
 DISTILLED = "distilled (InfoDist)"
 RANDOM_UNSEEN, SELECTED_UNSEEN = "random unseen real (control)", "selected unseen real (control)"
-UNSEEN_GENERATOR = "unseen vs unseen real (control)"
+GENERATOR, UNSEEN_GENERATOR = "the run's generator", "unseen vs unseen real (control)"
 VERSUS_SELECTED = " vs selected unseen real"  # suffix of the tests reading a set against SELECTED_UNSEEN
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..generate.figures import ACCENT, FLOOR, REAL, SYNTH
 from ..plots import style
+from .controls import DISTILLED, RANDOM_UNSEEN
 
 ROLE_COLOURS = {"audited": SYNTH, "reference": ACCENT, "control": "#55A868", "negative control": "#64B5CD"}
 AUDITED_SHADES = [SYNTH, "#8172B3", "#937860", "#DA8BC3"]  # one per audited set in a panel
@@ -113,8 +114,7 @@ def attacks(table: pd.DataFrame, curves: dict[str, np.ndarray]) -> plt.Figure:
 
 
 def closest_pairs(sets: dict, train_images: np.ndarray, curves: dict[str, np.ndarray], n: int = 8,
-                  names: tuple[str, ...] = ("distilled (InfoDist)", "random unseen real (control)",
-                                           "planted train copies (control)")) -> plt.Figure:
+                  names: tuple[str, ...] = (DISTILLED, RANDOM_UNSEEN, "planted train copies (control)")) -> plt.Figure:
     """For each named set, its `n` images nearest a train image (pixels, top) above that train
     image (bottom), with the distance."""
     style()

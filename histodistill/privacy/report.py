@@ -18,9 +18,10 @@ import pandas as pd
 
 from .. import __version__, paths
 from . import measures
+from .controls import DISTILLED, GENERATOR, VERSUS_SELECTED
 
 
-def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: str = "distilled (InfoDist)") -> dict:
+def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: str = DISTILLED) -> dict:
     """The audited set's verdict: it passes when it passes every test that counts (a row
     whose ``reading`` is empty: calibrated by its negative controls, not explained by the
     selection's own bias, not passed by construction) and the generator passes its attack.
@@ -49,7 +50,7 @@ def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: 
     by_construction = grouped("passes by construction")
     # With the privacy filter on, the evidence comes from the tests that do not share its
     # criterion: every counted test of the set and the generator.
-    counted = judged[counts & ~judged["test"].str.endswith(" vs selected unseen real")]
+    counted = judged[counts & ~judged["test"].str.endswith(VERSUS_SELECTED)]
     independent = list(dict.fromkeys(_named(counted, ["test", "space"]))) if by_construction else []
     return {"set": audited, "passed": not failed, "failed_tests": failed,
             "details": [_detail(row, table) for row in failing.to_dict("records")],
@@ -60,9 +61,6 @@ def verdict(table: pd.DataFrame, by_class: pd.DataFrame | None = None, audited: 
             "where": _where(own, by_class, audited) if by_class is not None else {}}
 
 
-GENERATOR = "the run's generator"
-
-
 def _detail(row: dict, table: pd.DataFrame) -> str:
     """One failed test in words, with the control it failed against."""
     name = f"{row['test']} ({row['space']})"
@@ -71,7 +69,7 @@ def _detail(row: dict, table: pd.DataFrame) -> str:
                 f"unseen real (val) images of their class get, where images like those would give "
                 f"{row['threshold']:.1f} (p = {row['p_value']:.2g})")
     if row["test"] in ("DCR share", "data-copying C_T"):
-        versus = table[(table["test"] == row["test"] + " vs selected unseen real") & (table["space"] == row["space"])]
+        versus = table[(table["test"] == row["test"] + VERSUS_SELECTED) & (table["space"] == row["space"])]
         text = f"{name}: {row['statistic']:.3f} against {row['threshold']:.3f} for unseen real images (p = {row['p_value']:.2g})"
         if len(versus):
             v = versus.iloc[0]
@@ -227,7 +225,7 @@ def write_card(product: Path, table: pd.DataFrame, result: dict) -> Path:
     the overall verdict, the date and the code version. A failed audit is written there too."""
     card_path = Path(product) / "data_card.json"
     card = json.loads(card_path.read_text())
-    own = table[table["set"].isin([result["set"], "the run's generator"])]
+    own = table[table["set"].isin([result["set"], GENERATOR])]
     card["audit"] = {
         "verdict": "passed" if result["passed"] else "FAILED",
         "failed_tests": result["failed_tests"],

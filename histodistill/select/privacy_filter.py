@@ -37,7 +37,6 @@ from ..data.dataset import DataBundle
 from ..generate import memorisation
 
 TABLE_FILE = "privacy_filter.csv"  # the per-class table inside the selection artifact
-SPACES = ("pixels", "features")
 
 
 class FilterError(ValueError):
@@ -49,11 +48,9 @@ def near_copy_flags(vectors: np.ndarray, labels: np.ndarray, train_vectors: np.n
     """Which rows of `vectors` (class `labels`) the calibrated near-copy test flags against
     `train_vectors`, with per-class thresholds from the val rows measured against the same
     train rows; and those thresholds."""
-    ratios = memorisation.copy_ratios(vectors, train_vectors, neighbours=memorisation.NEAR_COPY_NEIGHBOURS)["ratios"]
-    val_ratios = memorisation.copy_ratios(val_vectors, train_vectors,
-                                            neighbours=memorisation.NEAR_COPY_NEIGHBOURS)["ratios"]
-    thresholds = memorisation.copy_thresholds(val_ratios, val_labels, n_classes,
-                                              quantile=memorisation.NEAR_COPY_QUANTILE)
+    ratios = memorisation.copy_ratios(vectors, train_vectors)["ratios"]
+    thresholds = memorisation.copy_thresholds(memorisation.copy_ratios(val_vectors, train_vectors)["ratios"],
+                                              val_labels, n_classes)
     return thresholds.flags(ratios, labels), thresholds
 
 
