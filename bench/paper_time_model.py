@@ -47,7 +47,7 @@ from histodistill.classifiers.augmentation import DSA  # noqa: E402
 from histodistill.classifiers.networks import build_network  # noqa: E402
 from histodistill.data import rehearsal
 from histodistill.evaluate import dm
-from histodistill.generate import autoencoder
+from histodistill.generate import autoencoder, memorisation
 from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
 from histodistill.privacy import audit, measures
@@ -212,8 +212,8 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
                                                 dsa=DSA(shared=True).augment if cfg["dm"].dsa else None, device=device),
              (1, 3), True),
         Unit("07 audit nearest neighbours", "audit_nn", f"set of {len(set_images)} images vs train + val",
-             lambda n: [measures.dcr_share(measures.pixel_vectors(set_images), measures.pixel_vectors(audit_train),
-                                          measures.pixel_vectors(audit_val)) for _ in range(n)], (0, 1), False, host=True),
+             lambda n: [measures.dcr_share(memorisation.pixel_vectors(set_images), memorisation.pixel_vectors(audit_train),
+                                          memorisation.pixel_vectors(audit_val)) for _ in range(n)], (0, 1), False, host=True),
         Unit("07 audit: classifier predictions", "audit_predict", f"pass over val ({VAL} images)", val_pass, (1, 3),
              False, units_per_count=1024 / VAL, same_as="val_pass"),
         Unit("07 audit: generator membership attack", "generator_attack", "denoiser pass (one latent, no guidance)",

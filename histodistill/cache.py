@@ -84,7 +84,7 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 def content_digest(path: Path) -> str:
     """BLAKE2b (128-bit) of a file's bytes: fast enough to check every cached file on every
-    read (bench/cache_digest.py measures it)."""
+    read (bench/trials/cache_digest.py measures it)."""
     stat = path.stat()
     memo = (str(path), stat.st_size, stat.st_mtime_ns)
     if memo not in _DIGESTS:

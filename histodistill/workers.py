@@ -3,7 +3,7 @@ per CPU; on a machine with several GPUs, one worker process per GPU.
 
 The downstream networks and DM's embedders are small; their convolutions share out poorly
 over threads, so models side by side beat one model on all threads
-(bench/parallel_models.py), and a model trained on one thread has the same weights whatever
+(bench/trials/parallel_models.py), and a model trained on one thread has the same weights whatever
 the machine's CPU count. With one GPU everything runs in the calling process; with N GPUs
 the independent models (groups of runs, DM runs) are spread over N workers, each on its own
 GPU, and every model is the one a single GPU would train.

@@ -76,7 +76,7 @@ class _HalvingMean(torch.autograd.Function):
     Torch's CPU `avg_pool2d` kernel is slow on contiguous (N, C, H, W) maps: in a profile of
     a demo downstream ConvNet its forward and backward were over a quarter of the training
     time. Strided slices do the same sums 2.4-2.9x faster on the 28 and 14 px maps (a little
-    slower on 7 px ones; bench/pooling.py); the values agree with `avg_pool2d` up to float
+    slower on 7 px ones; bench/trials/pooling.py); the values agree with `avg_pool2d` up to float
     rounding and the gradients exactly (tests/test_convnet.py)."""
 
     generate_vmap_rule = True  # the runs of a row train under `vmap` (training.train_runs)

@@ -11,10 +11,10 @@ times, alternating the two ways `--repeats` times each:
   set, on one thread as notebook 05's workers train;
 - the judge (notebook 03's ConvNet at width 128) for `--epochs` epochs, on the machine's threads.
 
-    python bench/pooling.py                  # demo, 3 repeats; prints, writes
-    python bench/pooling.py --repeats 5 --steps 300
+    python bench/trials/pooling.py                  # demo, 3 repeats; prints, writes
+    python bench/trials/pooling.py --repeats 5 --steps 300
 
-Writes bench/results/pooling.csv (task, threads, pooling, min/median/max seconds, speed-up
+Writes bench/trials/results/pooling.csv (task, threads, pooling, min/median/max seconds, speed-up
 of the medians, the CPU).
 """
 

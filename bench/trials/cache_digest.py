@@ -6,9 +6,9 @@ cache, e.g. after a demo run) and (b) a paper-size array: PathMNIST's 89,996 tra
 at 28 px (and at 64 px), written as .npy to a temporary folder. Each figure is the best of
 three cold reads of the digest (the in-process memo cleared, the page cache warm).
 
-    python bench/cache_digest.py [--cache DIR]
+    python bench/trials/cache_digest.py [--cache DIR]
 
-Prints and writes bench/results/cache_digest.csv (what, files, MB, seconds, MB/s, machine).
+Prints and writes bench/trials/results/cache_digest.csv (what, files, MB, seconds, MB/s, machine).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ times the same trainings both ways, alternating, each `--repeats` times:
   ConvNet and ResNet-18;
 - the judge (notebook 03's ConvNet at width 128) for `--epochs` epochs on the train split.
 
-    python bench/input_layout.py                 # demo, 3 repeats; prints, writes
-    python bench/input_layout.py --repeats 5 --steps 300
+    python bench/trials/input_layout.py                 # demo, 3 repeats; prints, writes
+    python bench/trials/input_layout.py --repeats 5 --steps 300
 
-Writes bench/results/input_layout.csv (task, threads, layout, min/median/max seconds,
+Writes bench/trials/results/input_layout.csv (task, threads, layout, min/median/max seconds,
 speed-up of the medians, the CPU). The downstream models train on one thread, as notebook
 05's workers do; the judge on the machine's threads, as notebook 03 does.
 """

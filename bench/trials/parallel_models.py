@@ -7,10 +7,10 @@ another in this process with torch on every available CPU, then with
 `evaluation.train_together` (one worker process per CPU, one thread each: what notebooks 05
 and 06 do now). Each figure is the wall time of the whole batch, worker start-up included.
 
-    python bench/parallel_models.py                 # demo profile, 6 ConvNet runs
-    python bench/parallel_models.py --runs 4 --network resnet18
+    python bench/trials/parallel_models.py                 # demo profile, 6 ConvNet runs
+    python bench/trials/parallel_models.py --runs 4 --network resnet18
 
-Writes bench/results/parallel_models.csv (network, runs, steps, CPUs, seconds each way,
+Writes bench/trials/results/parallel_models.csv (network, runs, steps, CPUs, seconds each way,
 speed-up, machine).
 """
 
