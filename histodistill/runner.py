@@ -1,8 +1,9 @@
 """Run every numbered notebook in order with papermill (what ``./run_all.sh`` calls).
 
-    python -m histodistill.runner [--profile demo] [-p name value ...] [--only 01 ...]
+    python -m histodistill.runner --profile smoke --only 01 02 --run-name seed1 -p seed 1   # parameters
     python -m histodistill.runner --profile smoke --export DIR   # parameterised .ipynb, not run
     python -m histodistill.runner --run-name mine --compare-to demo   # then check against demo
+    python -m histodistill.runner --run-name mine --distill ~/patches  # own images to a shareable set
 
 Notebooks are the jupytext sources ``notebooks/NN_*.py``; each is converted to ``.ipynb``
 on the fly, given ``profile`` (and ``run_name``) plus every ``-p`` override that its
@@ -84,10 +85,11 @@ def injectable(value):
 
 
 def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | None = None,
-         folder: Path | None = None):
+         folder: Path | None = None, optional: frozenset = frozenset()):
     """(source, notebook, parameters) for each notebook to run; checks every override
-    is declared by at least one notebook, and fits the configuration field it sets
-    (`parameters.check`), so a typo or a wrong value fails before anything runs."""
+    (but those in `optional`) is declared by at least one notebook, and fits the
+    configuration field it sets (`parameters.check`), so a typo or a wrong value fails
+    before anything runs."""
     sources = notebook_sources(folder)
     if only:
         sources = [s for s in sources if any(s.name.startswith(o) for o in only)]
@@ -103,7 +105,7 @@ def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | 
         params = {k: injectable(v) for k, v in params.items() if k in declared}
         used.update(params)
         items.append((source, nb, params))
-    unused = sorted(set(overrides) - used)
+    unused = sorted(set(overrides) - used - optional)
     if unused:
         raise SystemExit(f"no notebook declares the parameter(s) {unused}; check the spelling")
     parameters.check(profile, overrides, codes)
@@ -245,14 +247,25 @@ def check_run_name(run_name: str) -> None:
                          f"and '-' (no '/', no '..'), e.g. --run-name mine")
 
 
+# Parameters that change how the work is spread over processes (GPUs), not what it computes:
+# a run that sets only these still writes the profile's own results.
+EXECUTION_PARAMETERS = frozenset({"processes"})
+
+# What ``--distill`` runs: the data, the generator, the pool, the selection and its audit.
+# Notebook 05's comparison and 06's ablations do not change the shareable set.
+DISTILL_NOTEBOOKS = ("01", "02", "03", "04", "07")
+SAMPLER_FROM_VAL = "sampler_from_val"  # notebook 03's parameter
+
+
 def check_destination(profile: str, run_name: str, named: bool, overrides: dict) -> None:
     """Refuse, before anything runs, to write over results that belong to another run: an
     unnamed run with ``-p`` overrides would write into the profile's own folders (for demo,
     the results committed in the repository), and a run named after another profile, or
     recorded with another one, would mix its tables with that profile's."""
-    if not named and overrides:
+    changes = sorted(set(overrides) - EXECUTION_PARAMETERS)
+    if not named and changes:
         committed = ", the results committed in the repository" if profile == "demo" else ""
-        raise SystemExit(f"-p {', '.join(sorted(overrides))} changes the {profile} profile, and an unnamed run writes "
+        raise SystemExit(f"-p {', '.join(changes)} changes the {profile} profile, and an unnamed run writes "
                          f"into figures/{profile}/ and paper_results/{profile}/{committed}; name this run "
                          f"(--run-name NAME) or pass --overwrite to replace them")
     if run_name in PROFILES and run_name != profile:
@@ -264,7 +277,25 @@ def check_destination(profile: str, run_name: str, named: bool, overrides: dict)
                          f"not {profile!r}; choose another --run-name (or --overwrite)")
 
 
-def main(argv: list[str] | None = None) -> None:
+def distill_overrides(data: str, overrides: dict) -> dict:
+    """The parameters ``--distill PATH`` sets, under any given with ``-p``: the images (a
+    class-folder root or a MedMNIST-layout ``.npz``) and the sampler chosen on val."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise SystemExit(f"--distill {data}: no such folder or file; give a folder with one sub-folder of images "
+                         f"per class, or an .npz in MedMNIST layout (docs/data.md)")
+    if path.is_file() and path.suffix != ".npz":
+        raise SystemExit(f"--distill {data}: a file, but not an .npz; give a folder with one sub-folder of "
+                         f"images per class, or an .npz in MedMNIST layout (docs/data.md)")
+    return {"data_source": "folder" if path.is_dir() else "npz", "data_path": str(path.resolve()),
+            SAMPLER_FROM_VAL: True, **overrides}
+
+
+def prepare(argv: list[str] | None = None):
+    """Parse a command line and check it as far as can be done without running anything:
+    the run name and where it writes, every ``-p`` against the notebooks and the
+    configurations they set, ``--compare-to`` and ``--distill``'s data. Returns (arguments,
+    run name, the notebooks with their parameters); refuses with SystemExit."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", choices=PROFILES)
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -277,10 +308,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="write into the run's folders even when they hold another run's results")
     parser.add_argument("--compare-to", metavar="NAME",
                         help="afterwards, compare the run's tables with paper_results/NAME/ (e.g. demo)")
+    parser.add_argument("--distill", metavar="PATH",
+                        help="your images (class folders or an .npz) to a shareable distilled set and its audit: "
+                             f"notebooks {', '.join(DISTILL_NOTEBOOKS)}, the sampler chosen on val; needs --run-name")
     args = parser.parse_args(argv)
 
     overrides = {name: parse_value(value) for name, value in args.parameter}
     named = args.run_name or overrides.pop("run_name", None)
+    if args.distill:
+        if not named:
+            raise SystemExit("--distill needs a run name for its outputs, e.g. --run-name mine (results go to "
+                             "paper_results/mine/, the shareable set to paper_results/mine/distilled/)")
+        overrides = distill_overrides(args.distill, overrides)
+        args.only = args.only or list(DISTILL_NOTEBOOKS)
     run_name = named or args.profile
     check_run_name(run_name)
     if not args.export and not args.overwrite:
@@ -294,7 +334,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--compare-to {args.compare_to} names this run itself, whose results the run "
                              f"overwrites; choose another --run-name")
         compare.run_folder(args.compare_to)
-    items = plan(args.profile, overrides, run_name, args.only, args.notebooks)
+    # --distill's own parameters may fall outside an --only that skips their notebooks.
+    optional = frozenset({"data_source", "data_path", SAMPLER_FROM_VAL}) if args.distill else frozenset()
+    items = plan(args.profile, overrides, run_name, args.only, args.notebooks, optional)
+    return args, run_name, items
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, run_name, items = prepare(argv)
     if args.export:
         for path in export(items, args.export):
             print(path)
@@ -302,7 +349,13 @@ def main(argv: list[str] | None = None) -> None:
     times = execute(items, paths.executed_notebooks_dir(run_name), run_name)
     write_times(times, args.profile, run_name)
     if args.compare_to:
+        from . import compare
+
         compare.compare_runs(run_name, args.compare_to)
+    if args.distill:
+        from . import summary
+
+        print("\n" + summary.shareable_set(run_name))
 
 
 if __name__ == "__main__":

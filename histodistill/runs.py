@@ -72,6 +72,17 @@ def upstream(run_name: str, profile: str, stage: str):
     return cls(**fields)
 
 
+def upstream_or_preset(run_name: str, profile: str, stage: str):
+    """The configuration `stage` ran with in this run or, when its notebook has not run in
+    this run (``./run_all.sh --distill`` skips notebook 05), the profile's preset: what that
+    notebook would have used, said in one line."""
+    data = _read(run_name)
+    if data is not None and data["profile"] == profile and stage not in data["stages"]:
+        print(f"run {run_name!r} has not run {NOTEBOOK_OF.get(stage, stage)}: {stage} takes the {profile} profile's preset")
+        return presets.stage_config(stage, profile)
+    return upstream(run_name, profile, stage)
+
+
 NOTEBOOK_OF = {
     "data": "01_data",
     "autoencoder": "02_latent_diffusion",

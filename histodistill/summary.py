@@ -254,6 +254,54 @@ def _audit(run_name: str) -> list[str]:
     return lines
 
 
+def shareable_set(run_name: str) -> str:
+    """Where a run's shareable set, its data card and its audit are, the verdict and what it
+    means, and what to try when it failed: what ``./run_all.sh --distill`` ends with."""
+    try:
+        card = _card(run_name)
+    except MissingOutput as missing:
+        return str(missing)
+    folder = _shown(_folder(run_name) / "distilled")
+    figures = _shown(paths.output_root() / "figures" / run_name)
+    side = "x".join(str(v) for v in card["image_size"]) if isinstance(card["image_size"], list) else card["image_size"]
+    lines = [f"The shareable set: {folder}/distilled.npz ({card['n_images']} images of "
+             f"{side} px, {len(card['counts_per_class'])} classes; MedMNIST layout), "
+             f"one image grid per class beside it.",
+             f"Its data card: {folder}/data_card.json (source, method, configuration, the audit).",
+             f"The audit: {_shown(_folder(run_name))}/privacy_audit.md, figures in {figures}/07_*.png."]
+    lines += _audit(run_name)
+    audit = card.get("audit")
+    if audit is None:
+        return "\n".join(lines)
+    if audit["verdict"] == "passed":
+        lines.append("The verdict passed means no calibrated test found the set closer to the generator's training "
+                     "images than real images no model saw are, at the power this set's size gives; it is evidence, "
+                     "not a differential-privacy guarantee (docs/privacy_audit.md).")
+        if not audit.get("controls_caught", True):
+            lines.append("But not every positive control was caught: the tests that missed theirs could not have "
+                         "seen a leak of that kind here, so their passes mean "
+                         "little; privacy_audit.md names them.")
+    else:
+        lines += ["The verdict FAILED means at least one calibrated test found the set closer to the training "
+                  "images than unseen real images are: do not share it as is. What to try, each a re-run that "
+                  "reuses every cached stage:",
+                  "  - for failed near-copy tests, the privacy filter, which drops the pool's near-copies before "
+                  "selecting: the same command with -p privacy_filter True (notebooks 04 and 07 re-run);",
+                  f"  - look at the closest pairs ({figures}/07_closest_pairs.png) and at the classes the verdict "
+                  "names, to see what the set copies;",
+                  "  - a generator that copies less (more training images, other settings of notebook 02), then "
+                  "audit again; docs/privacy_audit.md says what each test measures."]
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working folder when it lies inside it (as the README writes it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 SECTIONS = {
     1: (_splits, _classes),
     2: (_autoencoder, _training),

@@ -51,6 +51,7 @@ pool_per_class = None  # synthetic images per class
 sampling_steps = None  # DPM-Solver++ steps
 guidance_scale = None  # classifier-free guidance; 1.0 means none, higher is more class-typical
 solver = None  # "dpmsolver++" (deterministic ODE) or "sde-dpmsolver++" (fresh noise at every step)
+sampler_from_val = False  # True: the pool takes the solver and guidance scale the sweep below picks on real val
 guidance_interval = None  # (lo, hi): guide only the steps whose noise level sigma lies in (lo, hi]; None: every step
 sampling_batch_size = None  # latents denoised at once
 sampling_seed = None  # seed of the initial noise: same seed, same pool
@@ -96,7 +97,7 @@ sampling_cfg = presets.stage_config(
 clf_cfg = presets.from_parameters("classifier", profile, globals(), "clf_")  # every clf_<field> above
 sweep_cfg = presets.stage_config("guidance_sweep", profile, scales=sweep_scales, solvers=sweep_solvers,
                                 per_class=sweep_per_class, seed=sweep_seed)
-runs.record(run_name, profile, sampling=sampling_cfg, classifier=clf_cfg, guidance_sweep=sweep_cfg)
+runs.record(run_name, profile, classifier=clf_cfg, guidance_sweep=sweep_cfg)
 display(sampling_cfg, clf_cfg, sweep_cfg)
 
 # %% [markdown]
@@ -118,7 +119,8 @@ print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(cl
 # never test: class consistency (the judge's verdict), Fréchet distance to val next to
 # what real train scores, precision/recall, texture. The rule: among the settings whose
 # class consistency reaches the judge's own val accuracy, the one closest to val in
-# Fréchet distance (else the most class-consistent). The profile's preset cites this curve.
+# Fréchet distance (else the most class-consistent). The profile's preset cites this curve;
+# with `sampler_from_val = True` (what `./run_all.sh --distill` sets) the pool takes the pick.
 
 # %%
 real = guidance.judge_features(classifier, bundle)  # the judge's view of real train and val, used below too
@@ -129,6 +131,9 @@ plots.save_table(sweep.set_index(["solver", "guidance_scale"]), "guidance_sweep"
 display(sweep.round(3))
 fig = figures.guidance_sweep(sweep, chosen)
 plots.save(fig, "03_guidance_sweep", run_name)
+if sampler_from_val:
+    sampling_cfg = guidance.follow(chosen, sampling_cfg)
+runs.record(run_name, profile, sampling=sampling_cfg)  # what notebooks 04-07 read as this run's pool
 print(guidance.verdict(chosen, sampling_cfg))
 
 # %% [markdown]

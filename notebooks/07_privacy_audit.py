@@ -17,7 +17,7 @@
 #
 # - **Does:** audits the distilled set, the pool, DM's set and the generator for leaks, with controls.
 # - **Reads:** notebook 01's data (train, val), 02's generator, 03's pool, 04's selection and `distilled/`,
-#   05's recipe and Distribution Matching set.
+#   05's recipe and Distribution Matching set (the profile's, when 05 has not run).
 # - **Writes:** `paper_results/<run>/privacy_audit.csv/.md`, `privacy_audit_by_class.csv`, the `audit` section of
 #   `distilled/data_card.json`; `figures/<run>/07_copy_ratios.png`, `07_distances.png`, `07_attacks.png`,
 #   `07_closest_pairs.png`.
@@ -81,8 +81,8 @@ from histodistill.privacy import audit, controls, figures, report
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 up = runs.load(run_name, profile)
-down_cfg = runs.upstream(run_name, profile, "downstream")  # notebook 05's recipe: the audit's classifiers
-dm_cfg = runs.upstream(run_name, profile, "dm")
+down_cfg = runs.upstream_or_preset(run_name, profile, "downstream")  # notebook 05's recipe: the audit's classifiers
+dm_cfg = runs.upstream_or_preset(run_name, profile, "dm")
 privacy_cfg = presets.stage_config(
     "privacy",
     profile,

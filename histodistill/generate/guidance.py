@@ -19,6 +19,8 @@ distance to real val; when none reaches it, the most class-consistent one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -122,11 +124,17 @@ def choose(sweep_table: pd.DataFrame) -> tuple[str, float]:
     return str(row["solver"]), float(row["guidance_scale"])
 
 
+def follow(chosen: tuple[str, float], sampling: SamplingConfig) -> SamplingConfig:
+    """`sampling` with the solver and guidance scale the rule picked on val."""
+    solver, scale = chosen
+    return dataclasses.replace(sampling, solver=solver, guidance_scale=scale)
+
+
 def verdict(chosen: tuple[str, float], sampling: SamplingConfig) -> str:
     """One line: does the pool's sampler follow the rule, and if not, what to set."""
     solver, scale = chosen
     if (solver, scale) == (sampling.solver, sampling.guidance_scale):
         return f"the pool's sampler ({solver}, guidance {scale:g}) is the one the rule picks on val"
     return (f"note: the rule picks {solver} at guidance {scale:g} on val here; this pool uses {sampling.solver} at "
-            f"{sampling.guidance_scale:g} (the profile's preset or your parameters). Set solver={solver!r}, "
-            f"guidance_scale={scale:g} to follow the rule.")
+            f"{sampling.guidance_scale:g} (the profile's preset or your parameters). Set sampler_from_val=True "
+            f"(or solver={solver!r}, guidance_scale={scale:g}) to follow the rule.")
