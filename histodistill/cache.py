@@ -17,6 +17,12 @@ discarded, with a line naming the file, and rebuilt. An interrupted build leaves
 ``.tmp-*`` folder behind, removed by the next run of that stage. A stage that trains for
 long keeps its checkpoints in a ``.work-<key>`` folder (`work_dir`) instead, which an
 interruption does not remove: the next run with the same key resumes from it.
+
+Two processes that need the same missing result (two runs started together on one cache)
+do not build it twice: the builder holds a lock file per key (``.locks/<stage>-<key>``,
+`filelock`), and the other says what it waits for, waits, and then reads the finished
+result. Lock files stay (empty): removing one could let a third process lock a new file
+while the second still waits on the old one.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from filelock import FileLock, Timeout
+
 from . import paths
 
 MARKER = "COMPLETE.json"
 DISK_FULL_BYTES = 1 << 20  # a write error with less free space than this is a full disk
 CONFIG_FILE = "config.json"
 KEY_CHARS = 16  # folder names use the key's first 16 hex digits
+LOCKS = ".locks"  # the builders' lock files, one per stage and key
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -147,6 +156,26 @@ def cached(
     key = stage_key(stage, cfg, inputs, version)
     stage_dir = (cache_root or paths.cache_dir()) / stage
     final = stage_dir / key[:KEY_CHARS]
+    if problem(final, key) is None:
+        log(f"[{stage}] cached result {final}")
+        return Artifact(stage, key, final)
+    locks = stage_dir.parent / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(locks / f"{stage}-{key[:KEY_CHARS]}")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"[{stage}] another process is building this result ({final}); waiting for it to finish")
+        lock.acquire()
+    try:
+        return _build_locked(stage, cfg, build, inputs, version, key, stage_dir, final, log)
+    finally:
+        lock.release()
+
+
+def _build_locked(stage: str, cfg: Any, build: Callable[[Path], None], inputs: dict[str, str], version: int,
+                  key: str, stage_dir: Path, final: Path, log: Callable[[str], None]) -> Artifact:
+    """`cached`'s build, under the key's lock: the result may have been finished meanwhile."""
     reason = problem(final, key)
     if reason is None:
         log(f"[{stage}] cached result {final}")
@@ -172,13 +201,7 @@ def cached(
         }
         write_json_atomic(tmp / CONFIG_FILE, record)
         write_json_atomic(tmp / MARKER, {"key": key, "files": _manifest(tmp, fsync=True)})
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process finished the same stage first: keep its result.
-            if not is_complete(final, key):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.rename(tmp, final)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if err.errno == errno.ENOSPC or shutil.disk_usage(stage_dir).free < DISK_FULL_BYTES:

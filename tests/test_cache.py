@@ -143,3 +143,47 @@ def test_a_full_disk_is_named_and_nothing_is_kept(tmp_path):
     with pytest.raises(cache.CacheError, match=r"\[stage\] the disk holding .* is full .*HISTODISTILL_CACHE"):
         cache.cached("stage", {"a": 1}, fills_the_disk, cache_root=tmp_path)
     assert list((tmp_path / "stage").iterdir()) == []
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from histodistill import cache
+
+root, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+def build(folder):
+    with open(log, "a") as fh:
+        fh.write("built\\n")
+    (folder / "started").write_text(str(time.time()))
+    time.sleep(3)  # long enough for the second process to arrive while this one builds
+    (folder / "result.txt").write_text("done")
+
+artifact = cache.cached("race", {"x": 1}, build, cache_root=root)
+print("FOLDER", artifact.path, (artifact.path / "result.txt").read_text())
+"""
+
+
+def test_two_processes_on_one_key_build_it_once_and_the_second_says_it_waits(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    log = tmp_path / "builds.log"
+    cmd = [sys.executable, str(script), str(tmp_path / "cache"), str(log)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not log.exists():  # the first holds the lock and builds
+        assert time.time() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    assert log.read_text() == "built\n"  # one build, not two
+    folders = [next(l for l in out.splitlines() if l.startswith("FOLDER")) for out, _ in outs]
+    assert folders[0] == folders[1] and folders[0].endswith("done")
+    assert "another process is building this result" in outs[1][0] and "waiting" in outs[1][0]
+    assert "[race] cached result" in outs[1][0]
+    assert "another process" not in outs[0][0]

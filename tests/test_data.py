@@ -365,3 +365,95 @@ def test_changed_source_file_invalidates_the_cache(tmp_path):
     second = prepare(source="npz", path=str(path))
     assert first.artifact.key != second.artifact.key
     assert row_keys(first.splits["train"].images) != row_keys(second.splits["train"].images)
+
+
+# --- images as microscopes and other tools write them ----------------------------------------
+
+
+def write_deep_folder(root, suffix, high, per_class=6, low=0):
+    """Class folders of 16-bit grayscale images (Pillow mode I;16) whose values span low..high,
+    e.g. a 12-bit sensor's 0..4095 stored in 16 bits."""
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(("nuclei", "stroma")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            values = rng.integers(low, high + 1, (30, 34)).astype(np.uint16)
+            values[0, 0], values[-1, -1] = low, high  # the whole span in every image
+            Image.fromarray(values).save(root / name / f"img{i}{suffix}")
+    with Image.open(next((root / "nuclei").iterdir())) as img:
+        assert img.mode.startswith("I;16"), img.mode  # a real 16-bit file
+
+
+@pytest.mark.parametrize("suffix,high", [(".png", 65535), (".png", 4095), (".tif", 65535), (".tif", 4095)])
+def test_16_bit_images_are_scaled_to_8_bits_by_their_range_and_say_so(tmp_path, capsys, suffix, high):
+    write_deep_folder(tmp_path / "deep", suffix, high)
+    raw = sources.read_folder(tmp_path / "deep", 28)
+    images = raw.splits["train"][0]
+    assert images.dtype == np.uint8 and images.shape == (12, 28, 28, 3)
+    # Converted as 8-bit RGB they saturated (every value above 255 became 255): now the span
+    # fills 0..255, and a uniform draw keeps its mean near the middle.
+    assert images.min() == 0 and images.max() == 255 and 100 < images.mean() < 155
+    out = capsys.readouterr().out
+    assert "12 of 12 images have more than 8 bits" in out and f"span 0..{high}" in out
+
+
+def test_8_bit_images_are_read_as_they_are(tmp_path, capsys):
+    write_class_folders(tmp_path / "plain", sizes=((28, 28),))
+    raw = sources.read_folder(tmp_path / "plain", 28)
+    with Image.open(tmp_path / "plain" / "normal" / "img3.png") as img:
+        assert np.array_equal(raw.splits["train"][0][3], np.asarray(img.convert("RGB")))
+    assert "more than 8 bits" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("values,hint,not_hint", [
+    (lambda rng: rng.uniform(0, 255, (20, 28, 28, 3)).astype(np.float32), "x.round().astype(np.uint8)", "x * 255"),
+    (lambda rng: rng.uniform(0, 1, (20, 28, 28, 3)).astype(np.float32), "(x * 255).round()", None),
+    (lambda rng: rng.integers(0, 4096, (20, 28, 28, 3)).astype(np.uint16), "(x - 0) / (4095 - 0) * 255", "x * 255"),
+])
+def test_a_float_or_16_bit_npz_gets_the_hint_its_values_need(tmp_path, values, hint, not_hint):
+    path = tmp_path / "mine.npz"
+    np.savez(path, train_images=values(np.random.default_rng(0)), train_labels=np.arange(20) % 2)
+    with pytest.raises(DataError, match="not uint8") as refused:
+        sources.read_npz(path)
+    assert "their values span" in str(refused.value) and hint in str(refused.value)
+    if not_hint:
+        assert not_hint not in str(refused.value)
+
+
+def test_a_folder_given_as_npz_and_a_file_given_as_folder_are_named(tmp_path):
+    write_class_folders(tmp_path / "slides")
+    with pytest.raises(DataError, match=r"is a folder, not an \.npz.*data_source folder"):
+        prepare(source="npz", path=str(tmp_path / "slides"))
+    np.savez(tmp_path / "mine.npz", train_images=make_images(20), train_labels=balanced_labels(20, 2))
+    with pytest.raises(DataError, match=r"is a file, not a folder.*data_source npz"):
+        prepare(source="folder", path=str(tmp_path / "mine.npz"))
+
+
+def test_cmyk_jpegs_are_read_as_rgb(tmp_path):
+    rng = np.random.default_rng(2)
+    for name in ("normal", "tumour"):
+        (tmp_path / "cmyk" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (30, 30, 4), dtype=np.uint8), mode="CMYK").save(
+                tmp_path / "cmyk" / name / f"img{i}.jpg")
+    images = sources.read_folder(tmp_path / "cmyk", 28).splits["train"][0]
+    assert images.dtype == np.uint8 and images.shape == (12, 28, 28, 3) and images.std() > 0
+
+
+def test_channel_first_npz_and_string_labels_are_refused_with_the_fix(tmp_path):
+    path = tmp_path / "mine.npz"
+    np.savez(path, train_images=make_images(20).transpose(0, 3, 1, 2), train_labels=balanced_labels(20, 2))
+    with pytest.raises(DataError, match=r"\(20, 3, 28, 28\).*channel-first.*transpose\(0, 2, 3, 1\)"):
+        sources.read_npz(path)
+    np.savez(path, train_images=make_images(20), train_labels=np.array(["normal", "tumour"] * 10))
+    with pytest.raises(DataError, match=r"labels must be integers.*np\.unique\(labels, return_inverse=True\)"):
+        sources.read_npz(path)
+
+
+def test_a_symlink_loop_inside_a_class_folder_is_not_followed(tmp_path):
+    root = tmp_path / "slides"
+    write_class_folders(root)
+    (root / "normal" / "again").symlink_to(root / "normal")  # a folder that contains itself
+    (root / "tumour" / "self.png").symlink_to(root / "tumour" / "self.png")  # a link to itself
+    bundle = prepare(source="folder", path=str(root), val_fraction=0.25, test_fraction=0.25)
+    assert sum(len(p) for p in bundle.splits.values()) == 16

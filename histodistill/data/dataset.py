@@ -31,19 +31,13 @@ from ..config import DataConfig
 from ..presets import stage_config
 from ..progress import tqdm
 from . import rehearsal
-from .sources import (
-    BUNDLED_FILE,
-    SPLITS,
-    DataError,
-    pathmnist_file_info,
-    pathmnist_stored_size,
-    read_npz,
-    read_source,
-    square_resize,
-)
+from .checks import SPLITS, DataError
+from .own_data import existing, read_npz, square_resize
+from .sources import BUNDLED_FILE, pathmnist_file_info, pathmnist_stored_size, read_source
 
 STAGE = "data"
 STAGE_VERSION = 1  # bump when the files this stage writes change meaning
+FOLDER_READER = 2  # bump when `read_folder` turns the same files into other pixels (a folder's key only)
 
 
 @dataclass
@@ -93,19 +87,15 @@ def source_identity(cfg: DataConfig, cache_root: Path | None = None) -> str:
     if cfg.source == "rehearsal":  # made from the bundled file by versioned code: no need to hash 250 MB
         return (f"rehearsal:v{rehearsal.VERSION}:{cache.digest(rehearsal.PATHMNIST_SPLITS)}:sha256:"
                 + cache.file_digest(BUNDLED_FILE, cache_root))
-    path = Path(cfg.path).expanduser()
+    path = existing(cfg.path, cfg.source)
     if cfg.source == "npz":
-        if not path.is_file():
-            raise DataError(f"data file {path} does not exist")
         return "sha256:" + cache.file_digest(path, cache_root)
-    if not path.is_dir():
-        raise DataError(f"data folder {path} does not exist")
     listing = [
         (f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
         for f in sorted(path.rglob("*"))
         if f.is_file()
     ]
-    return "listing:" + cache.digest(listing)
+    return f"listing:reader{FOLDER_READER}:" + cache.digest(listing)
 
 
 def _build(cfg: DataConfig, folder: Path, cache_root: Path | None = None) -> None:
