@@ -7,7 +7,7 @@ cache, as they do when run by hand; run the demo first (`./run_all.sh`) so that 
 train them here. Run alone: two heavy jobs on 2 cores slow each other down several times.
 
     python bench/time_benchmarks.py                      # every benchmark below
-    python bench/time_benchmarks.py --only ldm_speed stacking_ceiling
+    python bench/time_benchmarks.py --only ldm_speed selection_scale
 
 Prints and writes bench/results/bench_runtimes.csv (benchmark, command, seconds, exit code, CPU).
 A benchmark left out with --only keeps its earlier row.
@@ -41,8 +41,6 @@ COMMANDS = {
     "selection_scale": ["selection_scale.py"],
     "near_copy_calibration": ["near_copy_calibration.py"],
     "sampler_trials": ["sampler_trials.py", "--scales", "3"],
-    "multiseed_speed": ["multiseed_speed.py", "--steps", "150"],
-    "stacking_ceiling": ["stacking_ceiling.py"],
 }
 
 

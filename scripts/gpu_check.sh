@@ -7,12 +7,9 @@
 #      profile timed on this GPU (a downstream step at full width among them), its peak GPU
 #      memory, and the paper profile's predicted hours;
 #   3. with two or more GPUs, paper-size U-ViT training on 1 and on 2 data-parallel processes
-#      launched with HF accelerate (bench/ddp_speed.py), the pipeline's own trainer;
-#   4. a row's 5 demo runs trained together against one by one (bench/multiseed_speed.py),
-#      and the most any stacking could gain per pass (bench/stacking_ceiling.py).
+#      launched with HF accelerate (bench/ddp_speed.py), the pipeline's own trainer.
 # Figures go to bench/results/ (ldm_speed-paper-cuda.csv, paper_time_model-cuda.csv,
-# ddp_speed-paper-cuda-*.csv, multiseed_speed-cuda.csv, stacking_ceiling-cuda.csv,
-# gpu_check.txt); commit them with the name of the GPU they came from.
+# ddp_speed-paper-cuda-*.csv, gpu_check.txt); commit them with the name of the GPU they came from.
 #
 #   ./scripts/gpu_check.sh
 set -euo pipefail
@@ -40,8 +37,5 @@ EOF
     else
         echo "one GPU: no multi-GPU launch to check"
     fi
-    echo "## a row's runs trained together (demo networks)"
-    python bench/multiseed_speed.py --device cuda --steps 150
-    python bench/stacking_ceiling.py --device cuda
 } 2>&1 | tee "$log"
 echo "written to $log"

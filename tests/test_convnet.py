@@ -198,17 +198,6 @@ def test_halving_pool_equals_avg_pool2d(shape):
     assert torch.autograd.gradcheck(convnet.HalvingPool(), (x,))
 
 
-def test_halving_pool_under_vmap():
-    """Several runs train under `vmap` (training.train_runs): per-run values and gradients
-    match avg_pool2d's."""
-    from torch.func import grad, vmap
-
-    x = torch.randn(3, 2, 4, 7, 7, generator=torch.Generator().manual_seed(1))
-    ours = vmap(grad(lambda v: convnet.HalvingPool()(v).pow(2).sum()))(x)
-    reference = vmap(grad(lambda v: torch.nn.functional.avg_pool2d(v, 2, 2).pow(2).sum()))(x)
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
-
-
 def test_model_carries_train_statistics(trained):
     model, _, (xtr, _, xval, _), _ = trained
     mean, std = convnet.channel_stats(xtr)

@@ -95,43 +95,6 @@ def test_train_and_val_must_share_a_resolution():
         training.train_on_set(small.astype(np.float32), labels, small, labels, 2, TrainRecipe(steps=1))
 
 
-# ResNet-18 checks 3 steps (the uneven last batch included): on one thread, with contiguous
-# inputs, its batched and single convolutions sum in different orders, and from the 5th step on
-# random images the training magnifies that to 1e-4 (measured: 1e-7 at 3 steps, 1e-4 at 5).
-@pytest.mark.parametrize("network,contrastive,steps", [("convnet", "supcon", 6), ("convnet", "supcon_1view", 6),
-                                                       ("resnet18", "none", 3)])
-def test_runs_trained_together_equal_runs_trained_one_by_one(network, contrastive, steps):
-    # Three runs on three different sets (each with its own normalisation), a few steps
-    # with DSA and an uneven last batch: the batched weights and histories are the
-    # one-by-one ones up to float summation order. (On random images. On the striped
-    # two-tone images, whose per-step gradients agree as closely (1e-6 relative), some
-    # runs drift apart by up to 4e-4 within three steps at the full learning rate: the
-    # training there magnifies float-order noise faster; which part does is not pinned down.)
-    sets = [(make_images(18, seed=seed), balanced_labels(18, 3)) for seed in (1, 2, 3)]
-    val = (make_images(12, seed=9), balanced_labels(12, 3))
-    recipe = TrainRecipe(network=network, width_scale=0.125, steps=steps, batch_size=8, eval_every=1,
-                         contrastive=contrastive)
-    together = training.train_runs(sets, *val, 3, recipe, seeds=[0, 1, 2], progress=False)
-    for seed, (images, labels), (model, history) in zip([0, 1, 2], sets, together):
-        alone, alone_history = training.train_on_set(images, labels, *val, 3,
-                                                       dataclasses.replace(recipe, seed=seed), progress=False)
-        for name, value in alone.state_dict().items():
-            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=1e-5, msg=name)
-        np.testing.assert_allclose(history.to_numpy(float), alone_history.to_numpy(float), rtol=1e-4, atol=1e-5)
-    # The runs really differ from one another (own initialisation, data and batches).
-    first, second = together[0][0].state_dict(), together[1][0].state_dict()
-    assert any(not torch.allclose(first[k], second[k]) for k in first)
-
-
-def test_runs_trained_together_need_one_set_per_seed_of_one_shape():
-    a, b = two_tone(4, 0), two_tone(5, 1)
-    recipe = TrainRecipe(width_scale=0.125, steps=1)
-    with pytest.raises(ValueError, match="one shape"):
-        training.train_runs([a, b], *a, 2, recipe, seeds=[0, 1], progress=False)
-    with pytest.raises(ValueError, match="one training set per seed"):
-        training.train_runs([a], *a, 2, recipe, seeds=[0, 1], progress=False)
-
-
 def test_reference_supcon_starts_from_the_cross_entropy_runs_network():
     # The projection head is drawn after the network, so run i of the contrastive row starts
     # from the same network weights as run i of the cross-entropy row (paired comparisons).

@@ -79,8 +79,6 @@ class _HalvingMean(torch.autograd.Function):
     slower on 7 px ones; bench/trials/pooling.py); the values agree with `avg_pool2d` up to float
     rounding and the gradients exactly (tests/test_convnet.py)."""
 
-    generate_vmap_rule = True  # the runs of a row train under `vmap` (training.train_runs)
-
     @staticmethod
     def forward(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] // 2, x.shape[-1] // 2

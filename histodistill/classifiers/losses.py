@@ -128,7 +128,7 @@ def combined_loss(
 
     kind: "none" (cross-entropy only), "supcon" or "supcon_1view" (`supcon_loss` on
     `features`: for "supcon" the projected embeddings of both views, labels repeated, which
-    the caller prepares, see `training.train_runs`; for "supcon_1view" the network's
+    the caller prepares, see `training.train`; for "supcon_1view" the network's
     features of the one view) or "push_pull" (`semi_push_pull_loss` on `logits`). The
     released code added its push-pull term with weight 1; 0.1 is this project's default."""
     if kind not in KINDS:

@@ -4,23 +4,22 @@ notebook 07, and judges each once on test.
 
     >>> model, history = training.train_judge(train_x, train_y, val_x, val_y, 9, ClassifierConfig())
     >>> model, history = training.train_on_set(train_x, train_y, val_x, val_y, 9, cfg)
-    >>> results = training.train_runs(sets, val_x, val_y, 9, cfg, seeds=[0, 1, 2, 3, 4])
     >>> training.evaluate_on_test(model, test_x, test_y)   # touch test once, at the very end
 
 What the loop does is a `Loop`: the network, the step budget, SGD (momentum, weight decay)
 and its learning-rate schedule, a weight EMA or none, the augmentation, the loss, how often
 val is evaluated, what selects the kept evaluation and the history's columns. Two recipes map
 onto it. `DownstreamConfig` (`downstream_loop`) is the paper's downstream training (its
-step 7, classifiers on the distilled set): a linear warm-up then cosine decay, an exponential moving average of the
-weights, differentiable Siamese augmentation (one family per batch), and cross-entropy
-optionally plus a contrastive term: the reference SupCon ("supcon": two independently
-augmented views of each batch, cross-entropy on the first, SupCon on both views' embeddings
-through a projection head that is dropped after training; Khosla et al. 2020), SupCon on one
-view's features ("supcon_1view", this project's former form), or the released code's
-semi-push-pull on class scores; val every `eval_every` steps, the best val AUC kept.
-`ClassifierConfig` (`judge_loop`) is the judge's: a ConvNet of the configured width and depth,
-whole epochs, cosine decay from the first step, no EMA, a random flip or turn per image,
-cross-entropy, val after every epoch, the best val accuracy kept. Unlike the released code:
+step 7, classifiers on the distilled set): a linear warm-up then cosine decay, an exponential
+moving average of the weights, differentiable Siamese augmentation (one family per batch), and
+cross-entropy optionally plus a contrastive term: the reference SupCon ("supcon": two
+independently augmented views of each batch, cross-entropy on the first, SupCon on both views'
+embeddings through a projection head that is dropped after training; Khosla et al. 2020),
+SupCon on one view's features ("supcon_1view"), or the released code's semi-push-pull on class
+scores; val every `eval_every` steps, the best val AUC kept. `ClassifierConfig` (`judge_loop`)
+is the judge's: a ConvNet of the configured width and depth, whole epochs, cosine decay from
+the first step, no EMA, a random flip or turn per image, cross-entropy, val after every epoch,
+the best val accuracy kept. Unlike the released code:
 
 - train, val and test images get the same normalisation (the train set's channel
   statistics, stored in the model) and must share one resolution;
@@ -28,17 +27,8 @@ cross-entropy, val after every epoch, the best val accuracy kept. Unlike the rel
 - the evaluation kept is the one that scores best on **val**; test is not looked at;
 - the downstream budget is a number of steps, the same for every training set (`DownstreamConfig.steps`).
 
-**Several runs train as one.** A table row is trained once per seed on sets of equal size
-(the same set, or one random subset per run). On a few CPU cores a small run spends most of
-its time in per-step overhead, so `train_runs` stacks the runs' weights
-(`torch.func.stack_module_state`) and serves every run with one `vmap`-ed forward pass. Each
-run keeps its own initialisation, batch order, augmentation draws, normalisation, EMA and
-best val evaluation, as if trained alone: SGD (momentum, weight decay) and the EMA act element
-by element, and the loss is the sum of the runs' losses, so each run's gradient is its own.
-The batched convolution sums in another order than a single one, so weights agree to float
-precision after a few steps (tested) and drift apart over a long run as they would on
-another CPU. `train_on_set` and `train_judge` are `train_runs` with one run, which needs no
-`vmap`: a seeded run repeats bit for bit on the CPU.
+A seeded run repeats bit for bit on one CPU. A table's many models train side by side in
+worker processes (`evaluate.evaluation.train_together`), one model per process.
 """
 
 from __future__ import annotations
@@ -53,11 +43,10 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers.training_utils import EMAModel
-from torch.func import functional_call, stack_module_state, vmap
-from ..progress import tqdm
 
-from . import convnet, metrics
 from ..config import ClassifierConfig, DownstreamConfig
+from ..progress import tqdm
+from . import convnet, metrics
 from .augmentation import DSA, random_dihedral
 from .losses import ProjectionHead, combined_loss
 from .networks import build_network
@@ -96,9 +85,15 @@ class Loop:
             raise ValueError(f"unknown schedule {self.schedule!r}, augmentation {self.augment!r} or "
                              f"selection {self.select_by!r}")
 
+    def rate(self, step: int) -> float:
+        """The learning rate of step `step` (from 0)."""
+        if self.schedule == "warmup_cosine":
+            return learning_rate(step, self.steps, self.lr, self.warmup_fraction)
+        return cosine_rate(step, self.steps, self.lr)
+
 
 def downstream_loop(recipe: DownstreamConfig) -> Loop:
-    """The loop of a downstream recipe (its seed aside, which `train_runs` takes per run)."""
+    """The loop of a downstream recipe (its seed aside, which `train` takes)."""
     return Loop(partial(build_network, recipe.network, width_scale=recipe.width_scale), f"train {recipe.network}",
                 recipe.steps, recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay,
                 schedule="warmup_cosine", warmup_fraction=recipe.warmup_fraction, ema_decay=recipe.ema_decay,
@@ -149,9 +144,8 @@ def train_judge(
     weights of its best-val epoch (eval mode; ties keep the earlier epoch) and one history row
     per epoch: epoch, train_loss and train_acc (over that epoch's augmented batches), val_acc,
     and lr (of the epoch's last step)."""
-    loop = judge_loop(cfg, len(train_labels))
-    return train_runs([(train_images, train_labels)], val_images, val_labels, n_classes, loop, [cfg.seed],
-                      progress, device)[0]
+    return train(train_images, train_labels, val_images, val_labels, n_classes,
+                 judge_loop(cfg, len(train_labels)), cfg.seed, progress, device)
 
 
 def train_on_set(
@@ -168,27 +162,21 @@ def train_on_set(
     returns the EMA model of the best val evaluation (eval mode) and one history row per
     evaluation (step, epoch, training loss since the last evaluation, val acc/auc/macro F1,
     lr)."""
-    return train_runs([(train_images, train_labels)], val_images, val_labels, n_classes, recipe,
-                      [recipe.seed], progress, device)[0]
+    return train(train_images, train_labels, val_images, val_labels, n_classes, downstream_loop(recipe),
+                 recipe.seed, progress, device)
 
 
-def _check_sets(train_sets, val_images: np.ndarray, val_labels: np.ndarray, n_classes: int,
-                seeds: list[int]) -> None:
-    if not train_sets or len(train_sets) != len(seeds):
-        raise ValueError(f"need one training set per seed, not {len(train_sets)} sets for {len(seeds)} seeds")
-    named = [(f"train set {i}", *s) for i, s in enumerate(train_sets)] + [("val", val_images, val_labels)]
-    for name, images, labels in named:
+def _check_sets(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
+                val_labels: np.ndarray, n_classes: int) -> None:
+    for name, images, labels in (("train", train_images, train_labels), ("val", val_images, val_labels)):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2]:
             raise ValueError(f"{name} images must be uint8 (N, S, S, C), not {images.dtype} {images.shape}")
         if len(images) == 0 or len(images) != len(labels):
             raise ValueError(f"{name} needs images, one label each ({len(images)} vs {len(labels)})")
         if np.min(labels) < 0 or np.max(labels) >= n_classes:
             raise ValueError(f"{name} labels must lie in 0..{n_classes - 1}")
-    shapes = {s[0].shape for s in train_sets}
-    if len(shapes) != 1:
-        raise ValueError(f"the runs trained together need training sets of one shape, not {sorted(shapes)}")
-    if train_sets[0][0].shape[1:] != val_images.shape[1:]:
-        raise ValueError(f"train and val images differ in shape: {train_sets[0][0].shape[1:]} vs "
+    if train_images.shape[1:] != val_images.shape[1:]:
+        raise ValueError(f"train and val images differ in shape: {train_images.shape[1:]} vs "
                          f"{val_images.shape[1:]}; resize them to one resolution")
 
 
@@ -201,155 +189,98 @@ def _augmenter(kind: str | None) -> Callable[[torch.Tensor, torch.Generator], to
     return lambda x, generator: x
 
 
-def train_runs(
-    train_sets: list[tuple[np.ndarray, np.ndarray]],
+def train(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
     val_images: np.ndarray,
     val_labels: np.ndarray,
     n_classes: int,
-    recipe: DownstreamConfig | Loop,
-    seeds: list[int],
+    loop: Loop,
+    seed: int,
     progress: bool = True,
     device: str | torch.device | None = None,
-) -> list[tuple[torch.nn.Module, pd.DataFrame]]:
-    """Train the recipe's network once per seed, run i on `train_sets[i]` (uint8 images,
-    labels; all of one shape) at seed `seeds[i]`; returns, per run, the model of its best val
-    evaluation (eval mode; the EMA weights where the recipe keeps an EMA) and its history (the
-    recipe's columns; a downstream recipe's: step, epoch, loss, val acc/auc/macro F1, lr)."""
-    loop = recipe if isinstance(recipe, Loop) else downstream_loop(recipe)
-    _check_sets(train_sets, val_images, val_labels, n_classes, seeds)
+) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """Train `loop`'s network on uint8 images at `seed`; returns the model of its best val
+    evaluation (eval mode; the EMA weights where the loop keeps an EMA; ties keep the earlier
+    evaluation) and one history row per evaluation (the loop's columns)."""
+    _check_sets(train_images, train_labels, val_images, val_labels, n_classes)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    image_size, channels = train_sets[0][0].shape[1], train_sets[0][0].shape[3]
     two_views = loop.contrastive == "supcon"  # the reference SupCon: two views and a projection head
-    models, heads, inputs, targets = [], [], [], []
-    for seed, (images, labels) in zip(seeds, train_sets):
-        with torch.random.fork_rng(devices=[]):  # seed the initialisation, leave the global RNG be
-            torch.manual_seed(seed)
-            model = loop.build(n_classes=n_classes, image_size=image_size, in_channels=channels)
-            if two_views:  # drawn after the network, whose initialisation stays the CE run's
-                heads.append(ProjectionHead(model.feature_dim).to(device))
-        mean, std = convnet.channel_stats(images)  # one normalisation for the run's train, val and test
-        model.mean.copy_(torch.from_numpy(mean))
-        model.std.copy_(torch.from_numpy(std))
-        models.append(model.to(device))
-        # The images stay uint8 until their batch is drawn: a float copy of a full train split
-        # would not fit (the values are the same either way, the ops being element-wise).
-        inputs.append((torch.from_numpy(np.ascontiguousarray(images)), mean, std))
-        targets.append(torch.as_tensor(np.asarray(labels), dtype=torch.long))
-    params, buffers = stack_module_state(models)
-    names = list(params)
-    skeleton = copy.deepcopy(models[0]).to("meta")
-
-    def forward(p, b, x):
-        return functional_call(skeleton, (p, b), (x,), {"with_features": True})
-
-    def single_forward(p, b, x):
-        # One run needs no vmap (and group norm under vmap fails on a run dimension of 1).
-        logits, features = forward({k: v[0] for k, v in p.items()}, {k: v[0] for k, v in b.items()}, x[0])
-        return logits[None], features[None]
-
-    batched_forward = vmap(forward) if len(seeds) > 1 else single_forward
-    trained = [params[n] for n in names]
-    if two_views:
-        head_params, _ = stack_module_state(heads)
-        head_skeleton = copy.deepcopy(heads[0]).to("meta")
-
-        def project(hp, features):
-            return functional_call(head_skeleton, hp, (features,))
-
-        batched_project = (vmap(project) if len(seeds) > 1
-                           else lambda hp, f: project({k: v[0] for k, v in hp.items()}, f[0])[None])
-        trained += list(head_params.values())
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation, leave the global RNG be
+        torch.manual_seed(seed)
+        model = loop.build(n_classes=n_classes, image_size=train_images.shape[1], in_channels=train_images.shape[3])
+        # Drawn after the network, whose initialisation stays the cross-entropy run's.
+        head = ProjectionHead(model.feature_dim) if two_views else None
+    mean, std = convnet.channel_stats(train_images)  # one normalisation for train, val and test
+    model.mean.copy_(torch.from_numpy(mean))
+    model.std.copy_(torch.from_numpy(std))
+    model.to(device)
+    trained = list(model.parameters()) + (list(head.to(device).parameters()) if head is not None else [])
+    # The images stay uint8 until their batch is drawn: a float copy of a full train split
+    # would not fit (the values are the same either way, the ops being element-wise).
+    images = torch.from_numpy(np.ascontiguousarray(train_images))
+    labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     # diffusers' EMA (as for the denoiser): its decay warms up as min(decay, (1+t)/(10+t)),
     # so a short run's average is not dominated by the random initial weights.
-    ema = EMAModel([params[n] for n in names], decay=loop.ema_decay) if loop.ema_decay is not None else None
+    ema = EMAModel(list(model.parameters()), decay=loop.ema_decay) if loop.ema_decay is not None else None
     optimiser = torch.optim.SGD(trained, lr=loop.lr, momentum=loop.momentum, weight_decay=loop.weight_decay)
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # batches and augmentation
+    generator = torch.Generator().manual_seed(seed)  # batches and augmentation
     augment = _augmenter(loop.augment)
-    n = len(targets[0])
-    total = loop.steps
-    histories: list[list[dict]] = [[] for _ in seeds]
-    best_scores, best_states = [-1.0] * len(seeds), [None] * len(seeds)
-    eval_models = [copy.deepcopy(m) for m in models]  # carry each run's evaluated weights
-    with_features = loop.contrastive == "supcon_1view"
-    bar = tqdm(total=total, desc=loop.label + (f" x{len(seeds)}" if len(seeds) > 1 else ""), unit="step",
-               disable=not progress)
+    evaluated = copy.deepcopy(model)  # carries the weights each evaluation scores
+    history, best_score, best_state = [], -1.0, None
+    loss_sum, correct, seen = 0.0, 0, 0  # since the last evaluation
+    bar = tqdm(total=loop.steps, desc=loop.label, unit="step", disable=not progress)
     step, epoch = 0, 0
-    loss_sums, corrects, seen = [0.0] * len(seeds), [0] * len(seeds), 0  # since the last evaluation
-    while step < total:
-        # One pass over the set in a fresh order per run; the budget may end mid-pass.
-        orders = [torch.randperm(n, generator=g) for g in generators]
+    while step < loop.steps:
+        order = torch.randperm(len(labels), generator=generator)  # one pass; the budget may end mid-pass
         epoch += 1
-        for start in range(0, n, loop.batch_size):
-            xs, ys = [], []
-            for run, (order, generator) in enumerate(zip(orders, generators)):
-                idx = order[start : start + loop.batch_size]
-                images, mean, std = inputs[run]
-                x = convnet.to_tensor(images[idx], mean, std)
-                view = augment(x, generator)
-                if two_views:  # a second, independently augmented view of the same images
-                    view = torch.cat([view, augment(x, generator)])
-                xs.append(view)
-                ys.append(targets[run][idx])
-            x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
-            lr = (learning_rate(step, total, loop.lr, loop.warmup_fraction) if loop.schedule == "warmup_cosine"
-                  else cosine_rate(step, total, loop.lr))
+        for start in range(0, len(labels), loop.batch_size):
+            idx = order[start : start + loop.batch_size]
+            x = convnet.to_tensor(images[idx], mean, std)
+            view = augment(x, generator)
+            if two_views:  # a second, independently augmented view of the same images
+                view = torch.cat([view, augment(x, generator)])
+            x, y = view.to(device), labels[idx].to(device)
+            lr = loop.rate(step)
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            logits, features = batched_forward(params, buffers, x)
+            logits, features = model(x, with_features=True)
             if two_views:  # cross-entropy on the first view; SupCon on both views' projections
-                logits, features = logits[:, : y.shape[1]], batched_project(head_params, features)
-            losses = [combined_loss(logits[r], features[r] if with_features or two_views else None, y[r],
-                                    loop.contrastive, loop.contrastive_weight) for r in range(len(seeds))]
+                logits, features = logits[: len(y)], head(features)
+            uses_features = two_views or loop.contrastive == "supcon_1view"
+            loss = combined_loss(logits, features if uses_features else None, y, loop.contrastive,
+                                 loop.contrastive_weight)
             optimiser.zero_grad(set_to_none=True)
-            torch.stack(losses).sum().backward()
+            loss.backward()
             optimiser.step()
             if ema is not None:
-                ema.step([params[n_] for n_ in names])
+                ema.step(model.parameters())
             step += 1
             bar.update(1)
-            for r, loss in enumerate(losses):
-                loss_sums[r] += loss.item() * y.shape[1]
-                corrects[r] += int((logits[r].argmax(1) == y[r]).sum())
-            seen += y.shape[1]
-            if step % loop.eval_every == 0 or step == total:
-                evaluated = ema.shadow_params if ema is not None else [params[n_] for n_ in names]
-                _evaluate(loop, eval_models, names, evaluated, val_images, val_labels, histories, best_scores,
-                          best_states, {"step": step, "epoch": epoch, "lr": lr},
-                          [s_ / seen for s_ in loss_sums], [c / seen for c in corrects])
-                loss_sums, corrects, seen = [0.0] * len(seeds), [0] * len(seeds), 0
-                bar.set_postfix(loss=f"{np.mean([h[-1]['loss'] for h in histories]):.3f}",
-                                val_acc=f"{np.mean([h[-1]['val_acc'] for h in histories]):.3f}")
-            if step == total:
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if step % loop.eval_every == 0 or step == loop.steps:
+                weights = ema.shadow_params if ema is not None else model.parameters()
+                for target, source in zip(evaluated.parameters(), weights):
+                    target.data.copy_(source.detach())
+                scores = val_scores(evaluated, val_images, val_labels)
+                history.append({"step": step, "epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
+                                "val_acc": scores["acc"], "val_auc": scores["auc"],
+                                "val_macro_f1": scores["macro_f1"], "lr": lr})
+                # Chosen on val only, by AUC (accuracy where a class is missing from val and AUC
+                # is undefined) or by accuracy; ties keep the earlier evaluation.
+                score = scores["acc"] if loop.select_by == "acc" or not np.isfinite(scores["auc"]) else scores["auc"]
+                if score > best_score:
+                    best_score, best_state = score, copy.deepcopy(evaluated.state_dict())
+                loss_sum, correct, seen = 0.0, 0, 0
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_acc=f"{scores['acc']:.3f}")
+            if step == loop.steps:
                 break
     bar.close()
-    out = []
-    columns = [column for column, _ in loop.history]
-    for model, state, history in zip(eval_models, best_states, histories):
-        model.load_state_dict(state)  # the last step is always evaluated, so one exists
-        rows = [{column: row[field] for column, field in loop.history} for row in history]
-        out.append((model.eval(), pd.DataFrame(rows, columns=columns)))
-    return out
-
-
-def _evaluate(loop: Loop, eval_models, names, evaluated, val_images, val_labels, histories, best_scores,
-              best_states, when: dict, losses: list[float], train_accs: list[float]) -> None:
-    """Score each run's evaluated weights (EMA or trained) on val, append a history record,
-    keep the best state."""
-    for r, model in enumerate(eval_models):
-        state = {name: weights[r].detach() for name, weights in zip(names, evaluated)}
-        model.load_state_dict(state, strict=False)  # buffers (mean, std) are the run's already
-        scores = val_scores(model, val_images, val_labels)
-        histories[r].append({"step": when["step"], "epoch": when["epoch"], "loss": losses[r],
-                             "train_acc": train_accs[r], "val_acc": scores["acc"], "val_auc": scores["auc"],
-                             "val_macro_f1": scores["macro_f1"], "lr": when["lr"]})
-        # Selection on val only, by AUC (accuracy when a class is missing from val and AUC is
-        # undefined) or by accuracy; ties keep the earlier evaluation.
-        if loop.select_by == "acc" or not np.isfinite(scores["auc"]):
-            score = scores["acc"]
-        else:
-            score = scores["auc"]
-        if score > best_scores[r]:
-            best_scores[r], best_states[r] = score, copy.deepcopy(model.state_dict())
+    evaluated.load_state_dict(best_state)  # the last step is always evaluated, so one exists
+    rows = [{column: row[field] for column, field in loop.history} for row in history]
+    return evaluated.eval(), pd.DataFrame(rows, columns=[column for column, _ in loop.history])
 
 
 def val_scores(model: torch.nn.Module, val_images: np.ndarray, val_labels: np.ndarray) -> dict:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .. import cache, paths
 from .. import workers as workers_mod
@@ -47,20 +46,7 @@ from ..progress import tqdm
 from ..select import distill
 from . import dm
 
-# model 2: budgets in steps, history by step; 3 (and dm 2): one thread each on CPU;
-# 4 (and dm 3): images enter the networks contiguous, not channels-last (other float sums);
-# 5 (and dm 4): the ConvNet pools with `convnet.HalvingPool` (other float rounding)
 VERSIONS = {"model": 5, "dm": 4}
-# Models `train_together` trains at once (stacked weights, one vmap-ed pass), by device. On a
-# GPU, where a small model's step is mostly launch overhead, batching runs is the known win;
-# on CPU the batched (grouped) convolutions are slower than one run after another
-# (bench/multiseed_speed.py: 0.91x for the demo's ConvNet, 0.94x for its ResNet-18, 5 runs of
-# 150 steps on 2 cores), so the CPU trains one run at a time.
-RUNS_TOGETHER = {"cuda": 10, "cpu": 1}
-
-
-def runs_together_default() -> int:
-    return RUNS_TOGETHER["cuda" if torch.cuda.is_available() else "cpu"]
 
 
 MAIN_ROWS = (
@@ -194,20 +180,17 @@ def _model_inputs(train_set: TrainingSet, bundle: DataBundle) -> dict[str, str]:
 
 
 def train_model(cfg: DownstreamConfig, train_set: TrainingSet, bundle: DataBundle, progress: bool = False,
-                cache_root: Path | None = None, log=print, trained=None) -> cache.Artifact:
+                cache_root: Path | None = None, log=print) -> cache.Artifact:
     """Train `cfg.network` on `train_set`, keep the EMA weights of the best val evaluation,
     and evaluate them once on test (cached): ``result.json`` (test ACC/AUC/macro F1, per-class
-    values, best step), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation).
-    `trained` (model, history) stores a model `training.train_runs` trained with others."""
+    values, best step), ``test_probs.npy`` and ``history.csv`` (val metrics per evaluation)."""
 
     def build(folder: Path) -> None:
         val, test = bundle.splits["val"], bundle.splits["test"]
-        if trained is None:
-            with workers_mod.one_thread_on_cpu():  # as in `train_together`'s workers: the same key, the same weights
-                model, history = training.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
-                                                         bundle.n_classes, cfg, progress=progress)
-        else:
-            model, history = trained
+        # One thread, as in `train_together`'s workers: the same key, the same weights.
+        with workers_mod.one_thread_on_cpu():
+            model, history = training.train_on_set(train_set.images, train_set.labels, val.images, val.labels,
+                                                   bundle.n_classes, cfg, progress=progress)
         probs = convnet.predict(model, test.images)
         scores = metrics.evaluate(test.labels, probs)
         best = history.loc[history["val_auc"].fillna(history["val_acc"]).idxmax()]
@@ -228,39 +211,32 @@ def test_probabilities(artifact: cache.Artifact) -> np.ndarray:
     return np.load(artifact.file("test_probs.npy"), allow_pickle=False)
 
 
-def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | None = None, desc: str = "models",
-                   progress: bool = True, cache_root: Path | None = None, workers: int | None = None) -> int:
-    """Train the models of `jobs` that are not cached yet, `runs_together` at a time
-    (`training.train_runs`): jobs whose recipes differ only in the seed and whose sets
-    have one shape train as one group, whatever their row; None: the device's default
-    (`RUNS_TOGETHER`). On CPU every group trains on one thread, `workers` groups at once in
-    worker processes (None: `workers.count`'s choice); the models are the same whatever the number.
-    Returns how many were trained."""
-    runs_together = runs_together or runs_together_default()
-    pending: dict[tuple, list[Job]] = {}
-    seen = set()
+def train_together(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
+                   cache_root: Path | None = None, workers: int | None = None) -> int:
+    """Train the models of `jobs` that are not cached yet, each on one thread, `workers` at
+    once in worker processes on a CPU (None: `workers.count`'s choice); the models are the
+    same whatever the number. Returns how many were trained."""
+    pending, seen = [], set()
     for job in jobs:
         inputs = _model_inputs(job.train_set, bundle)
         key = cache.stage_key("model", job.cfg, inputs, VERSIONS["model"])
         if key in seen or cache.is_cached("model", job.cfg, inputs, VERSIONS["model"], cache_root):
             continue
         seen.add(key)
-        group = (dataclasses.replace(job.cfg, seed=0), job.train_set.images.shape)
-        pending.setdefault(group, []).append(job)
-    chunks = [group[i : i + runs_together] for group in pending.values() for i in range(0, len(group), runs_together)]
-    # Longest first: with the costly chunks (the full real set, two-view SupCon, IPC 50) at the
+        pending.append(job)
+    # Longest first: with the costly models (the full real set, two-view SupCon, IPC 50) at the
     # end of the queue, one worker would train the last of them while the other sat idle.
-    chunks.sort(key=_relative_cost, reverse=True)
-    bar = tqdm(total=len(chunks), desc=desc, unit="group", disable=not progress or not chunks)
-    n = workers_mod.count(len(chunks), sum(chunk[0].cfg.steps for chunk in chunks), workers)
+    pending.sort(key=_relative_cost, reverse=True)
+    bar = tqdm(total=len(pending), desc=desc, unit="model", disable=not progress or not pending)
+    n = workers_mod.count(len(pending), sum(job.cfg.steps for job in pending), workers)
     if n == 1:
-        for chunk in chunks:
-            bar.set_postfix_str(_describe(chunk))
-            with workers_mod.one_thread_on_cpu():
-                _train_chunk(chunk, bundle, cache_root)
+        for job in pending:
+            bar.set_postfix_str(f"{job.cfg.network}, {len(job.train_set.labels)} images")
+            train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None)
             bar.update(1)
     else:
-        futures = [workers_mod.pool(n).submit(_train_chunk, chunk, bundle, cache_root) for chunk in chunks]
+        futures = [workers_mod.pool(n).submit(train_model, job.cfg, job.train_set, bundle, cache_root=cache_root,
+                                              log=_quiet) for job in pending]
         try:
             for future in as_completed(futures):
                 future.result()  # a worker's exception is raised here
@@ -273,35 +249,25 @@ def train_together(jobs: list[Job], bundle: DataBundle, runs_together: int | Non
     return len(seen)
 
 
-def _relative_cost(chunk: list[Job]) -> float:
-    """A chunk's training cost in rough units, only to order the queue: steps x images per
-    step (x 2 for SupCon's two views, x 4 for ResNet-18, whose runs bench/multiseed_speed.py
-    times at 4-5x the ConvNet's at the demo's widths) x runs."""
-    cfg = chunk[0].cfg
-    per_step = min(cfg.batch_size, len(chunk[0].train_set.labels)) * (2 if cfg.contrastive == "supcon" else 1)
-    return cfg.steps * per_step * (4 if cfg.network == "resnet18" else 1) * len(chunk)
+def _quiet(message: str) -> None:
+    """A worker's log: the bar says what is done (a module-level function, so it pickles)."""
 
 
-def _describe(chunk: list[Job]) -> str:
-    return f"{chunk[0].cfg.network}, {len(chunk)} runs of {len(chunk[0].train_set.labels)} images"
-
-
-def _train_chunk(chunk: list[Job], bundle: DataBundle, cache_root: Path | None) -> None:
-    """Train one group of runs together and store each model as its cached stage."""
-    val = bundle.splits["val"]
-    results = training.train_runs([(j.train_set.images, j.train_set.labels) for j in chunk], val.images,
-                                    val.labels, bundle.n_classes, chunk[0].cfg, [j.cfg.seed for j in chunk],
-                                    progress=False)
-    for job, trained in zip(chunk, results):
-        train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None, trained=trained)
+def _relative_cost(job: Job) -> float:
+    """A model's training cost in rough units, only to order the queue: steps x images per
+    step (x 2 for SupCon's two views, x 4 for ResNet-18, which trains at 4-5x the ConvNet's
+    time at the demo's widths)."""
+    cfg = job.cfg
+    per_step = min(cfg.batch_size, len(job.train_set.labels)) * (2 if cfg.contrastive == "supcon" else 1)
+    return cfg.steps * per_step * (4 if cfg.network == "resnet18" else 1)
 
 
 def run_jobs(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
-             cache_root: Path | None = None, runs_together: int | None = None) -> pd.DataFrame:
-    """Train (or read from the cache) every job's model, several runs at a time
-    (`train_together`); one row per model: row, variant, network, seed, ipc, n_train, test
+             cache_root: Path | None = None) -> pd.DataFrame:
+    """Train (or read from the cache) every job's model, side by side (`train_together`);
+    one row per model: row, variant, network, seed, ipc, n_train, test
     acc/auc/macro_f1, best step, the val AUC it was chosen on, the model's cache key."""
-    trained = train_together(jobs, bundle, runs_together, desc, progress, cache_root)
+    trained = train_together(jobs, bundle, desc, progress, cache_root)
     records = []
     for job in jobs:
         artifact = train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None)
