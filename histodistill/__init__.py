@@ -1,19 +1,18 @@
-"""histodistill: a reproducible companion to InfoDist (Li & Kainz, MICCAI 2024),
-image distillation for safe data sharing in histopathology.
+"""histodistill: a reproducible companion to InfoDist (Li & Kainz, MICCAI 2024), image
+distillation for safe data sharing in histopathology.
 
-Modules, one stage or concern each:
-    config   each stage's configuration and the smoke/demo/paper presets
-    cache    content-keyed, atomic artifact cache every expensive stage runs through
-    sources  readers for bundled, full PathMNIST (medmnist), npz and folder data
-    data     the data stage: checked, split, resized, cached; a medmnist-style Dataset
-    plots    figures shared by the notebooks
-    convnet  the ConvNet trained on real data: the pool's embedding network and judge
-    autoencoder  the KL autoencoder of the latent diffusion model (diffusers AutoencoderKL)
-    uvit     U-ViT, the class-conditional denoiser
-    diffusion    resumable training of the latent diffusion model
-    sampling DPM-Solver++ sampling with classifier-free guidance
-    quality  Frechet distance, precision/recall and a memorisation check for a pool
-    runner   runs the numbered notebooks with papermill (what run_all.sh calls)
+One subpackage per stage of the pipeline, in the notebooks' order:
+    data         01: real images read, checked, split and cached
+    generate     02-03: the latent diffusion model, the sampler chosen on val, the synthetic pool
+    classifiers  the ConvNet and ResNet-18 and their one training loop (used from 03 on)
+    select       04: the pool embedded, graphs per class, Infomap, the distilled set exported
+    evaluate     05-06: classifiers trained on each set and tested once, the tables, the ablations
+    privacy      07: the audit of the distilled set, with its positive and negative controls
+
+Plumbing every stage uses: config and presets (each stage's configuration and the profiles),
+cache (the content-keyed cache), paths, machine, progress, plots, checkpoints, workers (models
+side by side in processes). Orchestration above them: runs (a run's record), runner
+(./run_all.sh), parameters (the runner's checks of -p), compare, summary.
 """
 
 __version__ = "0.1.0"

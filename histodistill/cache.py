@@ -230,8 +230,7 @@ def is_complete(folder: Path, key: str) -> bool:
 
 def problem(folder: Path, key: str) -> str | None:
     """Why `folder` cannot serve `key`, in a few words naming the file at fault; None when
-    it holds a finished result whose files match their recorded sizes and content digests.
-    A manifest from before the digests (sizes only) is upgraded in place once its sizes match."""
+    it holds a finished result whose files match their recorded sizes and content digests."""
     marker = _read_json(folder / MARKER)
     if not marker or marker.get("key") != key:
         return "no finished result" if folder.exists() else "not built yet"
@@ -245,17 +244,14 @@ def problem(folder: Path, key: str) -> str | None:
             return f"{rel} is missing"
         if rel not in recorded:
             return f"{rel} was not part of the result"
-        size = recorded[rel] if isinstance(recorded[rel], int) else recorded[rel]["size"]
-        if sizes[rel] != size:
-            return f"{rel} changed size ({sizes[rel]} bytes, {size} recorded)"
-    legacy = False
+        entry = recorded[rel]
+        if not isinstance(entry, dict) or not {"size", "blake2b"} <= set(entry):
+            return f"its manifest records no size and digest for {rel}"
+        if sizes[rel] != entry["size"]:
+            return f"{rel} changed size ({sizes[rel]} bytes, {entry['size']} recorded)"
     for rel, entry in recorded.items():
-        if isinstance(entry, int):
-            legacy = True
-        elif content_digest(folder / rel) != entry["blake2b"]:
+        if content_digest(folder / rel) != entry["blake2b"]:
             return f"{rel} changed (its content no longer matches the digest recorded when it was built)"
-    if legacy:
-        write_json_atomic(folder / MARKER, {"key": key, "files": _manifest(folder)})
     return None
 
 

@@ -227,8 +227,7 @@ def write_times(times: list[tuple[str, float]], profile: str, run_name: str) -> 
     finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     new = pd.DataFrame([(name, round(sec, 1), finished) for name, sec in times], columns=["notebook", "seconds", "finished"])
     old = pd.read_csv(path) if path.is_file() else None
-    if old is not None and set(old.columns) >= {"profile", "notebook", "seconds"} and (old["profile"] == profile).all():
-        old = old.assign(finished=old.get("finished", ""))  # files from before this column: date unknown
+    if old is not None and set(old.columns) >= {"profile", *new.columns} and (old["profile"] == profile).all():
         old = old[(old["notebook"] != "total") & ~old["notebook"].isin(new["notebook"])]
         new = pd.concat([old[new.columns], new], ignore_index=True)
     table = new.sort_values("notebook", ignore_index=True)

@@ -113,7 +113,7 @@ privacy_cfg
 # the holdout it is compared with.
 
 # %%
-dm_artifact = evaluation.distribution_matching(dm_cfg, up.bundle, up.selection_cfg.ipc)
+dm_artifact = evaluation.fit_dm(dm_cfg, up.bundle, up.selection_cfg.ipc)
 sets = controls.audit_sets(up, dm_artifact, privacy_cfg)
 for name, s in sets.items():
     print(f"{name}: {len(s.labels)} images ({s.role})")

@@ -87,6 +87,7 @@ import pytest
 from conftest import balanced_labels, make_images
 from PIL import Image
 
+from histodistill.data.own_data import write_npz
 from histodistill import cache, paths, presets, runner
 from histodistill.data import dataset, sources
 from histodistill.data.sources import DataError
@@ -315,7 +316,7 @@ def test_extra_npz_with_a_broken_deflate_stream_is_a_data_error(tmp_path):
     """Not in the issue's list: a compressed .npz of one's own (np.savez_compressed, as the
     pool and the distilled product are written) damaged inside the compressed stream."""
     path = tmp_path / "damaged.npz"
-    stages.write_medmnist_npz(path, make_images(36), np.repeat(np.arange(3), 12), ["a", "b", "c"])
+    write_npz(path, make_images(36), np.repeat(np.arange(3), 12), ["a", "b", "c"])
     with open(path, "r+b") as fh:
         fh.seek(100)
         fh.write(bytes(64))

@@ -121,16 +121,16 @@ def test_a_same_size_change_is_caught_by_its_content_digest(tmp_path):
     assert "discarding the cached result" in messages[0] and "sub/more.bin changed" in messages[0]
 
 
-def test_a_manifest_of_sizes_only_is_upgraded_with_digests(tmp_path):
+def test_a_manifest_without_digests_is_never_read(tmp_path):
     calls = []
     art = cache.cached("stage", {"a": 1}, counting_build(calls), cache_root=tmp_path)
     marker = art.path / cache.MARKER
     files = json.loads(marker.read_text())["files"]
     marker.write_text(json.dumps({"key": art.key, "files": {k: v["size"] for k, v in files.items()}}))
-    assert cache.is_complete(art.path, art.key)  # sizes match: served, and the manifest upgraded
-    assert json.loads(marker.read_text())["files"] == files
+    assert cache.problem(art.path, art.key).startswith("its manifest records no size and digest")
     cache.cached("stage", {"a": 1}, counting_build(calls), cache_root=tmp_path)
-    assert len(calls) == 1
+    assert len(calls) == 2  # rebuilt
+    assert cache.is_complete(art.path, art.key)
 
 
 def test_a_full_disk_is_named_and_nothing_is_kept(tmp_path):

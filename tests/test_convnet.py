@@ -104,7 +104,7 @@ def test_judge_loop_is_the_judges_recipe():
     cfg = ClassifierConfig(width=8, epochs=3, batch_size=16, lr=0.05, augment=False)
     loop = training.judge_loop(cfg, 60)  # 60 images in batches of 16: 4 steps per epoch
     assert (loop.steps, loop.eval_every, loop.batch_size, loop.lr) == (12, 4, 16, 0.05)
-    assert (loop.schedule, loop.ema_decay, loop.augment, loop.select_by) == ("cosine", None, None, "acc")
+    assert (loop.warmup_fraction, loop.ema_decay, loop.augment, loop.select_by) == (0.0, None, None, "acc")
     assert training.judge_loop(ClassifierConfig(), 60).augment == "dihedral"
     assert [column for column, _ in loop.history] == ["epoch", "train_loss", "train_acc", "val_acc", "lr"]
 
@@ -265,7 +265,7 @@ def reference_judge(train_images, train_labels, val_images, val_labels, n_classe
             x, y = convnet.to_tensor(images[idx], model.mean, model.std), labels[idx]
             if cfg.augment:
                 x = random_dihedral(x, generator)
-            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
+            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * (step / total)))
             for group in optimiser.param_groups:
                 group["lr"] = lr
             logits = model(x)

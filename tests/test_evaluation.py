@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from histodistill.data.own_data import write_npz
 from histodistill import cache, config, machine, paths, presets, runs, workers
 from histodistill.data import dataset
 from histodistill.classifiers import metrics
@@ -141,22 +142,22 @@ def test_several_gpus_get_one_model_worker_each_and_one_gpu_none(monkeypatch):
 def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
     root, bundle = smoke_data
     cfg = presets.stage_config("dm", "smoke")
-    artifact = evaluation.distribution_matching(cfg, bundle, ipc=2, progress=False, cache_root=root)
+    artifact = evaluation.fit_dm(cfg, bundle, ipc=2, progress=False, cache_root=root)
     learnt = evaluation.from_dm(artifact)
     assert learnt.images.dtype == np.uint8 and learnt.images.shape == (18, 28, 28, 3)
     assert learnt.labels.tolist() == np.repeat(np.arange(9), 2).tolist()
     assert len(pd.read_csv(artifact.file("losses.csv"))) == cfg.iterations
-    other = evaluation.distribution_matching(cfg, bundle, ipc=1, progress=False, cache_root=root)
+    other = evaluation.fit_dm(cfg, bundle, ipc=1, progress=False, cache_root=root)
     assert other.key != artifact.key  # the IPC is part of the key
 
 
-def test_distribution_matching_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monkeypatch):
+def test_fit_dm_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monkeypatch):
     _, bundle = smoke_data
     monkeypatch.setattr(workers, "MIN_STEPS", 0)
     cfgs = [dataclasses.replace(presets.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
-    together = evaluation.distribution_matching_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
+    together = evaluation.fit_dm_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
     for cfg, artifact in zip(cfgs, together):
-        here = evaluation.distribution_matching(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
+        here = evaluation.fit_dm(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
         assert here.key == artifact.key
         np.testing.assert_array_equal(evaluation.from_dm(here).images, evaluation.from_dm(artifact).images)
     assert together[0].key != together[1].key
@@ -216,7 +217,7 @@ def test_display_table_keeps_an_ablations_parameters():
 def write_pool(per_class: int, n_classes: int = 3) -> cache.Artifact:
     labels = np.repeat(np.arange(n_classes), per_class)
     images = np.random.default_rng(0).integers(0, 256, (len(labels), 8, 8, 3), dtype=np.uint8)
-    return cache.cached("pool", {"test": per_class}, lambda folder: stages.write_medmnist_npz(
+    return cache.cached("pool", {"test": per_class}, lambda folder: write_npz(
         folder / stages.POOL_FILE, images, labels, ["a", "b", "c"]))
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_images
 
+from histodistill.data.own_data import write_npz
 from histodistill import cache, config
 from histodistill.classifiers import convnet
 from histodistill.data.dataset import DataBundle, Split
@@ -54,7 +55,7 @@ def planted_pool(train: Split, copies: dict[int, int] | None = None) -> tuple[np
 def pool_artifact(root, images, labels) -> cache.Artifact:
     names = [f"class {c}" for c in range(N_CLASSES)]
     return cache.cached("pool", {"sha256": hashlib.sha256(images.tobytes()).hexdigest()},
-                        lambda folder: stages.write_medmnist_npz(folder / stages.POOL_FILE, images, labels, names),
+                        lambda folder: write_npz(folder / stages.POOL_FILE, images, labels, names),
                         cache_root=root)
 
 

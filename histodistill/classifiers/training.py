@@ -69,8 +69,7 @@ class Loop:
     lr: float  # peak SGD learning rate
     momentum: float
     weight_decay: float
-    schedule: str = "warmup_cosine"  # warmup_cosine (`learning_rate`) | cosine (`cosine_rate`)
-    warmup_fraction: float = 0.0  # of warmup_cosine
+    warmup_fraction: float = 0.0  # linear warm-up before the cosine decay (`learning_rate`)
     ema_decay: float | None = None  # None: the trained weights themselves are evaluated and kept
     augment: str | None = None  # dsa (one family per batch) | dihedral (a flip or turn per image) | None
     contrastive: str = "none"  # see `losses.combined_loss`
@@ -80,23 +79,19 @@ class Loop:
     history: tuple[tuple[str, str], ...] = DOWNSTREAM_HISTORY
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("warmup_cosine", "cosine") or self.augment not in ("dsa", "dihedral", None) \
-                or self.select_by not in ("auc", "acc"):
-            raise ValueError(f"unknown schedule {self.schedule!r}, augmentation {self.augment!r} or "
-                             f"selection {self.select_by!r}")
+        if self.augment not in ("dsa", "dihedral", None) or self.select_by not in ("auc", "acc"):
+            raise ValueError(f"unknown augmentation {self.augment!r} or selection {self.select_by!r}")
 
     def rate(self, step: int) -> float:
         """The learning rate of step `step` (from 0)."""
-        if self.schedule == "warmup_cosine":
-            return learning_rate(step, self.steps, self.lr, self.warmup_fraction)
-        return cosine_rate(step, self.steps, self.lr)
+        return learning_rate(step, self.steps, self.lr, self.warmup_fraction)
 
 
 def downstream_loop(recipe: DownstreamConfig) -> Loop:
     """The loop of a downstream recipe (its seed aside, which `train` takes)."""
     return Loop(partial(build_network, recipe.network, width_scale=recipe.width_scale), f"train {recipe.network}",
                 recipe.steps, recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay,
-                schedule="warmup_cosine", warmup_fraction=recipe.warmup_fraction, ema_decay=recipe.ema_decay,
+                warmup_fraction=recipe.warmup_fraction, ema_decay=recipe.ema_decay,
                 augment="dsa" if recipe.dsa else None, contrastive=recipe.contrastive,
                 contrastive_weight=recipe.contrastive_weight, eval_every=recipe.eval_every, select_by="auc",
                 history=DOWNSTREAM_HISTORY)
@@ -107,7 +102,7 @@ def judge_loop(cfg: ClassifierConfig, n_train: int) -> Loop:
     evaluated after each (every pass has the same number of steps)."""
     per_epoch = math.ceil(n_train / cfg.batch_size)
     return Loop(partial(convnet.ConvNet, width=cfg.width, depth=cfg.depth), "classifier", cfg.epochs * per_epoch,
-                cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, schedule="cosine", ema_decay=None,
+                cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, ema_decay=None,
                 augment="dihedral" if cfg.augment else None, contrastive="none", eval_every=per_epoch,
                 select_by="acc", history=JUDGE_HISTORY)
 
@@ -120,14 +115,6 @@ def learning_rate(step: int, total: int, peak: float, warmup_fraction: float) ->
         return peak * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
     return 0.5 * peak * (1 + math.cos(math.pi * progress))
-
-
-def cosine_rate(step: int, total: int, peak: float) -> float:
-    """Cosine decay from `peak` at step 0 to 0, the judge's schedule: `learning_rate` without
-    warm-up, but with the angle rounded as pi * step / total rather than pi * (step / total).
-    The two differ in the last bit at about one step in five, and judges trained with this one
-    are cached."""
-    return 0.5 * peak * (1 + math.cos(math.pi * step / total))
 
 
 def train_judge(

@@ -67,6 +67,16 @@ def read_npz(path: str | Path) -> RawData:
     return validate(splits, names, f"npz: {path.name}")
 
 
+def write_npz(path: str | Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+    """Write images in MedMNIST's layout, as `read_npz` reads them: ``train_images`` uint8,
+    ``train_labels`` an (N, 1) column (uint8 when the classes fit), ``class_names``."""
+    dtype = np.uint8 if len(class_names) <= 256 else np.int64
+    np.savez_compressed(
+        path, train_images=np.asarray(images, np.uint8),
+        train_labels=np.asarray(labels).reshape(-1, 1).astype(dtype), class_names=np.array([str(n) for n in class_names]),
+    )
+
+
 def read_folder(root: str | Path, size: int) -> RawData:
     """Read ``root/<class>/*`` (or ``root/{train,val,test}/<class>/*``). Each image is
     centre-cropped to a square and resized to `size`, as their sizes may differ."""

@@ -41,11 +41,13 @@ from ..classifiers import convnet, metrics, training
 from ..classifiers.augmentation import DSA
 from ..config import DMConfig, DownstreamConfig, EvaluationConfig
 from ..data.dataset import DataBundle
+from ..data.own_data import write_npz
 from ..generate import memorisation, stages
 from ..progress import tqdm
 from ..select import distill
 from . import dm
 
+# Bump a stage's version when its code changes what it writes: a new key, so a rebuild.
 VERSIONS = {"model": 5, "dm": 4}
 
 
@@ -119,7 +121,7 @@ def from_selection(selection: cache.Artifact, pool: cache.Artifact) -> TrainingS
     return TrainingSet(images[indices], labels.astype(np.int64), selection.key)
 
 
-def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress: bool = True,
+def fit_dm(cfg: DMConfig, bundle: DataBundle, ipc: int, progress: bool = True,
                           cache_root: Path | None = None) -> cache.Artifact:
     """Distribution Matching on the real train split (cached): ``dm.npz`` holds the learnt
     images as uint8 ``train_images``/``train_labels`` (MedMNIST layout), ``losses.csv`` the
@@ -137,7 +139,7 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
                 batch_real=cfg.batch_real, seed=cfg.seed, embed_width=cfg.embed_width, init=cfg.init,
                 dsa=DSA(shared=True).augment if cfg.dsa else None, progress=progress, mean=mean, std=std,
                 return_losses=True, work_dir=work, checkpoint_every=DM_CHECKPOINT_EVERY, config_hash=key)
-        stages.write_medmnist_npz(folder / "dm.npz", dm.to_uint8(images, mean, std), labels.numpy(),
+        write_npz(folder / "dm.npz", dm.to_uint8(images, mean, std), labels.numpy(),
                                   bundle.class_names)
         pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses}).to_csv(
             folder / "losses.csv", index=False)
@@ -147,9 +149,9 @@ def distribution_matching(cfg: DMConfig, bundle: DataBundle, ipc: int, progress:
     return artifact
 
 
-def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,
+def fit_dm_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,
                                cache_root: Path | None = None, workers: int | None = None) -> list[cache.Artifact]:
-    """`distribution_matching` for each configuration; on CPU those not cached yet run side
+    """`fit_dm` for each configuration; on CPU those not cached yet run side
     by side in the model workers (one thread each, as every DM run), `workers` at once."""
     def cached(cfg):
         return cache.is_cached("dm", {**dataclasses.asdict(cfg), "ipc": ipc}, {"data": bundle.artifact.key},
@@ -160,11 +162,11 @@ def distribution_matching_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: in
     if n > 1:
         if progress:
             print(f"[dm] {len(pending)} runs in {n} worker processes")
-        futures = [workers_mod.pool(n).submit(distribution_matching, cfg, bundle, ipc, False, cache_root)
+        futures = [workers_mod.pool(n).submit(fit_dm, cfg, bundle, ipc, False, cache_root)
                    for cfg in pending]
         for future in futures:
             future.result()
-    return [distribution_matching(cfg, bundle, ipc, progress, cache_root) for cfg in cfgs]
+    return [fit_dm(cfg, bundle, ipc, progress, cache_root) for cfg in cfgs]
 
 
 def from_dm(artifact: cache.Artifact) -> TrainingSet:
@@ -309,7 +311,7 @@ def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig
     select_seed = up.selection_cfg.seed
     ce = dataclasses.replace(down, contrastive="none")
     with_term = dataclasses.replace(down, contrastive=ev.contrastive)
-    dm_artifacts = distribution_matching_runs([dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i) for i in range(ev.seeds)],
+    dm_artifacts = fit_dm_runs([dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i) for i in range(ev.seeds)],
                                               up.bundle, ipc, progress)
     jobs = []
     for network in ev.networks:

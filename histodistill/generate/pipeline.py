@@ -56,9 +56,9 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, folder: str | Path, **model_kwargs) -> "ClassConditionalLDMPipeline":
         """The pipeline `save_pretrained` wrote into the local `folder`; `model_kwargs` go to
-        the two models' ``from_pretrained``. Each component is read by its own class rather than
-        by the module path model_index.json records, so a folder written by an earlier layout
-        of this package (its U-ViT recorded as ``histodistill.uvit``) loads as well."""
+        the two models' ``from_pretrained``. Each component is read by its own class, not by the
+        module path model_index.json records: a folder loads wherever the package keeps its
+        modules."""
         folder = Path(folder)
         index_file = folder / "model_index.json"
         if not index_file.is_file():

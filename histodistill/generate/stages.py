@@ -31,14 +31,13 @@ from ..classifiers import convnet, training
 from ..classifiers.augmentation import dihedral_views
 from ..config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
 from ..data.dataset import DataBundle
+from ..data.own_data import write_npz
 from .diffusion import Trainer
 from .pipeline import ClassConditionalLDMPipeline
 from .uvit import UViT
 
-# Bump a version when the stage's code changes what it writes. classifier 2: images enter the
-# judge contiguous rather than channels-last (`convnet.to_tensor`), which sums in another order;
-# classifier 3: the ConvNet pools with `convnet.HalvingPool` (other float rounding).
-VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1, "classifier": 3}
+# Bump a stage's version when its code changes what it writes: a new key, so a rebuild.
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1, "classifier": 4}
 POOL_FILE = "pool.npz"
 
 
@@ -240,20 +239,11 @@ def sample_pool(cfg: SamplingConfig, diffusion: cache.Artifact, progress: bool =
                                         "labels": labels.tolist(), "work": str(work)}, processes, work)
         scale_out.sample_chunks(pipe, labels, cfg, work, progress=progress)  # what is still missing
         images = scale_out.gather_chunks(work, len(labels), cfg.batch_size)
-        write_medmnist_npz(folder / POOL_FILE, images, labels, pipe.class_names)
+        write_npz(folder / POOL_FILE, images, labels, pipe.class_names)
 
     artifact = cache.cached("pool", cfg, build, inputs, VERSIONS["pool"], cache_root)
     shutil.rmtree(work, ignore_errors=True)  # the pool is complete: its chunks served
     return artifact
-
-
-def write_medmnist_npz(path: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
-    """MedMNIST's layout: labels as an (N, 1) column, uint8 when the classes fit."""
-    dtype = np.uint8 if len(class_names) <= 256 else np.int64
-    np.savez_compressed(
-        path, train_images=np.asarray(images, np.uint8),
-        train_labels=np.asarray(labels).reshape(-1, 1).astype(dtype), class_names=np.asarray(class_names),
-    )
 
 
 def load_pool(artifact: cache.Artifact) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -270,7 +260,7 @@ def pool_subset(pool: cache.Artifact, per_class: int, cache_root: Path | None = 
     def build(folder: Path) -> None:
         images, labels, class_names = load_pool(pool)
         keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(class_names))])
-        write_medmnist_npz(folder / POOL_FILE, images[keep], labels[keep], class_names)
+        write_npz(folder / POOL_FILE, images[keep], labels[keep], class_names)
 
     return cache.cached("pool_subset", {"per_class": per_class}, build, {"pool": pool.key}, VERSIONS["pool_subset"],
                         cache_root)

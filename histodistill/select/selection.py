@@ -33,6 +33,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import euclidean_distances
 
+from ..data.own_data import write_npz
 from ..plots import tile
 from .graphs import GraphError, GraphResult, build_graph, umap_embedding
 
@@ -295,8 +296,7 @@ def export_distilled(selection: Selection, images: np.ndarray, class_names: list
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"npz": folder / "distilled.npz", "card": folder / "data_card.json"}
-    np.savez_compressed(paths["npz"], train_images=chosen, train_labels=labels.astype(np.uint8)[:, None],
-                        class_names=np.array([str(n) for n in class_names]))
+    write_npz(paths["npz"], chosen, labels, class_names)
     for c, name in enumerate(class_names):
         safe = re.sub(r"[^A-Za-z0-9]+", "-", str(name)).strip("-").lower() or "class"
         paths[f"grid_{c}"] = folder / f"grid_{c}_{safe}.png"
