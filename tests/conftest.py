@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from histodistill import cache
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +43,17 @@ def runs_nothing(monkeypatch):
     monkeypatch.setattr(runner, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
     monkeypatch.setattr(runner, "write_times", lambda times, profile, run_name: None)
     return ran
+
+
+def overwrite_in_place(path: Path, offset: int, payload: bytes) -> None:
+    """Overwrite bytes of `path` in place (same size), keeping its mtime, and forget this
+    process's memo of content digests, as the next run (a new process) starts without it."""
+    stat = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        assert fh.read(len(payload)) != payload  # the bytes really change
+        fh.seek(offset)
+        fh.write(payload)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    cache._DIGESTS.clear()

@@ -77,7 +77,7 @@ class _HalvingMean(torch.autograd.Function):
     a demo downstream ConvNet its forward and backward were over a quarter of the training
     time. Strided slices do the same sums 2.4-2.9x faster on the 28 and 14 px maps (a little
     slower on 7 px ones; bench/trials/pooling.py); the values agree with `avg_pool2d` up to float
-    rounding and the gradients exactly (tests/test_convnet.py)."""
+    rounding and the gradients exactly (tests/classifiers/test_convnet.py)."""
 
     @staticmethod
     def forward(x: torch.Tensor) -> torch.Tensor:

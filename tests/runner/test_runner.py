@@ -256,3 +256,30 @@ def test_saving_a_notebook_in_jupyterlab_leaves_its_file_unchanged(tmp_path):
                                                       "name": "python3"}
         manager.save(model, f"notebooks/{source.name}")
         assert source.read_text() == before, source.name
+
+
+def test_own_data_without_a_run_name_is_refused_before_running(runs_nothing, output_root):
+    with pytest.raises(SystemExit) as refused:
+        runner.main(["--only", "01", "-p", "data_source", "npz", "-p", "data_path", "my.npz"])
+    assert str(refused.value) == (
+        "-p data_path, data_source changes the demo profile, and an unnamed run writes into figures/demo/ and "
+        "paper_results/demo/, the results committed in the repository; name this run (--run-name NAME) or pass "
+        "--overwrite to replace them")
+    assert runs_nothing == []
+    assert not (output_root / "figures").exists() and not (output_root / "paper_results").exists()
+
+
+def test_bad_parameters_together_are_each_named_in_full(runs_nothing):
+    with pytest.raises(SystemExit) as refused:
+        runner.main(["--run-name", "mine", "-p", "ipc", "ten", "-p", "image_size", "28.5", "-p", "networks",
+                     "resnet18", "-p", "select_seed", "-1", "-p", "seed", "-1"])
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "bad parameter(s); nothing was run:"
+    assert sorted(line.strip() for line in lines[1:]) == sorted([
+        "-p ipc 'ten': sets selection.ipc, which takes a whole number",
+        "-p image_size 28.5: sets data.size, which takes a whole number",
+        "-p networks 'resnet18': sets evaluation.networks, which takes a tuple of texts, e.g. ('convnet',)",
+        "-p select_seed -1: sets selection.seed, a seed: a whole number >= 0",
+        "-p seed -1: sets data.seed, a seed: a whole number >= 0",
+    ])
+    assert runs_nothing == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "histodistill"
+PACKAGE = Path(__file__).resolve().parents[2] / "histodistill"
 # The plumbing every stage may use: it imports nothing but itself.
 PLUMBING = {"__init__", "config", "presets", "cache", "checkpoints", "paths", "progress", "machine", "workers",
             "parameters", "plots"}
@@ -36,7 +36,7 @@ def layer(module: str) -> tuple[int, str]:
         return 0, "plumbing"
     if head in ORCHESTRATION:
         return len(STAGES) + 1, "orchestration"
-    raise AssertionError(f"histodistill.{module} belongs to no layer: add it to tests/test_layout.py")
+    raise AssertionError(f"histodistill.{module} belongs to no layer: add it to tests/plumbing/test_layout.py")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -11,7 +11,7 @@ import pytest
 from histodistill import paths, summary
 
 RUN = "made"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(root: Path, name: str, text: str) -> None:
