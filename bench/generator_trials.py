@@ -31,11 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import cache, config, presets
+from histodistill import cache, presets
 from histodistill.data import dataset
 from histodistill.generate import guidance, stages
 from histodistill.generate.diffusion import Trainer
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
+from histodistill.generate.config import SOLVERS
 
 RESULTS = Path(__file__).parent / "results" / "generator_trials.csv"
 
@@ -58,7 +59,7 @@ def main() -> None:
     ap.add_argument("--ae-set", action="append", default=[], metavar="FIELD=VALUE", help="autoencoder config override")
     ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
     ap.add_argument("--scales", type=float, nargs="+", default=[2.0])
-    ap.add_argument("--solvers", nargs="+", default=["dpmsolver++"], choices=config.SOLVERS,
+    ap.add_argument("--solvers", nargs="+", default=["dpmsolver++"], choices=SOLVERS,
                     help="sampler forms scored at each scale (rows before this option: dpmsolver++)")
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--sampling-steps", type=int, default=20)

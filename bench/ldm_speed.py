@@ -22,16 +22,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from histodistill import config, machine, presets
+from histodistill import machine, presets
 from histodistill.data import dataset
 from histodistill.generate import autoencoder
 from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver
+from histodistill.generate.config import AutoencoderConfig, DiffusionConfig, SamplingConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def autoencoder_steps_per_s(images: np.ndarray, cfg: config.AutoencoderConfig, steps: int, device: str) -> float:
+def autoencoder_steps_per_s(images: np.ndarray, cfg: AutoencoderConfig, steps: int, device: str) -> float:
     warm = 3
     timed = []
     for n in (warm, warm + steps):  # the difference removes construction and warm-up costs
@@ -41,7 +42,7 @@ def autoencoder_steps_per_s(images: np.ndarray, cfg: config.AutoencoderConfig, s
     return steps / max(timed[1] - timed[0], 1e-9)
 
 
-def diffusion_steps_per_s(latent_shape, n_classes: int, cfg: config.DiffusionConfig, steps: int, device: str) -> float:
+def diffusion_steps_per_s(latent_shape, n_classes: int, cfg: DiffusionConfig, steps: int, device: str) -> float:
     latents = torch.randn(max(cfg.batch_size, 256), *latent_shape)
     labels = np.arange(len(latents)) % n_classes
     with tempfile.TemporaryDirectory() as work:
@@ -54,7 +55,7 @@ def diffusion_steps_per_s(latent_shape, n_classes: int, cfg: config.DiffusionCon
         return steps / (time.perf_counter() - start)
 
 
-def sampling_images_per_s(image_size: int, ae_cfg, dm_cfg, s_cfg: config.SamplingConfig, n_classes: int,
+def sampling_images_per_s(image_size: int, ae_cfg, dm_cfg, s_cfg: SamplingConfig, n_classes: int,
                           batches: int, device: str) -> float:
     vae = autoencoder.build_autoencoder(ae_cfg, image_size).to(device).eval()
     side = image_size // 2 ** (len(ae_cfg.block_out_channels) - 1)
@@ -102,7 +103,7 @@ def main() -> None:
              diffusion_steps_per_s((ae_cfg.latent_channels, side, side), n_classes, _replace(dm_cfg, bf16=bf16),
                                    args.steps, args.device),
              f"batch {dm_cfg.batch_size}, hidden {dm_cfg.hidden_size}, depth {dm_cfg.depth}, patch {dm_cfg.patch_size}")
-            for bf16 in (False, True)  # the profile's setting is in config.py; both are timed
+            for bf16 in (False, True)  # the profile's setting is in presets.py; both are timed
         ],
         ("sampling", "images/s",
          sampling_images_per_s(data_cfg.size, ae_cfg, dm_cfg, s_cfg, n_classes, args.batches, args.device),

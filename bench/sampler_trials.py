@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histodistill import config, machine, presets
+from histodistill import machine, presets
 from histodistill.data import dataset
 from histodistill.generate import guidance, stages
+from histodistill.generate.config import SOLVERS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_trials.csv"
 
@@ -39,7 +40,7 @@ def parse_interval(text: str) -> tuple[float, float] | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="demo")
-    ap.add_argument("--solvers", nargs="+", default=["sde-dpmsolver++"], choices=config.SOLVERS)
+    ap.add_argument("--solvers", nargs="+", default=["sde-dpmsolver++"], choices=SOLVERS)
     ap.add_argument("--scales", type=float, nargs="+", default=[2.0])
     ap.add_argument("--intervals", nargs="+", default=["none"], help='"none" or "lo,hi" (sigma bounds)')
     ap.add_argument("--per-class", type=int, default=40)

@@ -1,50 +1,120 @@
-"""Notebook parameters, checked before anything runs.
+"""Notebook parameters: what each one sets, as plain data, and the checks run before any
+notebook does.
 
-Each ``-p NAME VALUE`` override is matched to the configuration field it sets, read from the
-notebooks' own ``presets.stage_config("stage", profile, field=NAME, ...)`` and
-``presets.from_parameters("stage", profile, globals(), "prefix_", ...)`` calls, and checked
-against that field's type and the stage's own checks (its dataclass's ``__post_init__``). So
+A notebook's parameters cell names the few settings a reader tweaks (`NAMED`: each sets one
+field of a stage's configuration, or two for `use_shipped_generator`) and ends with
+``config``, a dict of ``"stage.field": value`` for every other field of the stages that
+notebook configures (`CONFIGURED_BY`). On the command line ``-p ipc 20`` sets a named
+parameter and ``-p diffusion.lr 3e-4`` a field through ``config``. Every value is checked
+against its field's type and the stage's own checks (its dataclass's ``__post_init__``), so
 ``-p ipc ten`` or ``-p networks resnet18`` (a string where a tuple is needed) fails at once,
 naming the parameter, the value and what is allowed, instead of minutes later inside a
-notebook. Parameters that set no stage field (e.g. which network's confusion matrix to show)
-are left to their notebook.
+notebook. Parameters that set no field (which class the community map shows, say) are left
+to their notebook.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import types
 import typing
-from pathlib import Path
+from typing import Any
 
 from . import presets
 
+# The notebook that configures (and records) each stage; later notebooks read the recorded one.
+CONFIGURED_BY = {
+    "data": "01",
+    "autoencoder": "02",
+    "diffusion": "02",
+    "sampling": "03",
+    "classifier": "03",
+    "guidance_sweep": "03",
+    "selection": "04",
+    "downstream": "05",
+    "evaluation": "05",
+    "dm": "05",
+    "ablation": "06",
+    "privacy": "07",
+}
 
-def field_map(notebooks: list[tuple[Path, set[str], str]]) -> dict[str, set[tuple[str, str]]]:
-    """parameter -> {(stage, field), ...}, from each notebook's (source, declared parameters,
-    code): a keyword of a ``stage_config`` or ``from_parameters`` call whose value uses
-    exactly one declared parameter, and for ``from_parameters`` every declared parameter
-    named its prefix + a field of the stage (a name two notebooks use for different fields
-    maps to both)."""
-    mapping: dict[str, set[tuple[str, str]]] = {}
-    for _, declared, code in notebooks:
-        for node in ast.walk(ast.parse(code)):
-            kind = getattr(node.func, "attr", "") if isinstance(node, ast.Call) else ""
-            if kind not in ("stage_config", "from_parameters"):
-                continue
-            stage = node.args[0].value
-            if kind == "from_parameters":
-                prefix = node.args[3].value
-                fields = {f.name for f in dataclasses.fields(presets.STAGES[stage])}
-                for name in declared:
-                    if name.startswith(prefix) and name[len(prefix):] in fields:
-                        mapping.setdefault(name, set()).add((stage, name[len(prefix):]))
-            for keyword in node.keywords:
-                used = {n.id for n in ast.walk(keyword.value) if isinstance(n, ast.Name)} & declared
-                if len(used) == 1:
-                    mapping.setdefault(used.pop(), set()).add((stage, keyword.arg))
-    return mapping
+# Named parameter -> the field(s) it sets.
+NAMED: dict[str, tuple[str, ...]] = {
+    "data_source": ("data.source",),
+    "data_path": ("data.path",),
+    "image_size": ("data.size",),
+    "max_train_per_class": ("data.max_train_per_class",),
+    "use_shipped_generator": ("autoencoder.shipped", "diffusion.shipped"),
+    "ae_pretrained": ("autoencoder.pretrained",),
+    "ae_steps": ("autoencoder.steps",),
+    "ldm_steps": ("diffusion.steps",),
+    "ldm_hidden_size": ("diffusion.hidden_size",),
+    "ldm_depth": ("diffusion.depth",),
+    "pool_per_class": ("sampling.per_class",),
+    "sampling_steps": ("sampling.steps",),
+    "guidance_scale": ("sampling.guidance_scale",),
+    "solver": ("sampling.solver",),
+    "clf_epochs": ("classifier.epochs",),
+    "select_method": ("selection.method",),
+    "ipc": ("selection.ipc",),
+    "embedding": ("selection.embedding",),
+    "graph": ("selection.graph",),
+    "rank": ("selection.rank",),
+    "privacy_filter": ("selection.privacy_filter",),
+    "networks": ("evaluation.networks",),
+    "seeds": ("evaluation.seeds",),
+    "contrastive": ("evaluation.contrastive",),
+    "steps": ("downstream.steps",),
+    "ablation_network": ("ablation.network",),
+    "ablation_seeds": ("ablation.seeds",),
+    "ipcs": ("ablation.ipcs",),
+    "planted_noise": ("privacy.planted_noise",),
+    "reference_models": ("privacy.reference_models",),
+    "max_members": ("privacy.max_members",),
+}
+
+CONFIG = "config"  # the parameter holding "stage.field" values
+
+
+def split_target(key: str) -> tuple[str, str]:
+    """``"diffusion.lr"`` -> ``("diffusion", "lr")``; refuses a stage or field that does not exist."""
+    stage, dot, field = key.partition(".")
+    if not dot or stage not in presets.STAGES:
+        raise ValueError(f"{key!r} is not stage.field; stages: {', '.join(sorted(presets.STAGES))}")
+    fields = [f.name for f in dataclasses.fields(presets.STAGES[stage])]
+    if field not in fields:
+        raise ValueError(f"{key!r}: the {stage} configuration has no field {field!r}; its fields: {', '.join(fields)}")
+    return stage, field
+
+
+def _as_tuples(value):
+    """Papermill passes a tuple as a list: back to a tuple, at any depth."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def stage_values(stage: str, named: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `stage` that named parameters (``None``: the profile's value) and
+    `config` set."""
+    values = {}
+    for name, targets in NAMED.items():
+        for target in targets:
+            if split_target(target)[0] == stage and named.get(name) is not None:
+                values[split_target(target)[1]] = _as_tuples(named[name])
+    for key, value in (config or {}).items():
+        target_stage, field = split_target(key)
+        if target_stage == stage:
+            values[field] = _as_tuples(value)
+    return values
+
+
+def configure(stage: str, profile: str, namespace: dict[str, Any]):
+    """The configuration of `stage` under `profile` with a notebook's parameters applied,
+    read from `namespace` (the notebook's ``globals()``).
+
+    >>> configure("selection", "demo", {"ipc": 20, "config": {"selection.seed": 3}}).seed
+    3
+    """
+    return presets.stage_config(stage, profile, **stage_values(stage, namespace, namespace.get(CONFIG)))
 
 
 def _matches(value, hint) -> bool:
@@ -70,6 +140,7 @@ def _matches(value, hint) -> bool:
 
 
 NAMES = {int: "a whole number", float: "a number", str: "a text", bool: "True or False", type(None): "None"}
+_EXAMPLES = {str: "'convnet'", int: "10", float: "2.0"}
 
 
 def _describe(hint) -> str:
@@ -81,26 +152,36 @@ def _describe(hint) -> str:
     return NAMES.get(hint, str(hint))
 
 
-_EXAMPLES = {str: "'convnet'", int: "10", float: "2.0"}
+def targets(name: str) -> tuple[str, ...]:
+    """The ``stage.field`` targets a ``-p`` name sets: a named parameter's, or the name itself
+    when it is ``stage.field``; none for a parameter that sets no field."""
+    return NAMED.get(name, (name,) if "." in name else ())
 
 
-def check(profile: str, overrides: dict, notebooks: list[tuple[Path, set[str], str]]) -> None:
-    """Refuse (SystemExit, one line per bad parameter) overrides of the wrong type or that
-    the stage's configuration rejects; `notebooks` as for `field_map`."""
-    mapping = field_map(notebooks)
+def check(profile: str, overrides: dict) -> None:
+    """Refuse (SystemExit, one line per bad parameter) overrides that name no field, are of
+    the wrong type, or that the stage's configuration rejects; `overrides` maps ``-p`` names
+    (named parameters or ``stage.field``) to values."""
     errors, by_stage = [], {}
     for name, value in overrides.items():
+        try:
+            fields = [split_target(t) for t in targets(name)]
+        except ValueError as err:
+            errors.append(f"-p {name}: {err}")
+            continue
         if value is None:  # None: the profile's value, as in every parameters cell
             continue
-        for stage, field in sorted(mapping.get(name, ())):
+        for stage, field in fields:
             hint = typing.get_type_hints(presets.STAGES[stage])[field]
             if not _matches(value, hint):
                 errors.append(f"-p {name} {value!r}: sets {stage}.{field}, which takes {_describe(hint)}")
             elif field.endswith("seed") and isinstance(value, int) and value < 0:
                 # numpy's SeedSequence, and with it every seeded draw here, needs seeds >= 0.
                 errors.append(f"-p {name} {value!r}: sets {stage}.{field}, a seed: a whole number >= 0")
+            elif field in by_stage.setdefault(stage, {}):
+                errors.append(f"-p {by_stage[stage][field][0]} and -p {name} both set {stage}.{field}; give one")
             else:
-                by_stage.setdefault(stage, {})[field] = (name, tuple(value) if isinstance(value, list) else value)
+                by_stage[stage][field] = (name, _as_tuples(value))
     for stage, fields in by_stage.items():
         try:
             presets.stage_config(stage, profile, **{field: v for field, (_, v) in fields.items()})

@@ -9,8 +9,8 @@ A profile is a named set of presets, one per stage:
   `data/rehearsal.py`) with every step, epoch and iteration count cut and nothing else
   changed: what full size costs and breaks, on a CPU, without the download.
 
-A notebook's ``parameters`` cell names a profile and may override any field; ``None``
-there means "the profile's value" (`stage_config`).
+A notebook's ``parameters`` cell names a profile and may override any field
+(`parameters.configure`); ``None`` there means "the profile's value" (`stage_config`).
 """
 
 from __future__ import annotations
@@ -18,20 +18,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .config import (
-    AblationConfig,
-    AutoencoderConfig,
-    ClassifierConfig,
-    DataConfig,
-    DiffusionConfig,
-    DMConfig,
-    DownstreamConfig,
-    EvaluationConfig,
-    GuidanceSweepConfig,
-    PrivacyConfig,
-    SamplingConfig,
-    SelectionConfig,
-)
+from .classifiers.config import ClassifierConfig, DownstreamConfig
+
+from .data.config import DataConfig
+
+from .evaluate.config import AblationConfig, DMConfig, EvaluationConfig
+
+from .generate.config import AutoencoderConfig, DiffusionConfig, GuidanceSweepConfig, SamplingConfig
+
+from .privacy.config import PrivacyConfig
+
+from .select.config import SelectionConfig
 
 PROFILES = ("smoke", "demo", "paper", "rehearsal")
 
@@ -171,22 +168,3 @@ def stage_config(stage: str, profile: str, **overrides: Any):
         )
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(preset, **changes)
-
-
-def from_parameters(stage: str, profile: str, namespace: dict[str, Any], prefix: str, **overrides: Any):
-    """The configuration of `stage` under `profile` with every field that a notebook
-    parameter named `prefix` + field sets (``ldm_depth`` sets the diffusion stage's
-    ``depth`` when `prefix` is ``"ldm_"``), read from `namespace` (the notebook's
-    ``globals()``), then `overrides`; ``None`` keeps the profile's value, as in
-    `stage_config`. A list (how papermill passes a tuple) becomes a tuple. So a parameters
-    cell names each field once.
-
-    >>> from_parameters("diffusion", "demo", {"ldm_depth": 7, "ldm_lr": None}, "ldm_").depth
-    7
-    """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {sorted(STAGES)}")
-    values = {f.name: namespace[prefix + f.name] for f in dataclasses.fields(STAGES[stage])
-              if prefix + f.name in namespace}
-    values.update(overrides)
-    return stage_config(stage, profile, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

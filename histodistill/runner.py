@@ -1,13 +1,14 @@
 """Run every numbered notebook in order with papermill (what ``./run_all.sh`` calls).
 
-    python -m histodistill.runner --profile smoke --only 01 02 --run-name seed1 -p seed 1   # parameters
+    python -m histodistill.runner --profile smoke --only 01 02 --run-name seed1 -p data.seed 1   # parameters
     python -m histodistill.runner --profile smoke --export DIR   # parameterised .ipynb, not run
     python -m histodistill.runner --run-name mine --compare-to demo   # then check against demo
     python -m histodistill.runner --run-name mine --distill ~/patches  # own images to a shareable set
 
 Notebooks are the jupytext sources ``notebooks/NN_*.py``; each is converted to ``.ipynb``
 on the fly, given ``profile`` (and ``run_name``) plus every ``-p`` override that its
-``parameters`` cell declares, executed, and written to ``outputs/<run_name>/``. The run
+``parameters`` cell declares or that sets a field of a stage it configures (``-p
+diffusion.lr 3e-4``, in its ``config``; `parameters`), executed, and written to ``outputs/<run_name>/``. The run
 stops at the first failing notebook, naming it and the error. Times go to the terminal
 and to ``paper_results/<run_name>/run_times.csv``. With ``--compare-to NAME`` the run's
 tables are then compared with those of ``paper_results/NAME/`` (`compare.compare_runs`).
@@ -84,31 +85,49 @@ def injectable(value):
     return value
 
 
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """``-p`` overrides as (named parameters, ``{"stage.field": value}``): a dotted name and the
+    entries of a ``-p config "{...}"`` go to the second, the notebooks' ``config``."""
+    named = {k: v for k, v in overrides.items() if "." not in k and k != parameters.CONFIG}
+    fields = dict(overrides.get(parameters.CONFIG) or {})
+    fields.update({k: v for k, v in overrides.items() if "." in k})
+    return named, fields
+
+
 def plan(profile: str, overrides: dict, run_name: str | None, only: list[str] | None = None,
          folder: Path | None = None, optional: frozenset = frozenset()):
-    """(source, notebook, parameters) for each notebook to run; checks every override
-    (but those in `optional`) is declared by at least one notebook, and fits the
-    configuration field it sets (`parameters.check`), so a typo or a wrong value fails
-    before anything runs."""
+    """(source, notebook, parameters) for each notebook to run; checks every override fits
+    the configuration field it sets (`parameters.check`) and (but those in `optional`) goes
+    to a notebook that runs: a named one declared by its parameters cell, a ``stage.field``
+    one in the ``config`` of the notebook configuring that stage. So a typo or a wrong value
+    fails before anything runs."""
     sources = notebook_sources(folder)
     if only:
         sources = [s for s in sources if any(s.name.startswith(o) for o in only)]
     if not sources:
         raise SystemExit(f"no notebook to run in {folder or paths.notebooks_dir()} (--only {only})")
-    items, used, codes = [], set(), []
+    named, fields = split_overrides(overrides)
+    parameters.check(profile, {**named, **fields})
+    items, used = [], set()
     for source in sources:
         nb = to_notebook(source)
         declared = declared_parameters(nb)
-        codes.append((source, set(declared), "\n".join(c.source for c in nb.cells if c.cell_type == "code")))
-        params = {"profile": profile, "run_name": run_name or profile}
-        params.update(overrides)
+        params = {"profile": profile, "run_name": run_name or profile, **named}
         params = {k: injectable(v) for k, v in params.items() if k in declared}
+        own = {k: v for k, v in fields.items() if parameters.CONFIGURED_BY[k.partition(".")[0]] == source.name[:2]}
+        if own and parameters.CONFIG in declared:
+            params[parameters.CONFIG] = injectable(own)
+            used.update(own)
         used.update(params)
         items.append((source, nb, params))
-    unused = sorted(set(overrides) - used - optional)
+    unused = sorted(set(named) - used - optional)
     if unused:
         raise SystemExit(f"no notebook declares the parameter(s) {unused}; check the spelling")
-    parameters.check(profile, overrides, codes)
+    skipped = sorted(set(fields) - used - optional)
+    if skipped:
+        raise SystemExit("not run here: " + "; ".join(
+            f"-p {k} sets a field of notebook {parameters.CONFIGURED_BY[k.partition('.')[0]]}'s stage" for k in skipped)
+            + (f" (--only {' '.join(only)})" if only else ""))
     return items
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, paths, presets
-from .config import SamplingConfig, SelectionConfig
+from .generate.config import SamplingConfig
+from .select.config import SelectionConfig
 from .data import dataset
 from .data.dataset import DataBundle
 from .generate import stages

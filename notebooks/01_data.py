@@ -41,32 +41,18 @@ run_name = None  # output folder under figures/ and paper_results/; None: the pr
 data_source = None  # "bundled" | "pathmnist" | "npz" | "folder"
 data_path = None  # your .npz file or class-folder root; for pathmnist, the folder holding its .npz
 image_size = None  # side in pixels every image is resized to (PathMNIST serves 28, 64, 128, 224)
-val_fraction = None  # share of all images carved out for validation where the source has none
-test_fraction = None  # share of all images carved out for testing where the source has none
-seed = None  # seed of the carved splits
 max_train_per_class = None  # cap on train images per class (the smoke profile uses 20)
-download = None  # pathmnist: fetch the file from medmnist's servers when it is missing
+config = {}  # any other field, "stage.field": value, e.g. {"data.seed": 1, "data.val_fraction": 0.2} (fields: histodistill/*/config.py)
 
 # %%
 from IPython.display import display
 
-from histodistill import machine, plots, presets, runs
+from histodistill import machine, parameters, plots, runs
 from histodistill.data import dataset, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-cfg = presets.stage_config(
-    "data",
-    profile,
-    source=data_source,
-    path=data_path,
-    size=image_size,
-    val_fraction=val_fraction,
-    test_fraction=test_fraction,
-    seed=seed,
-    max_train_per_class=max_train_per_class,
-    download=download,
-)
+cfg = parameters.configure("data", profile, globals())
 runs.record(run_name, profile, data=cfg)  # later notebooks read the data configuration from here
 cfg
 

@@ -31,16 +31,16 @@
 # 2. A class-conditional **U-ViT** (the paper's denoiser) learns to remove noise from
 #    those latents. Time and class are two extra tokens; shallow blocks feed deep ones
 #    through long skips. A share of the labels is replaced by a *null class*
-#    (`ldm_label_dropout`), which is what classifier-free guidance needs at sampling time.
+#    (`diffusion.label_dropout`), which is what classifier-free guidance needs at sampling time.
 #
-# Training checkpoints every `ldm_checkpoint_every` steps. Interrupt the kernel at any
+# Training checkpoints every `diffusion.checkpoint_every` steps. Interrupt the kernel at any
 # moment and run the cell again: it resumes from the last checkpoint. Both stages are
 # cached, so re-running with the same parameters loads the results instantly.
 #
 # **The demo loads a shipped generator.** Training the demo's pair takes about an hour on
 # 2 CPU cores, so the package carries it (`histodistill/assets/generators/demo/`, made by
 # `python -m histodistill.generate.ship build --profile demo`). It is loaded only when the data
-# and every field below equal those it was built for; change any of them, or set
+# and every field of the two configurations equal those it was built for; change any of them, or set
 # `use_shipped_generator = False`, and both train here from scratch.
 
 # %% tags=["parameters"]
@@ -48,51 +48,25 @@ profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as No
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 use_shipped_generator = None  # True: load the generator shipped for exactly this configuration (demo); False: train from scratch
 ae_pretrained = None  # diffusers folder or hub id of a pretrained AutoencoderKL; None trains one here
-ae_block_out_channels = None  # autoencoder channels per level, e.g. (16, 32, 32); each level after the first halves the side
-ae_latent_channels = None  # channels of the latent map
 ae_steps = None  # autoencoder optimisation steps
-ae_batch_size = None  # images per autoencoder step
-ae_lr = None  # autoencoder learning rate
-ae_kl_weight = None  # weight of the KL term next to the L1 reconstruction loss
-ae_edge_weight = None  # weight of the L1 loss on the reconstruction's Laplacian (keeps fine texture)
-ae_seed = None  # seed of the autoencoder's initialisation and batches
+ldm_steps = None  # denoiser optimisation steps
 ldm_hidden_size = None  # U-ViT width
 ldm_depth = None  # U-ViT blocks (odd)
-ldm_num_heads = None  # attention heads
-ldm_patch_size = None  # latent pixels per patch side
-ldm_steps = None  # denoiser optimisation steps
-ldm_batch_size = None  # latents per step
-ldm_lr = None  # AdamW peak learning rate
-ldm_warmup_steps = None  # linear warm-up steps before the cosine decay
-ldm_weight_decay = None  # AdamW weight decay
-ldm_grad_clip = None  # gradient-norm clipping
-ldm_label_dropout = None  # share of labels replaced by the null class (for guidance)
-ldm_augment = None  # also train on the 7 flipped and turned copies of every image
-ldm_ema_decay = None  # decay of the weights' moving average (the model that samples)
-ldm_num_train_timesteps = None  # steps of the DDPM noise schedule
-ldm_beta_schedule = None  # DDPM noise schedule: scaled_linear (default), linear or squaredcos_cap_v2
-ldm_beta_start = None  # first beta of a linear schedule
-ldm_beta_end = None  # last beta of a linear schedule
-ldm_prediction_type = None  # what the denoiser predicts: epsilon or v_prediction
-ldm_snr_gamma = None  # min-SNR-gamma loss weighting (e.g. 5.0); None: plain MSE
-ldm_bf16 = None  # bfloat16 autocast (measured slower on a 2-core CPU; try it on a GPU)
-ldm_checkpoint_every = None  # steps between checkpoints (the resume points)
-ldm_seed = None  # seed of the denoiser's initialisation, noise and batches
 processes = 1  # processes (GPUs) training the denoiser data-parallel under accelerate; 1: here, in this kernel
+config = {}  # any other field, "stage.field": value, e.g. {"diffusion.lr": 3e-4, "autoencoder.kl_weight": 1e-6} (fields: histodistill/*/config.py)
 
 # %%
 from IPython.display import display
 
-from histodistill import machine, plots, presets, runs
+from histodistill import machine, parameters, plots, runs
 from histodistill.data import dataset
 from histodistill.generate import autoencoder, figures, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
-# Every `ae_<field>` and `ldm_<field>` parameter above sets that field of the stage's configuration.
-ae_cfg = presets.from_parameters("autoencoder", profile, globals(), "ae_", shipped=use_shipped_generator)
-ldm_cfg = presets.from_parameters("diffusion", profile, globals(), "ldm_", shipped=use_shipped_generator)
+ae_cfg = parameters.configure("autoencoder", profile, globals())
+ldm_cfg = parameters.configure("diffusion", profile, globals())
 runs.record(run_name, profile, autoencoder=ae_cfg, diffusion=ldm_cfg)
 display(ae_cfg, ldm_cfg)
 
@@ -136,7 +110,7 @@ display(ae_texture.round(3))
 # %% [markdown]
 # ## The denoiser
 # The U-ViT learns to predict the noise added to a latent at a random diffusion time
-# (or, with `ldm_prediction_type = "v_prediction"` as in the demo, the velocity, with
+# (or, with `diffusion.prediction_type` = `"v_prediction"` as in the demo, the velocity, with
 # min-SNR loss weighting). A progress bar shows the loss; the weights' moving average
 # (EMA) is what gets saved.
 

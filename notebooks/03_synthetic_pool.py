@@ -52,28 +52,14 @@ sampling_steps = None  # DPM-Solver++ steps
 guidance_scale = None  # classifier-free guidance; 1.0 means none, higher is more class-typical
 solver = None  # "dpmsolver++" (deterministic ODE) or "sde-dpmsolver++" (fresh noise at every step)
 sampler_from_val = False  # True: the pool takes the solver and guidance scale the sweep below picks on real val
-guidance_interval = None  # (lo, hi): guide only the steps whose noise level sigma lies in (lo, hi]; None: every step
-sampling_batch_size = None  # latents denoised at once
-sampling_seed = None  # seed of the initial noise: same seed, same pool
-clf_width = None  # ConvNet channels per block (the paper: 128)
-clf_depth = None  # ConvNet blocks; None picks one from the image size
-clf_epochs = None  # passes over the real train split
-clf_batch_size = None  # images per step
-clf_lr = None  # peak SGD learning rate
-clf_momentum = None  # SGD momentum
-clf_weight_decay = None  # SGD weight decay
-clf_augment = None  # random flips and 90-degree turns while training
-clf_seed = None  # seed of the ConvNet's initialisation and batches
-sweep_scales = None  # guidance scales compared on real val to choose the pool's scale, e.g. (1.0, 2.0, 3.0)
-sweep_solvers = None  # solvers compared at each of those scales, e.g. ("dpmsolver++",)
-sweep_per_class = None  # images per class sampled at each of those scales
-sweep_seed = None  # seed of their initial noise
+clf_epochs = None  # passes of the real-trained ConvNet (the judge) over real train
 processes = 1  # processes (GPUs) sharing the sampling under accelerate (same pool as 1); 1: here, in this kernel
+config = {}  # any other field, "stage.field": value, e.g. {"sampling.seed": 1, "guidance_sweep.scales": (1.0, 2.0)} (fields: histodistill/*/config.py)
 
 # %%
 from IPython.display import display
 
-from histodistill import machine, plots, presets, runs
+from histodistill import machine, parameters, plots, runs
 from histodistill.classifiers import convnet
 from histodistill.data import dataset
 from histodistill.generate import figures, guidance, memorisation, quality, stages
@@ -83,20 +69,9 @@ run_name = run_name or profile
 bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
 vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)
 ldm_artifact = stages.fit_diffusion(runs.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
-sampling_cfg = presets.stage_config(
-    "sampling",
-    profile,
-    per_class=pool_per_class,
-    steps=sampling_steps,
-    guidance_scale=guidance_scale,
-    batch_size=sampling_batch_size,
-    seed=sampling_seed,
-    solver=solver,
-    guidance_interval=tuple(guidance_interval) if guidance_interval else None,
-)
-clf_cfg = presets.from_parameters("classifier", profile, globals(), "clf_")  # every clf_<field> above
-sweep_cfg = presets.stage_config("guidance_sweep", profile, scales=sweep_scales, solvers=sweep_solvers,
-                                per_class=sweep_per_class, seed=sweep_seed)
+sampling_cfg = parameters.configure("sampling", profile, globals())
+clf_cfg = parameters.configure("classifier", profile, globals())
+sweep_cfg = parameters.configure("guidance_sweep", profile, globals())
 runs.record(run_name, profile, classifier=clf_cfg, guidance_sweep=sweep_cfg)
 display(sampling_cfg, clf_cfg, sweep_cfg)
 

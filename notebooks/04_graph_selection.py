@@ -49,17 +49,14 @@ ipc = None  # images kept per class
 embedding = None  # convnet (the real-trained ConvNet's features) or umap (UMAP of raw pixels)
 graph = None  # infodist: knn | paper | umap
 rank = None  # infodist: centrality or flow, the order inside a module
-knn_k = None  # knn graph: neighbours per image (also UMAP's neighbours for the umap graph)
-distance_scale = None  # paper graph: inverse temperature of its softmax over 1/distance (released: 1.0)
-infomap_trials = None  # Infomap trials; the best partition is kept
-select_seed = None  # seed of Infomap, k-means, UMAP and random selection
 privacy_filter = None  # True: remove the pool's near-copies of real train images first (thresholds from real val)
 map_class = 0  # class id whose pool the community map shows
+config = {}  # any other field, "stage.field": value, e.g. {"selection.k": 15, "selection.seed": 1} (fields: histodistill/*/config.py)
 
 # %%
 from IPython.display import display
 
-from histodistill import machine, paths, plots, presets, runs
+from histodistill import machine, parameters, paths, plots, runs
 from histodistill.generate import stages
 from histodistill.select import distill, figures
 
@@ -67,20 +64,7 @@ machine.configure_torch()  # a fixed thread count and deterministic kernels: a r
 run_name = run_name or profile
 up = runs.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
 bundle, pool_artifact, clf_artifact = up.bundle, up.pool, up.classifier
-cfg = presets.stage_config(
-    "selection",
-    profile,
-    method=select_method,
-    ipc=ipc,
-    embedding=embedding,
-    graph=graph,
-    rank=rank,
-    k=knn_k,
-    distance_scale=distance_scale,
-    trials=infomap_trials,
-    seed=select_seed,
-    privacy_filter=privacy_filter,
-)
+cfg = parameters.configure("selection", profile, globals())
 runs.record(run_name, profile, selection=cfg)
 cfg
 

@@ -51,70 +51,24 @@ run_name = None  # output folder under figures/ and paper_results/; None: the pr
 networks = None  # downstream networks, e.g. ("convnet", "resnet18")
 seeds = None  # training runs per row and network
 contrastive = None  # the term of the "InfoDist (CE + contrastive)" row: supcon | supcon_1view | push_pull
-budget_steps = None  # step budgets compared on val to check `steps`, ascending, e.g. (150, 300, 600, 1200)
-budget_seeds = None  # runs per budget and network
-budget_tolerance = None  # val accuracy a longer budget must add to count as still rising
-width_scale = None  # channel multiplier of both networks (1: the paper's widths)
 steps = None  # training steps of every model, whatever its set's size (one budget for every row)
-batch_size = None  # images per step
-lr = None  # peak SGD learning rate
-momentum = None  # SGD momentum
-weight_decay = None  # SGD weight decay
-warmup_fraction = None  # share of the steps warming up linearly before the cosine decay
-ema_decay = None  # weight EMA decay (the EMA weights are evaluated)
-dsa = None  # differentiable Siamese augmentation (True or False)
-contrastive_weight = None  # weight of the contrastive term next to cross-entropy
-eval_every = None  # steps between val evaluations
-train_seed = None  # first training seed; run i uses train_seed + i
-dm_iterations = None  # Distribution Matching steps
-dm_lr_img = None  # Distribution Matching learning rate on the pixels
-dm_batch_real = None  # Distribution Matching real images per class and step
-dm_embed_width = None  # width of DM's random embedding ConvNets
-dm_init = None  # DM initial images: real or noise
-dm_dsa = None  # Siamese augmentation inside DM (True or False)
-dm_seed = None  # seed of Distribution Matching
 confusion_network = "convnet"  # network whose InfoDist confusion matrix is shown
+config = {}  # any other field, "stage.field": value, e.g. {"downstream.lr": 0.02, "dm.iterations": 500} (fields: histodistill/*/config.py)
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from histodistill import machine, plots, presets, runs
+from histodistill import machine, parameters, plots, runs
 from histodistill.evaluate import budget, comparisons, evaluation, figures, tables
 from histodistill.generate import stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 up = runs.load(run_name, profile)
-down_cfg = presets.stage_config(
-    "downstream",
-    profile,
-    network=None,  # set per model from the evaluation's networks
-    width_scale=width_scale,
-    steps=steps,
-    batch_size=batch_size,
-    lr=lr,
-    momentum=momentum,
-    weight_decay=weight_decay,
-    warmup_fraction=warmup_fraction,
-    ema_decay=ema_decay,
-    dsa=dsa,
-    contrastive=None,  # set per row
-    contrastive_weight=contrastive_weight,
-    eval_every=eval_every,
-    seed=train_seed,
-)
-eval_cfg = presets.stage_config(
-    "evaluation",
-    profile,
-    networks=tuple(networks) if networks else None,
-    seeds=seeds,
-    contrastive=contrastive,
-    budget_steps=tuple(budget_steps) if budget_steps else None,
-    budget_seeds=budget_seeds,
-    budget_tolerance=budget_tolerance,
-)
-dm_cfg = presets.from_parameters("dm", profile, globals(), "dm_")  # every dm_<field> above
+down_cfg = parameters.configure("downstream", profile, globals())  # its network and contrastive term: set per model
+eval_cfg = parameters.configure("evaluation", profile, globals())
+dm_cfg = parameters.configure("dm", profile, globals())
 runs.record(run_name, profile, downstream=down_cfg, evaluation=eval_cfg, dm=dm_cfg)
 print(f"data: {up.bundle.meta['source']}; IPC {up.selection_cfg.ipc}; "
       + ", ".join(f"{s}: {len(up.bundle.splits[s].labels)}" for s in ("train", "val", "test")))
@@ -124,9 +78,9 @@ down_cfg, eval_cfg, dm_cfg
 # ## How long to train: one budget, checked on val
 # Every model trains for the same number of steps (`steps`), the full real set and a
 # 90-image distilled set alike. Is that enough? InfoDist (CE), runs 0.. of the table below,
-# trains at each budget of `budget_steps` (each a full warm-up and cosine schedule), and
+# trains at each budget of `evaluation.budget_steps` (each a full warm-up and cosine schedule), and
 # the val accuracy at the end of training is compared: the rule picks the smallest budget
-# that no longer one beats by more than `budget_tolerance`. Only val decides; the runs at
+# that no longer one beats by more than `evaluation.budget_tolerance`. Only val decides; the runs at
 # this run's budget are the table's own models.
 #
 # The demo trains ConvNet only: on 2 CPU cores a converged ResNet-18 run takes about 48 s,

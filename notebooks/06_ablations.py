@@ -41,18 +41,13 @@ run_name = None  # output folder under figures/ and paper_results/; None: the pr
 ablations = None  # names to run, e.g. ("ipc", "guidance"); None: contrastive, selection, rank, ipc, pool_size, guidance, privacy_filter
 ablation_network = None  # the network every ablation trains: convnet | resnet18
 ablation_seeds = None  # training runs per variant
-contrastive_kinds = None  # contrastive terms compared with CE alone, e.g. ("supcon", "push_pull")
-contrastive_weights = None  # weights of each contrastive term, e.g. (0.03, 0.1, 0.3)
-methods = None  # selections compared: random, kmeans, umap_kmeans, herding, infodist:knn, infodist:paper, infodist:umap
 ipcs = None  # images per class compared, e.g. (1, 10, 50, 100)
-pool_sizes = None  # pool images per class InfoDist selects from, e.g. (25, 50, 100, 200)
-guidance_scales = None  # sampler guidance scales compared, e.g. (1.0, 2.0, 4.0, 6.0)
-guidance_per_class = None  # pool images per class sampled for each guidance scale
+config = {}  # any other field, "stage.field": value, e.g. {"ablation.guidance_scales": (1.0, 3.0), "ablation.methods": ("random", "infodist:knn")} (fields: histodistill/*/config.py)
 
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import machine, presets, runs
+from histodistill import machine, parameters, runs
 from histodistill.evaluate import ablations as ablation_lib
 from histodistill.evaluate import comparisons, tables
 
@@ -60,19 +55,7 @@ machine.configure_torch()  # a fixed thread count and deterministic kernels: a r
 run_name = run_name or profile
 up = runs.load(run_name, profile)
 down_cfg = runs.upstream(run_name, profile, "downstream")  # notebook 05's recipe
-abl_cfg = presets.stage_config(
-    "ablation",
-    profile,
-    network=ablation_network,
-    seeds=ablation_seeds,
-    contrastive_kinds=tuple(contrastive_kinds) if contrastive_kinds else None,
-    contrastive_weights=tuple(contrastive_weights) if contrastive_weights else None,
-    methods=tuple(methods) if methods else None,
-    ipcs=tuple(ipcs) if ipcs else None,
-    pool_sizes=tuple(pool_sizes) if pool_sizes else None,
-    guidance_scales=tuple(guidance_scales) if guidance_scales else None,
-    guidance_per_class=guidance_per_class,
-)
+abl_cfg = parameters.configure("ablation", profile, globals())
 runs.record(run_name, profile, ablation=abl_cfg)
 chosen = tuple(ablations) if ablations else ablation_lib.NAMES
 unknown = sorted(set(chosen) - set(ablation_lib.NAMES))

@@ -55,26 +55,14 @@
 profile = "demo"  # smoke | demo | paper | rehearsal: every parameter left as None takes this profile's value
 run_name = None  # output folder under figures/ and paper_results/; None: the profile name
 planted_noise = None  # std (0..255) of the noise on the planted train copies, the distance tests' control
-neighbours = None  # train images whose mean distance scales a near-copy's (Carlini et al.: 50)
-near_copy_threshold = None  # Carlini et al.'s fixed near-copy ratio (1/3), reported beside the calibrated test
-near_copy_quantile = None  # calibrated near-copies: under this quantile of val's ratios in the class (0.01)
-cells = None  # k-means cells of the data-copying test C_T
 reference_models = None  # classifiers on random pool subsets calibrating the reference-model attack (at least 2)
-selection_images = None  # pool images the audit's classifiers choose their checkpoint on (val stays unseen)
 max_members = None  # train images the membership attacks score; more than this: a seeded random sample
-timesteps = None  # noise levels of the generator attack, e.g. (50, 100, 200, 400)
-draws = None  # noise draws averaged per image and noise level
-control_per_class = None  # train images per class the control denoiser is overtrained on
-control_steps = None  # training steps of the control denoiser
-control_hidden_size = None  # width of the control denoiser
-control_depth = None  # blocks of the control denoiser (odd)
-n_boot = None  # bootstrap resamples of each attack's AUC interval
-audit_seed = None  # seed of subsets, noise, features and bootstraps
+config = {}  # any other field, "stage.field": value, e.g. {"privacy.timesteps": (50, 100), "privacy.seed": 1} (fields: histodistill/*/config.py)
 
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import machine, paths, plots, presets, runs
+from histodistill import machine, parameters, paths, plots, runs
 from histodistill.evaluate import evaluation
 from histodistill.privacy import audit, controls, figures, report
 
@@ -83,26 +71,7 @@ run_name = run_name or profile
 up = runs.load(run_name, profile)
 down_cfg = runs.upstream_or_preset(run_name, profile, "downstream")  # notebook 05's recipe: the audit's classifiers
 dm_cfg = runs.upstream_or_preset(run_name, profile, "dm")
-privacy_cfg = presets.stage_config(
-    "privacy",
-    profile,
-    planted_noise=planted_noise,
-    neighbours=neighbours,
-    near_copy_threshold=near_copy_threshold,
-    near_copy_quantile=near_copy_quantile,
-    cells=cells,
-    reference_models=reference_models,
-    selection_images=selection_images,
-    max_members=max_members,
-    timesteps=tuple(timesteps) if timesteps else None,
-    draws=draws,
-    control_per_class=control_per_class,
-    control_steps=control_steps,
-    control_hidden_size=control_hidden_size,
-    control_depth=control_depth,
-    n_boot=n_boot,
-    seed=audit_seed,
-)
+privacy_cfg = parameters.configure("privacy", profile, globals())
 runs.record(run_name, profile, privacy=privacy_cfg)
 privacy_cfg
 

@@ -25,11 +25,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodistill import config, machine, presets
+from histodistill import machine, presets
 from histodistill import workers as workers_mod
 from histodistill.classifiers import training
 from histodistill.data import dataset
 from histodistill.evaluate import evaluation
+from histodistill.classifiers.config import NETWORKS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_models.csv"
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--runs", type=int, default=6)
-    ap.add_argument("--network", default="convnet", choices=config.NETWORKS)
+    ap.add_argument("--network", default="convnet", choices=NETWORKS)
     args = ap.parse_args()
     threads = machine.configure_torch()
     bundle = dataset.prepare_data(presets.stage_config("data", args.profile))

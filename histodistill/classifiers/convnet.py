@@ -2,7 +2,7 @@
 every classifier here shares, and how images go in and come out.
 
     >>> from histodistill.classifiers import convnet, training
-    >>> from histodistill.config import ClassifierConfig
+    >>> from histodistill.classifiers.config import ClassifierConfig
     >>> model, history = training.train_judge(xtr, ytr, xval, yval, 9, ClassifierConfig())
     >>> feats = convnet.embed(model, xtr)         # (N, D) float32: the paper's embedding
     >>> probs = convnet.predict(model, xtest)     # (N, C) class probabilities

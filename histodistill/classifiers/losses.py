@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import CONTRASTIVE as KINDS
+from .config import CONTRASTIVE as KINDS
 
 
 class ProjectionHead(nn.Module):

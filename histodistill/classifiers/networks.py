@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import NETWORKS
+from .config import NETWORKS
 from .convnet import ConvNet, ImageClassifier
 
 RESNET18_WIDTHS = (64, 128, 256, 512)

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from diffusers.training_utils import EMAModel
 
-from ..config import ClassifierConfig, DownstreamConfig
+from .config import ClassifierConfig, DownstreamConfig
 from ..progress import tqdm
 from . import convnet, metrics
 from .augmentation import DSA, random_dihedral

@@ -27,7 +27,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from .. import cache, paths
-from ..config import DataConfig
+from .config import DataConfig
 from ..presets import stage_config
 from ..progress import tqdm
 from . import rehearsal

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
+from .config import DataConfig
 from . import sources
 
 VERSION = 1  # bump when the file this code writes changes (it is part of the data stage's key)

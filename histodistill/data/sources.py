@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import PATHMNIST_SIZES, DataConfig
+from .config import PATHMNIST_SIZES, DataConfig
 from ..paths import ASSETS_DIR
 from ..progress import tqdm
 from .checks import SPLITS, DataError, RawData, validate

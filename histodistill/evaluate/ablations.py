@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..classifiers import convnet
-from ..config import AblationConfig, DownstreamConfig
+from ..classifiers.config import DownstreamConfig
+from .config import AblationConfig
 from ..generate import quality, stages
 from ..select import distill, privacy_filter
 from ..select.graphs import GraphError

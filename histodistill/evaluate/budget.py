@@ -27,7 +27,8 @@ import dataclasses
 
 import pandas as pd
 
-from ..config import DownstreamConfig, EvaluationConfig
+from ..classifiers.config import DownstreamConfig
+from .config import EvaluationConfig
 from . import evaluation
 
 ROW = "InfoDist (CE)"  # the row whose budget curve is measured

@@ -39,7 +39,8 @@ from .. import cache, paths
 from .. import workers as workers_mod
 from ..classifiers import convnet, metrics, training
 from ..classifiers.augmentation import DSA
-from ..config import DMConfig, DownstreamConfig, EvaluationConfig
+from ..classifiers.config import DownstreamConfig
+from .config import DMConfig, EvaluationConfig
 from ..data.dataset import DataBundle
 from ..data.own_data import write_npz
 from ..generate import memorisation, stages

@@ -20,7 +20,7 @@ from ..progress import tqdm
 
 from ..checkpoints import CheckpointFolder
 from ..classifiers.augmentation import random_dihedral
-from ..config import AutoencoderConfig
+from .config import AutoencoderConfig
 
 
 class ModelLoadError(Exception):

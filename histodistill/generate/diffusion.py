@@ -26,7 +26,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 
 from ..checkpoints import CheckpointFolder
-from ..config import DiffusionConfig
+from .config import DiffusionConfig
 from ..progress import tqdm
 from .scale_out import Shard
 from .uvit import UViT

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .. import cache
 from ..classifiers import convnet
-from ..config import GuidanceSweepConfig, SamplingConfig
+from .config import GuidanceSweepConfig, SamplingConfig
 from ..data.dataset import DataBundle
 from . import memorisation, quality, stages
 

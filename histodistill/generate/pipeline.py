@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin
 
-from ..config import DiffusionConfig
+from .config import DiffusionConfig
 from . import autoencoder as ae
 from .diffusion import build_noise_scheduler
 from .sampling import denoise, dpm_solver

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
 
-from ..config import SOLVERS
+from .config import SOLVERS
 from ..progress import tqdm
 from .uvit import UViT
 

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from ..config import DiffusionConfig, SamplingConfig
+from .config import DiffusionConfig, SamplingConfig
 from ..machine import configure_torch
 from .diffusion import Trainer
 from .scale_out import Shard, sample_chunks

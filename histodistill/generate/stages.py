@@ -29,7 +29,8 @@ from . import scale_out, shipped
 from .. import cache
 from ..classifiers import convnet, training
 from ..classifiers.augmentation import dihedral_views
-from ..config import AutoencoderConfig, ClassifierConfig, DiffusionConfig, SamplingConfig
+from ..classifiers.config import ClassifierConfig
+from .config import AutoencoderConfig, DiffusionConfig, SamplingConfig
 from ..data.dataset import DataBundle
 from ..data.own_data import write_npz
 from .diffusion import Trainer

@@ -26,7 +26,9 @@ from diffusers import DDPMScheduler
 from .. import cache, workers
 from ..progress import tqdm
 from ..classifiers import convnet, training
-from ..config import DiffusionConfig, DownstreamConfig, PrivacyConfig
+from ..classifiers.config import DownstreamConfig
+from ..generate.config import DiffusionConfig
+from .config import PrivacyConfig
 from ..generate import autoencoder as ae
 from ..generate import memorisation
 from ..generate import stages

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .. import cache
 from ..classifiers import convnet
-from ..config import PrivacyConfig
+from .config import PrivacyConfig
 from ..evaluate import evaluation
 from ..generate import stages
 from ..select import distill, selection

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import cache
 from ..classifiers import convnet
-from ..config import SelectionConfig
+from .config import SelectionConfig
 from ..data.dataset import DataBundle
 from ..generate import stages
 from . import privacy_filter, selection

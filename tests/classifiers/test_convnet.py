@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from histodistill.classifiers import convnet, training
-from histodistill.config import ClassifierConfig
+from histodistill.classifiers.config import ClassifierConfig
 
 COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=np.uint8)
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import balanced_labels, make_images
 from histodistill.classifiers import training
-from histodistill.config import DownstreamConfig as TrainRecipe
+from histodistill.classifiers.config import DownstreamConfig as TrainRecipe
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ as one's own data, and made of changed copies of the bundled images."""
 import numpy as np
 import pytest
 
-from histodistill.config import DataConfig
+from histodistill.data.config import DataConfig
 from histodistill.data import rehearsal, sources
 
 SMALL = {"train": 300, "val": 40, "test": 30}

@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from histodistill.data.own_data import write_npz
-from histodistill import cache, config, machine, paths, presets, runs, workers
+from histodistill import cache, machine, paths, presets, runs, workers
 from histodistill.data import dataset
 from histodistill.classifiers import metrics
 from histodistill.evaluate import ablations, comparisons, evaluation, figures, tables
 from histodistill.evaluate.evaluation import MAIN_ROWS
 from histodistill.generate import stages
+from histodistill.classifiers.config import DownstreamConfig
+from histodistill.evaluate.config import AblationConfig, EvaluationConfig
 
 
 @pytest.fixture(scope="module")
@@ -250,18 +252,18 @@ def test_upstream_load_names_the_notebook_to_run():
 ])
 def test_ablation_config_refuses_what_it_cannot_run(changes, message):
     with pytest.raises(ValueError, match=message):
-        config.AblationConfig(**changes)
+        AblationConfig(**changes)
 
 
 def test_downstream_and_evaluation_configs_refuse_unknown_networks_and_terms():
     with pytest.raises(ValueError, match="not one of"):
-        config.DownstreamConfig(network="vgg11")
+        DownstreamConfig(network="vgg11")
     with pytest.raises(ValueError, match="not one of"):
-        config.DownstreamConfig(contrastive="triplet")
+        DownstreamConfig(contrastive="triplet")
     with pytest.raises(ValueError, match="networks"):
-        config.EvaluationConfig(networks=())
+        EvaluationConfig(networks=())
     with pytest.raises(ValueError, match="unknown ablation"):
-        ablations.run("dropout", None, config.DownstreamConfig(), config.AblationConfig())
+        ablations.run("dropout", None, DownstreamConfig(), AblationConfig())
 
 
 def test_paired_differences_pair_runs_by_seed_and_write_their_tables(smoke_data, tmp_path, monkeypatch):

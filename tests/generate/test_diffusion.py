@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from conftest import balanced_labels, make_images
-from histodistill import config, presets
+from histodistill import presets
 from histodistill.generate import autoencoder
 from histodistill.checkpoints import CheckpointMismatch
 from histodistill.classifiers.augmentation import dihedral_views
 from histodistill.generate.diffusion import Trainer, TrainingDiverged
 from histodistill.generate.uvit import UViT
+from histodistill.generate.config import DiffusionConfig
 
 
 def tiny_uvit(**kw):
@@ -301,7 +302,7 @@ def test_default_schedule_samples_the_right_scale_even_with_a_slightly_wrong_den
     from histodistill.generate.diffusion import build_noise_scheduler
     from histodistill.generate.sampling import denoise
 
-    noise_scheduler = build_noise_scheduler(config.DiffusionConfig())
+    noise_scheduler = build_noise_scheduler(DiffusionConfig())
     oracle = GaussianOracle(noise_scheduler.alphas_cumprod, s=0.7, error=error)
     labels = np.zeros(512, dtype=np.int64)
     x = denoise(oracle, noise_scheduler, labels, 25, 1.0, torch.Generator().manual_seed(0), progress=False)

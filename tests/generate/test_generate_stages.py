@@ -7,22 +7,23 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import cache, config, presets, runs
+from histodistill import cache, presets, runs
 from histodistill.data import dataset, sources
 from histodistill.generate import autoencoder, stages
 from histodistill.generate.diffusion import build_noise_scheduler
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 from histodistill.generate.sampling import dpm_solver
 from histodistill.generate.uvit import UViT
+from histodistill.generate.config import AutoencoderConfig, DiffusionConfig
 
 NAMES = ["adipose", "mucus", "tumour"]
 
 
 def tiny_pipeline() -> ClassConditionalLDMPipeline:
     torch.manual_seed(0)
-    vae = autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16, 16)), 28).eval()
+    vae = autoencoder.build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16)), 28).eval()
     uvit = UViT(sample_size=7, in_channels=4, hidden_size=32, depth=3, num_heads=2, num_classes=3).eval()
-    scheduler = dpm_solver(build_noise_scheduler(config.DiffusionConfig()))
+    scheduler = dpm_solver(build_noise_scheduler(DiffusionConfig()))
     return ClassConditionalLDMPipeline(vae=vae, transformer=uvit, scheduler=scheduler, class_names=NAMES)
 
 
@@ -166,14 +167,14 @@ def test_pretrained_autoencoder_folder_is_used_and_keyed_by_its_files(tmp_path, 
     root, bundle = smoke_chain
     torch.manual_seed(1)
     folder = tmp_path / "my-vae"
-    autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16)), 28).save_pretrained(folder)
-    cfg = config.AutoencoderConfig(pretrained=str(folder))
+    autoencoder.build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16)), 28).save_pretrained(folder)
+    cfg = AutoencoderConfig(pretrained=str(folder))
     vae = stages.fit_autoencoder(cfg, bundle, progress=False, cache_root=root)
     assert stages.history(vae).empty  # nothing trained here
     assert stages.load_latents(vae).shape[1:] == (4, 14, 14)  # two levels: 28 -> 14
     assert stages.reconstruction_table(vae, cfg)["autoencoder"].item() == str(folder)
 
-    autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 8)), 28).save_pretrained(folder)
+    autoencoder.build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8)), 28).save_pretrained(folder)
     assert stages.fit_autoencoder(cfg, bundle, progress=False, cache_root=root).key != vae.key
 
 

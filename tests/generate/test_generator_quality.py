@@ -13,11 +13,12 @@ import scipy.ndimage
 import torch
 from conftest import balanced_labels, make_images
 
-from histodistill import config, presets
+from histodistill import presets
 from histodistill.data import dataset
 from histodistill.generate import autoencoder, guidance, quality, ship, shipped, stages
 from histodistill.generate.diffusion import Trainer, build_noise_scheduler, loss_weights
 from histodistill.generate.sampling import TIMESTEP_SPACING, denoise, dpm_solver, guidance_scales, noise_levels
+from histodistill.generate.config import AutoencoderConfig, DiffusionConfig, GuidanceSweepConfig, SamplingConfig
 
 # --- the sampler ---------------------------------------------------------------------------
 
@@ -26,7 +27,7 @@ from histodistill.generate.sampling import TIMESTEP_SPACING, denoise, dpm_solver
 @pytest.mark.parametrize("schedule", ["scaled_linear", "linear"])
 def test_sampling_starts_at_the_last_training_timestep(steps, schedule):
     """Sampling from pure noise must begin where training saw pure noise: t = T - 1."""
-    cfg = config.DiffusionConfig(beta_schedule=schedule)
+    cfg = DiffusionConfig(beta_schedule=schedule)
     solver = dpm_solver(build_noise_scheduler(cfg))
     solver.set_timesteps(steps)
     assert solver.config.timestep_spacing == TIMESTEP_SPACING == "trailing"
@@ -39,9 +40,9 @@ def test_the_saved_pipeline_keeps_the_trailing_spacing(tmp_path):
     from histodistill.generate.pipeline import ClassConditionalLDMPipeline
     from histodistill.generate.uvit import UViT
 
-    vae = autoencoder.build_autoencoder(config.AutoencoderConfig(block_out_channels=(8, 16)), 28)
+    vae = autoencoder.build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16)), 28)
     model = UViT(sample_size=14, in_channels=4, patch_size=2, hidden_size=16, depth=1, num_heads=2, num_classes=2)
-    pipe = ClassConditionalLDMPipeline(vae, model, dpm_solver(build_noise_scheduler(config.DiffusionConfig())), ["a", "b"])
+    pipe = ClassConditionalLDMPipeline(vae, model, dpm_solver(build_noise_scheduler(DiffusionConfig())), ["a", "b"])
     pipe.save_pretrained(tmp_path / "p")
     loaded = ClassConditionalLDMPipeline.from_pretrained(tmp_path / "p", low_cpu_mem_usage=False)
     assert loaded.scheduler.config.timestep_spacing == "trailing"
@@ -49,7 +50,7 @@ def test_the_saved_pipeline_keeps_the_trailing_spacing(tmp_path):
 
 def test_guidance_interval_guides_only_the_steps_inside_it():
     """sigma = sqrt((1 - alpha_bar) / alpha_bar) per step; guidance where lo < sigma <= hi."""
-    solver = dpm_solver(build_noise_scheduler(config.DiffusionConfig()))
+    solver = dpm_solver(build_noise_scheduler(DiffusionConfig()))
     solver.set_timesteps(20)
     sigmas = noise_levels(solver, solver.timesteps).numpy()
     alpha_bar = solver.alphas_cumprod[solver.timesteps].double().numpy()
@@ -66,7 +67,7 @@ def test_an_interval_holding_every_step_changes_nothing_and_an_empty_one_means_n
 
     torch.manual_seed(0)
     model = UViT(sample_size=4, in_channels=2, patch_size=2, hidden_size=16, depth=1, num_heads=2, num_classes=2)
-    sched = build_noise_scheduler(config.DiffusionConfig())
+    sched = build_noise_scheduler(DiffusionConfig())
     labels = np.array([0, 1, 1])
 
     def run(scale, interval):
@@ -79,10 +80,10 @@ def test_an_interval_holding_every_step_changes_nothing_and_an_empty_one_means_n
 
 
 def test_guidance_interval_is_checked():
-    assert config.SamplingConfig(guidance_interval=(0.3, 5.0)).guidance_interval == (0.3, 5.0)
+    assert SamplingConfig(guidance_interval=(0.3, 5.0)).guidance_interval == (0.3, 5.0)
     for bad in [(5.0, 0.3), (-1.0, 2.0), (1.0, 1.0)]:
         with pytest.raises(ValueError, match="guidance_interval"):
-            config.SamplingConfig(guidance_interval=bad)
+            SamplingConfig(guidance_interval=bad)
 
 
 # --- training objective ----------------------------------------------------------------------
@@ -90,7 +91,7 @@ def test_guidance_interval_is_checked():
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_min_snr_weights_follow_the_formula(prediction):
-    sched = build_noise_scheduler(config.DiffusionConfig(prediction_type=prediction))
+    sched = build_noise_scheduler(DiffusionConfig(prediction_type=prediction))
     t = torch.tensor([0, 10, 100, 500, 999])
     a = sched.alphas_cumprod[t]
     snr = a / (1 - a)
@@ -103,7 +104,7 @@ def test_min_snr_weights_follow_the_formula(prediction):
 
 
 def test_v_prediction_trains_towards_the_velocity(tmp_path):
-    cfg = config.DiffusionConfig(hidden_size=16, depth=1, num_heads=2, steps=3, batch_size=8, warmup_steps=1,
+    cfg = DiffusionConfig(hidden_size=16, depth=1, num_heads=2, steps=3, batch_size=8, warmup_steps=1,
                                  prediction_type="v_prediction", snr_gamma=5.0, checkpoint_every=100)
     latents = torch.randn(16, 4, 8, 8)
     trainer = Trainer(latents, balanced_labels(16, 2), 2, cfg, tmp_path / "w", "k")
@@ -116,9 +117,9 @@ def test_v_prediction_trains_towards_the_velocity(tmp_path):
 
 def test_unknown_prediction_type_and_bad_gamma_are_refused():
     with pytest.raises(ValueError, match="prediction_type"):
-        config.DiffusionConfig(prediction_type="sample")
+        DiffusionConfig(prediction_type="sample")
     with pytest.raises(ValueError, match="snr_gamma"):
-        config.DiffusionConfig(snr_gamma=0.0)
+        DiffusionConfig(snr_gamma=0.0)
 
 
 # --- the autoencoder's texture loss --------------------------------------------------------
@@ -133,7 +134,7 @@ def test_laplacian_equals_scipys_with_mirrored_edges():
 
 def test_edge_loss_is_logged_and_off_by_default():
     images = make_images(8)
-    cfg = config.AutoencoderConfig(block_out_channels=(8, 16), steps=3, batch_size=4)
+    cfg = AutoencoderConfig(block_out_channels=(8, 16), steps=3, batch_size=4)
     _, off = autoencoder.train_autoencoder(images, cfg, progress=False)
     _, on = autoencoder.train_autoencoder(images, dataclasses.replace(cfg, edge_weight=1.0), progress=False)
     assert (off["edge"] == 0).all() and (on["edge"] > 0).all()
@@ -200,13 +201,13 @@ def test_guidance_rule_compares_solvers_and_breaks_ties_in_sweep_order():
 
 def test_sweep_config_is_checked():
     with pytest.raises(ValueError, match="scales"):
-        config.GuidanceSweepConfig(scales=())
+        GuidanceSweepConfig(scales=())
     with pytest.raises(ValueError, match="per_class"):
-        config.GuidanceSweepConfig(per_class=1)
+        GuidanceSweepConfig(per_class=1)
     with pytest.raises(ValueError, match="solvers"):
-        config.GuidanceSweepConfig(solvers=("euler",))
+        GuidanceSweepConfig(solvers=("euler",))
     with pytest.raises(ValueError, match="solver"):
-        config.SamplingConfig(solver="ddim")
+        SamplingConfig(solver="ddim")
 
 
 # --- the shipped generator -------------------------------------------------------------------
@@ -283,4 +284,4 @@ def test_a_changed_shipped_file_is_ignored(shipped_smoke, tmp_path, capsys):
 
 def test_shipped_and_pretrained_exclude_each_other():
     with pytest.raises(ValueError, match="not both"):
-        config.AutoencoderConfig(pretrained="somewhere", shipped=True)
+        AutoencoderConfig(pretrained="somewhere", shipped=True)

@@ -79,7 +79,7 @@ def test_the_verdict_says_where_a_failed_distance_test_sits():
 
 
 def test_the_membership_attacks_score_all_members_or_a_seeded_sample():
-    from histodistill.config import PrivacyConfig
+    from histodistill.privacy.config import PrivacyConfig
     from histodistill.privacy.audit import member_sample
 
     np.testing.assert_array_equal(member_sample(50, PrivacyConfig(max_members=50)), np.arange(50))
@@ -191,7 +191,8 @@ def test_a_dcr_failure_counts_only_beyond_the_selection_of_unseen_images():
 def test_unseen_controls_leave_a_val_image_per_class_and_follow_the_class_mix(monkeypatch):
     from types import SimpleNamespace
 
-    from histodistill.config import PrivacyConfig, SelectionConfig
+    from histodistill.privacy.config import PrivacyConfig
+    from histodistill.select.config import SelectionConfig
     from histodistill.privacy import controls
 
     rng = np.random.default_rng(0)

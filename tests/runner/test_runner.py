@@ -81,24 +81,6 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
     assert not marker.exists()
 
 
-def test_notebooks_expose_every_field_of_the_stages_they_configure():
-    """A notebook's parameters may override any field of a stage it configures."""
-    from histodistill.presets import STAGES
-
-    checked = 0
-    for source in runner.notebook_sources():
-        code = "\n".join(
-            c.source for c in runner.to_notebook(source).cells if c.cell_type == "code"
-        )
-        for node in ast.walk(ast.parse(code)):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "stage_config":
-                stage = node.args[0].value
-                fields = set(STAGES[stage].__dataclass_fields__)
-                assert {k.arg for k in node.keywords} == fields, (source.name, stage)
-                checked += 1
-    assert checked >= 1
-
-
 def test_run_times_keep_the_notebooks_not_run_again():
     import pandas as pd
 
@@ -174,10 +156,12 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     ("ipc", "ten", "-p ipc 'ten': sets selection.ipc, which takes a whole number"),
     ("image_size", 28.5, "-p image_size 28.5: sets data.size, which takes a whole number"),
     ("networks", "resnet18", "-p networks 'resnet18': sets evaluation.networks, which takes a tuple of texts"),
-    ("select_seed", -1, "-p select_seed -1: sets selection.seed, a seed: a whole number >= 0"),
-    ("seed", -1, "-p seed -1: sets data.seed, a seed"),
+    ("selection.seed", -1, "-p selection.seed -1: sets selection.seed, a seed: a whole number >= 0"),
+    ("data.seed", -1, "-p data.seed -1: sets data.seed, a seed"),
     ("steps", 0, "-p steps 0: steps, batch_size, eval_every and width_scale must be positive"),
-    ("dsa", "yes", "-p dsa 'yes': sets downstream.dsa, which takes True or False"),
+    ("downstream.dsa", "yes", "-p downstream.dsa 'yes': sets downstream.dsa, which takes True or False"),
+    ("diffusion.lrr", 1, "-p diffusion.lrr: 'diffusion.lrr': the diffusion configuration has no field 'lrr'"),
+    ("difusion.lr", 1, "-p difusion.lr: 'difusion.lr' is not stage.field; stages:"),
 ])
 def test_bad_parameters_are_refused_before_any_notebook_runs(name, value, message, runs_nothing):
     from histodistill import runner
@@ -189,16 +173,55 @@ def test_bad_parameters_are_refused_before_any_notebook_runs(name, value, messag
 
 
 def test_good_parameters_pass_the_check():
-    overrides = {"ipc": 10, "networks": ["convnet", "resnet18"], "guidance_scale": None, "lr": 1, "train_seed": 3,
-                 "image_size": 64, "contrastive_weights": (0.1, 0.3)}
+    overrides = {"ipc": 10, "networks": ["convnet", "resnet18"], "guidance_scale": None, "downstream.lr": 1,
+                 "downstream.seed": 3, "image_size": 64, "ablation.contrastive_weights": (0.1, 0.3)}
     assert len(runner.plan("demo", overrides, "mine")) == len(runner.notebook_sources())
+
+
+def test_a_field_goes_into_the_config_of_the_notebook_configuring_its_stage():
+    items = runner.plan("demo", {"diffusion.lr": 3e-4, "selection.k": 15, "ipc": 20,
+                                 "config": {"data.seed": 2}}, "mine")
+    config = {source.name[:2]: params.get("config") for source, _, params in items}
+    assert config == {"01": {"data.seed": 2}, "02": {"diffusion.lr": 3e-4}, "03": None,
+                      "04": {"selection.k": 15}, "05": None, "06": None, "07": None}
+    assert [params.get("ipc") for _, _, params in items] == [None, None, None, 20, None, None, None]
+    with pytest.raises(SystemExit, match=r"-p diffusion.lr sets a field of notebook 02's stage \(--only 05\)"):
+        runner.plan("demo", {"diffusion.lr": 3e-4}, "mine", only=["05"])
+    with pytest.raises(SystemExit, match="-p ipc and -p selection.ipc both set selection.ipc"):
+        runner.plan("demo", {"ipc": 20, "selection.ipc": 30}, "mine")
+
+
+def test_every_named_parameter_is_declared_by_the_notebook_configuring_its_stage():
+    from histodistill import parameters
+
+    declared = {s.name[:2]: set(runner.declared_parameters(runner.to_notebook(s))) for s in runner.notebook_sources()}
+    for name, targets in parameters.NAMED.items():
+        for target in targets:
+            stage, _ = parameters.split_target(target)
+            assert name in declared[parameters.CONFIGURED_BY[stage]], (name, target)
+    assert set(parameters.CONFIGURED_BY) == set(parameters.presets.STAGES)
+    assert all(parameters.CONFIG in names for names in declared.values())
+
+
+def test_a_notebook_applies_its_named_parameters_and_config():
+    from histodistill import parameters
+
+    namespace = {"ipc": 20, "graph": None, "config": {"selection.k": 15, "diffusion.lr": 1.0},
+                 "use_shipped_generator": False}
+    cfg = parameters.configure("selection", "demo", namespace)
+    assert (cfg.ipc, cfg.k) == (20, 15) and cfg.graph == parameters.presets.stage_config("selection", "demo").graph
+    assert parameters.configure("diffusion", "demo", namespace).lr == 1.0
+    assert parameters.configure("diffusion", "demo", namespace).shipped is False
+    assert parameters.configure("autoencoder", "demo", {"use_shipped_generator": True}).shipped is True
+    assert parameters.configure("sampling", "demo", {"config": {"sampling.guidance_interval": [0.1, 2]}}
+                                ).guidance_interval == (0.1, 2)
 
 
 def test_tuple_parameters_reach_the_notebook_as_sequences_of_their_items(tmp_path):
     """Papermill writes a tuple as the string of its repr; the notebooks' ``tuple(networks)``
     then split it into characters. The runner passes tuples as lists, which every notebook
     turns back into tuples: the injected cell, executed, holds the items themselves."""
-    overrides = {"networks": ("convnet",), "timesteps": (50, 100)}
+    overrides = {"networks": ("convnet",), "privacy.timesteps": (50, 100)}
     written = runner.export(runner.plan("demo", overrides, "mine"), tmp_path)
     seen = {}
     for path in written:
@@ -206,9 +229,9 @@ def test_tuple_parameters_reach_the_notebook_as_sequences_of_their_items(tmp_pat
         injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
         namespace: dict = {}
         exec("".join(injected[0]["source"]), namespace)
-        seen.update({k: namespace[k] for k in overrides if k in namespace})
+        seen.update({k: namespace[k] for k in ("networks", "config") if namespace.get(k)})
     assert tuple(seen["networks"]) == ("convnet",)
-    assert tuple(seen["timesteps"]) == (50, 100)
+    assert tuple(seen["config"]["privacy.timesteps"]) == (50, 100)
     assert runner.injectable({"a": ((1, 2), [3])}) == {"a": [[1, 2], [3]]}
 
 
@@ -272,14 +295,14 @@ def test_own_data_without_a_run_name_is_refused_before_running(runs_nothing, out
 def test_bad_parameters_together_are_each_named_in_full(runs_nothing):
     with pytest.raises(SystemExit) as refused:
         runner.main(["--run-name", "mine", "-p", "ipc", "ten", "-p", "image_size", "28.5", "-p", "networks",
-                     "resnet18", "-p", "select_seed", "-1", "-p", "seed", "-1"])
+                     "resnet18", "-p", "selection.seed", "-1", "-p", "data.seed", "-1"])
     lines = str(refused.value).splitlines()
     assert lines[0] == "bad parameter(s); nothing was run:"
     assert sorted(line.strip() for line in lines[1:]) == sorted([
         "-p ipc 'ten': sets selection.ipc, which takes a whole number",
         "-p image_size 28.5: sets data.size, which takes a whole number",
         "-p networks 'resnet18': sets evaluation.networks, which takes a tuple of texts, e.g. ('convnet',)",
-        "-p select_seed -1: sets selection.seed, a seed: a whole number >= 0",
-        "-p seed -1: sets data.seed, a seed: a whole number >= 0",
+        "-p selection.seed -1: sets selection.seed, a seed: a whole number >= 0",
+        "-p data.seed -1: sets data.seed, a seed: a whole number >= 0",
     ])
     assert runs_nothing == []

@@ -13,12 +13,15 @@ import torch
 from conftest import make_images
 
 from histodistill.data.own_data import write_npz
-from histodistill import cache, config
+from histodistill import cache
 from histodistill.classifiers import convnet
 from histodistill.data.dataset import DataBundle, Split
 from histodistill.evaluate import ablations
 from histodistill.generate import memorisation, stages
 from histodistill.select import distill, privacy_filter, selection
+from histodistill.classifiers.config import DownstreamConfig
+from histodistill.evaluate.config import AblationConfig
+from histodistill.select.config import SelectionConfig
 
 N_CLASSES, POOL_PER_CLASS, IPC = 3, 16, 4
 
@@ -88,8 +91,8 @@ def flagged_by_the_criterion(s) -> np.ndarray:
     return flagged
 
 
-def select_cfg(**changes) -> config.SelectionConfig:
-    return config.SelectionConfig(ipc=IPC, k=3, **changes)
+def select_cfg(**changes) -> SelectionConfig:
+    return SelectionConfig(ipc=IPC, k=3, **changes)
 
 
 # --- (a) nothing flagged gets through ----------------------------------------------------------
@@ -223,8 +226,8 @@ def test_the_privacy_filter_ablation_builds_both_variants_from_the_runs_selectio
                                bundle=s.bundle)
 
     up = SimpleNamespace(pool=s.pool, selection_cfg=cfg, select=select)
-    base = config.DownstreamConfig(contrastive="none")
-    jobs, params, notes = ablations.BUILDERS["privacy_filter"](up, base, config.AblationConfig(seeds=2), [0, 1])
+    base = DownstreamConfig(contrastive="none")
+    jobs, params, notes = ablations.BUILDERS["privacy_filter"](up, base, AblationConfig(seeds=2), [0, 1])
     assert params["variant"].tolist() == ["filter off", "filter on"] and not notes
     assert params["pool images removed"].tolist() == [0, int(flagged_by_the_criterion(s).sum())]
     assert [(j.variant, j.cfg.seed) for j in jobs] == [("filter off", 0), ("filter off", 1),

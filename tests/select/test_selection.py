@@ -9,7 +9,7 @@ from conftest import make_images
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
-from histodistill.config import SelectionConfig
+from histodistill.select.config import SelectionConfig
 from histodistill.data import sources
 from histodistill.select import graphs, selection
 from histodistill.select.graphs import GraphError, GraphWarning, build_graph
