@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from histodistill import machine, presets, runs
+from histodistill import machine, presets, run_record
 from histodistill.evaluate import budget, evaluation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "downstream_lr.csv"
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None, help="runs per budget (default: the preset's budget_seeds)")
     args = ap.parse_args()
     machine.configure_torch()
-    up = runs.load(args.run_name or args.profile, args.profile)
+    up = run_record.load(args.run_name or args.profile, args.profile)
     ev = presets.stage_config("evaluation", args.profile, budget_steps=tuple(args.budgets), budget_seeds=args.runs)
     rows = []
     for lr in args.lrs:

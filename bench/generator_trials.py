@@ -37,6 +37,7 @@ from histodistill.generate import guidance, stages
 from histodistill.generate.diffusion import Trainer
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 from histodistill.generate.config import SOLVERS
+from histodistill.classifiers import judge
 
 RESULTS = Path(__file__).parent / "results" / "generator_trials.csv"
 
@@ -70,7 +71,7 @@ def main() -> None:
     bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
     ae_cfg = presets.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
     vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
-    classifier = stages.load_classifier(stages.fit_classifier(presets.stage_config("classifier", args.profile), bundle, progress=False))
+    classifier = judge.load_classifier(judge.fit_classifier(presets.stage_config("classifier", args.profile), bundle, progress=False))
     overrides = parse_overrides(args.set)
     cfg = presets.stage_config("diffusion", args.profile, **{"shipped": False, **overrides})
     inputs = {"autoencoder": vae_artifact.key}

@@ -50,7 +50,7 @@ from histodistill.evaluate import dm
 from histodistill.generate import autoencoder, memorisation
 from histodistill.generate.diffusion import Trainer, build_denoiser, build_noise_scheduler  # noqa: E402
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline, dpm_solver  # noqa: E402
-from histodistill.privacy import audit, measures
+from histodistill.privacy import generator_attack, measures
 from histodistill.select import selection
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -180,7 +180,7 @@ def build_units(cfg: dict, device: str) -> list[Unit]:
 
     def denoiser_passes(n: int) -> None:  # n x 256 latents, one timestep and draw each
         for _ in range(n):
-            audit.denoising_losses(uvit, noise, attack_latents, labels(256), (50,), 1, 0)
+            generator_attack.denoising_losses(uvit, noise, attack_latents, labels(256), (50,), 1, 0)
 
     def val_pass(n: int) -> None:  # n passes over 1024 images; scaled to val's size below
         for _ in range(n):

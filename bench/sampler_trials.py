@@ -26,6 +26,7 @@ from histodistill import machine, presets
 from histodistill.data import dataset
 from histodistill.generate import guidance, stages
 from histodistill.generate.config import SOLVERS
+from histodistill.classifiers.judge import fit_classifier, load_classifier
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampler_trials.csv"
 
@@ -52,7 +53,7 @@ def main() -> None:
     bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
     vae = stages.fit_autoencoder(presets.stage_config("autoencoder", args.profile), bundle)
     ldm = stages.fit_diffusion(presets.stage_config("diffusion", args.profile), vae, bundle)
-    judge = stages.load_classifier(stages.fit_classifier(presets.stage_config("classifier", args.profile), bundle))
+    judge = load_classifier(fit_classifier(presets.stage_config("classifier", args.profile), bundle))
     real_features = guidance.judge_features(judge, bundle)
     pipe = stages.load_pipeline(ldm)
     labels = np.repeat(np.arange(len(pipe.class_names)), args.per_class)

@@ -138,15 +138,8 @@ def work_dir(stage: str, cfg: Any, inputs: dict[str, str] | None = None, version
     return (cache_root or paths.cache_dir()) / stage / f".work-{key[:KEY_CHARS]}", key
 
 
-def cached(
-    stage: str,
-    cfg: Any,
-    build: Callable[[Path], None],
-    inputs: dict[str, str] | None = None,
-    version: int = 1,
-    cache_root: Path | None = None,
-    log: Callable[[str], None] = print,
-) -> Artifact:
+def cached(stage: str, cfg: Any, build: Callable[[Path], None], inputs: dict[str, str] | None = None,
+           version: int = 1, cache_root: Path | None = None, log: Callable[[str], None] = print) -> Artifact:
     """Return the stage's artifact, calling ``build(folder)`` only when none is cached.
 
     `build` writes its files into the folder it is given; it must not write elsewhere.
@@ -190,15 +183,8 @@ def _build_locked(stage: str, cfg: Any, build: Callable[[Path], None], inputs: d
     started = time.time()
     try:
         build(tmp)
-        record = {
-            "stage": stage,
-            "version": version,
-            "key": key,
-            "config": to_dict(cfg),
-            "inputs": inputs,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.time() - started, 3),
-        }
+        record = {"stage": stage, "version": version, "key": key, "config": to_dict(cfg), "inputs": inputs,
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.time() - started, 3)}
         write_json_atomic(tmp / CONFIG_FILE, record)
         write_json_atomic(tmp / MARKER, {"key": key, "files": _manifest(tmp, fsync=True)})
         os.rename(tmp, final)
@@ -220,12 +206,7 @@ def is_cached(stage: str, cfg: Any, inputs: dict[str, str] | None = None, versio
               cache_root: Path | None = None) -> bool:
     """True when `cached` would return a stored result for these arguments without building."""
     key = stage_key(stage, cfg, dict(inputs or {}), version)
-    return is_complete((cache_root or paths.cache_dir()) / stage / key[:KEY_CHARS], key)
-
-
-def is_complete(folder: Path, key: str) -> bool:
-    """True only if `folder` holds a finished result for `key` whose files are intact."""
-    return problem(folder, key) is None
+    return problem((cache_root or paths.cache_dir()) / stage / key[:KEY_CHARS], key) is None
 
 
 def problem(folder: Path, key: str) -> str | None:

@@ -13,6 +13,10 @@ import seaborn as sns
 
 from . import paths
 
+# Every figure's colours for real images, synthetic ones, a reference level (the real-vs-real
+# floor) and what stands out.
+REAL, SYNTH, FLOOR, ACCENT = "#4C72B0", "#C44E52", "#8C8C8C", "#DD8452"
+
 
 def style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)

@@ -71,8 +71,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The demo's generator trains for over an hour on 2 CPU cores, so the package ships
         # it (`shipped=True`: `python -m histodistill.generate.ship build --profile demo` made it)
         # and notebook 02 loads it when these fields are unchanged; any change trains anew.
-        # One autoencoder level plus the Laplacian loss: the two-level one capped the pool's
-        # texture at 0.66 of real; v-prediction with min-SNR-5 weighting, 16,000 steps.
+        # One autoencoder level plus the Laplacian loss keep the tissue's fine texture.
         "autoencoder": AutoencoderConfig(block_out_channels=(32,), steps=1200, edge_weight=1.0, shipped=True),
         "diffusion": DiffusionConfig(hidden_size=128, patch_size=4, steps=16000, lr=1e-3, warmup_steps=200,
                                      ema_decay=0.9995, prediction_type="v_prediction", snr_gamma=5.0,
@@ -81,11 +80,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": SamplingConfig(steps=20, guidance_scale=2.0, solver="sde-dpmsolver++"),
         "guidance_sweep": GuidanceSweepConfig(),
         "selection": SelectionConfig(ipc=10),
-        # Networks at 1/8 width (ConvNet 16, ResNet-18 8..64) at a higher peak rate, chosen on
-        # val (bench/results/downstream_lr.csv): at 600 steps lr 0.1 reaches val accuracy
-        # 0.540 (0.03: 0.529, 0.05: 0.513) and has stopped rising (1200 steps: 0.524), where
-        # 0.03 still rises to 0.573 at 1200 steps, twice the demo's time. 600 steps is the
-        # budget the rule picks on val (training_budget.csv, 05_training_budget.png).
+        # Networks at 1/8 width (ConvNet 16, ResNet-18 8..64) at a higher peak rate, both chosen
+        # on val (bench/results/downstream_lr.csv); 600 steps is the budget the val rule picks
+        # (training_budget.csv, 05_training_budget.png).
         "downstream": DownstreamConfig(width_scale=0.125, steps=600, lr=0.1, warmup_fraction=0.2, eval_every=20),
         # ConvNet only: converged ResNet-18 runs cost ~48 s each on 2 cores, ~30 min for its
         # 35 models; `networks=("convnet", "resnet18")` adds it (the paper profile has both).
@@ -116,21 +113,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# The rehearsal profile: the paper's presets, the same data sizes, pool, IPC, widths and batch
-# sizes, with only the counts of steps, epochs and iterations cut (so every stage runs on a
-# CPU in minutes and shows what its size costs), on the stand-in file instead of PathMNIST.
-# Two counts of images are cut too, both of small pools that only choose or compare (the main
-# pool keeps its 1000 per class): at the paper's U-ViT width one sampled image costs ~0.045 s
-# per step on 2 CPU cores, so the sampler sweep's 8 x 1800 images and the guidance ablation's
-# 4 x 4500 would take over an hour alone. The guidance ablation keeps 2 x IPC per class.
-# And the counts of runs are the smoke profile's (2 per main-table row, 1 per budget and
-# ablation variant, 2 reference models): every row and variant still runs, at full size,
-# but a full-width downstream model costs about a minute on 2 cores even at 4 steps (one
-# val evaluation over 10,004 images and the test split), and the paper's 5 runs of every
-# row and variant would keep notebooks 05-07 busy for hours. The audit's membership attacks
-# score 2,000 members with one noise draw (the paper: 10,000 and 4): each denoiser pass at
-# the paper's width costs about 10 s per 256 latents here, and val's 10,004 non-members are
-# scored whole.
+# The rehearsal profile: the paper's presets (data sizes, pool, IPC, widths, batch sizes) on
+# the stand-in file, with the counts cut so that every stage runs on a CPU in minutes and shows
+# what its size costs: steps, epochs and iterations; the small pools that only choose or
+# compare (the main pool keeps its 1000 per class); the runs per row and variant (the smoke
+# profile's: each still runs once at full size); the members the attacks score.
 REHEARSAL_CUTS: dict[str, dict[str, Any]] = {
     "data": {"source": "rehearsal"},
     "classifier": {"epochs": 1},

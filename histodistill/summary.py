@@ -10,43 +10,15 @@ ablation not chosen) gives one line saying so and which notebook writes it.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pandas as pd
 
-from . import paths
+from . import paths, run_outputs
 from .classifiers.metrics import METRIC_LABELS, format_interval
 from .evaluate.ablations import NAMES as ABLATIONS
 from .evaluate.comparisons import format_difference
 
 NO_DIFFERENCE = "no detectable difference"
-CARD = "distilled/data_card.json"
-
-
-class MissingOutput(Exception):
-    """A file a summary needs is not in the run's results folder."""
-
-
-def _folder(run_name: str) -> Path:
-    # Not paths.results_dir: reading must not create the folder of a run that never ran.
-    return paths.output_root() / "paper_results" / run_name
-
-
-def _path(run_name: str, name: str, notebook: str) -> Path:
-    path = _folder(run_name) / name
-    if not path.is_file():
-        raise MissingOutput(f"No {name} in paper_results/{run_name}/: run notebook {notebook} "
-                            f"for run '{run_name}' first.")
-    return path
-
-
-def _csv(run_name: str, name: str, notebook: str) -> pd.DataFrame:
-    return pd.read_csv(_path(run_name, name, notebook))
-
-
-def _card(run_name: str) -> dict:
-    return json.loads(_path(run_name, CARD, "04").read_text())
 
 
 def _row(table: pd.DataFrame, column: str, name: str) -> pd.Series:
@@ -71,7 +43,7 @@ def _listing(items: list[str]) -> str:
 # --- 01 · data ---------------------------------------------------------------------------
 
 def _splits(run_name: str) -> list[str]:
-    splits = _csv(run_name, "data_splits.csv", "01").set_index("split")
+    splits = run_outputs.read_table(run_name, "data_splits.csv", "01").set_index("split")
     sizes = [f"{int(splits.loc[s, 'images'])} {s}" for s in splits.index]
     first = splits.iloc[0]
     lines = [f"The real data: {_listing(sizes)} images ({first['image size']}) "
@@ -85,20 +57,20 @@ def _splits(run_name: str) -> list[str]:
 
 
 def _classes(run_name: str) -> list[str]:
-    counts = _csv(run_name, "data_class_counts.csv", "01")
+    counts = run_outputs.read_table(run_name, "data_class_counts.csv", "01")
     return [f"The classes: {', '.join(counts['class'].astype(str))}."]
 
 
 # --- 02 · generator ----------------------------------------------------------------------
 
 def _autoencoder(run_name: str) -> list[str]:
-    line = _csv(run_name, "autoencoder_reconstruction.csv", "02").iloc[0]
+    line = run_outputs.read_table(run_name, "autoencoder_reconstruction.csv", "02").iloc[0]
     return [f"The autoencoder ({line['autoencoder']}, latents {line['latent shape']}) reconstructs real val "
             f"images at a PSNR of {line['psnr_db']:.2f} dB (mean absolute error {line['mae']:.3f} / 255)."]
 
 
 def _training(run_name: str) -> list[str]:
-    table = _csv(run_name, "ldm_training.csv", "02").set_index("stage")
+    table = run_outputs.read_table(run_name, "ldm_training.csv", "02").set_index("stage")
     loss = "final loss (mean of last 10%)"
     lines = []
     for stage, name in (("diffusion", "The generator's denoiser"), ("autoencoder", "The autoencoder")):
@@ -112,14 +84,14 @@ def _training(run_name: str) -> list[str]:
 # --- 03 · pool ---------------------------------------------------------------------------
 
 def _consistency(run_name: str) -> list[str]:
-    mean = _row(_csv(run_name, "pool_class_consistency.csv", "03"), "class", "mean over classes")
+    mean = _row(run_outputs.read_table(run_name, "pool_class_consistency.csv", "03"), "class", "mean over classes")
     return [f"Class consistency: the real-trained judge puts {_share(mean['pool_accuracy'])} of the "
             f"{int(mean['n_pool'])} pool images in their own class (mean over classes), against "
             f"{_share(mean['val_accuracy'])} of the {int(mean['n_val'])} real val images."]
 
 
 def _fidelity(run_name: str) -> list[str]:
-    whole = _row(_csv(run_name, "pool_quality.csv", "03"), "class", "all")
+    whole = _row(run_outputs.read_table(run_name, "pool_quality.csv", "03"), "class", "all")
     ratio = whole["fd_pool_vs_val"] / whole["fd_train_vs_val"]
     return [f"Fréchet distance to real val: pool {whole['fd_pool_vs_val']:.1f}, real train "
             f"{whole['fd_train_vs_val']:.1f} (ratio {ratio:.2f}; 1 is as close as real train).",
@@ -128,7 +100,7 @@ def _fidelity(run_name: str) -> list[str]:
 
 
 def _copies(run_name: str) -> list[str]:
-    table = _csv(run_name, "pool_memorisation.csv", "03")
+    table = run_outputs.read_table(run_name, "pool_memorisation.csv", "03")
     lines = []
     for _, line in table.iterrows():
         where = line.get("flagged_by_class")
@@ -143,7 +115,7 @@ def _copies(run_name: str) -> list[str]:
 # --- 04 · selection ----------------------------------------------------------------------
 
 def _kept(run_name: str) -> list[str]:
-    card = _card(run_name)
+    card = run_outputs.read_card(run_name)
     params = card.get("params", {})
     lines = [f"The distilled set: {card['n_images']} images, method {card['method']}"
              + (f", {params['ipc']} per class" if "ipc" in params else "") + "."]
@@ -152,8 +124,8 @@ def _kept(run_name: str) -> list[str]:
         lines.append(f"The privacy filter removed {filtered['removed']} pool images before selecting "
                      f"({filtered['kept']} left).")
     try:
-        graphs = _csv(run_name, "selection_graphs.csv", "04").set_index("class_name")["n_modules"]
-    except MissingOutput:
+        graphs = run_outputs.read_table(run_name, "selection_graphs.csv", "04").set_index("class_name")["n_modules"]
+    except run_outputs.MissingOutput:
         graphs = None
         lines.append(f"{card['method']} builds no graph: no Infomap modules (no selection_graphs.csv).")
     for name, kept in card["counts_per_class"].items():
@@ -166,7 +138,7 @@ def _kept(run_name: str) -> list[str]:
 # --- 05 · evaluation ---------------------------------------------------------------------
 
 def _main_table(run_name: str) -> list[str]:
-    table = _csv(run_name, "main_table.csv", "05")
+    table = run_outputs.read_table(run_name, "main_table.csv", "05")
     lines = []
     for network, part in table.groupby("network", sort=False):
         lines.append(f"Test ACC per training set, {network} (mean over runs [95 % interval]):")
@@ -198,7 +170,7 @@ def _differences(table: pd.DataFrame, by: str) -> list[str]:
 
 
 def _paired(run_name: str) -> list[str]:
-    table = _csv(run_name, "paired_differences.csv", "05")
+    table = run_outputs.read_table(run_name, "paired_differences.csv", "05")
     return ["Paired differences on test (row minus reference, 95 % interval):", *_differences(table, "row")]
 
 
@@ -208,9 +180,9 @@ def _ablations(run_name: str) -> list[str]:
     lines = []
     for name in ABLATIONS:
         try:
-            table = _csv(run_name, f"ablation_{name}_paired.csv", "06")
-        except MissingOutput:
-            ran = (_folder(run_name) / f"ablation_{name}.csv").is_file()
+            table = run_outputs.read_table(run_name, f"ablation_{name}_paired.csv", "06")
+        except run_outputs.MissingOutput:
+            ran = (run_outputs.folder(run_name) / f"ablation_{name}.csv").is_file()
             lines.append(f"Ablation {name}: " + ("run, but no variant had a reference to be paired with."
                                                 if ran else f"not run (no ablation_{name}_paired.csv); "
                                                 "add it to `ablations` in notebook 06."))
@@ -232,7 +204,7 @@ def _ablations(run_name: str) -> list[str]:
 # --- 07 · privacy audit ------------------------------------------------------------------
 
 def _audit(run_name: str) -> list[str]:
-    audit = _card(run_name).get("audit")
+    audit = run_outputs.read_card(run_name).get("audit")
     if audit is None:
         return [f"The data card in paper_results/{run_name}/distilled/ holds no audit yet: run notebook 07 "
                 f"for run '{run_name}'."]
@@ -258,17 +230,17 @@ def shareable_set(run_name: str) -> str:
     """Where a run's shareable set, its data card and its audit are, the verdict and what it
     means, and what to try when it failed: what ``./run_all.sh --distill`` ends with."""
     try:
-        card = _card(run_name)
-    except MissingOutput as missing:
+        card = run_outputs.read_card(run_name)
+    except run_outputs.MissingOutput as missing:
         return str(missing)
-    folder = _shown(_folder(run_name) / "distilled")
-    figures = _shown(paths.output_root() / "figures" / run_name)
+    folder = run_outputs.shown(run_outputs.folder(run_name) / "distilled")
+    figures = run_outputs.shown(paths.output_root() / "figures" / run_name)
     side = "x".join(str(v) for v in card["image_size"]) if isinstance(card["image_size"], list) else card["image_size"]
     lines = [f"The shareable set: {folder}/distilled.npz ({card['n_images']} images of "
              f"{side} px, {len(card['counts_per_class'])} classes; MedMNIST layout), "
              f"one image grid per class beside it.",
              f"Its data card: {folder}/data_card.json (source, method, configuration, the audit).",
-             f"The audit: {_shown(_folder(run_name))}/privacy_audit.md, figures in {figures}/07_*.png."]
+             f"The audit: {run_outputs.shown(run_outputs.folder(run_name))}/privacy_audit.md, figures in {figures}/07_*.png."]
     lines += _audit(run_name)
     audit = card.get("audit")
     if audit is None:
@@ -294,14 +266,6 @@ def shareable_set(run_name: str) -> str:
     return "\n".join(lines)
 
 
-def _shown(path: Path) -> str:
-    """`path` relative to the working folder when it lies inside it (as the README writes it)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 SECTIONS = {
     1: (_splits, _classes),
     2: (_autoencoder, _training),
@@ -323,6 +287,6 @@ def what_you_saw(notebook: str | int, run_name: str) -> str:
     for section in SECTIONS[number]:
         try:
             lines += section(run_name)
-        except MissingOutput as missing:
+        except run_outputs.MissingOutput as missing:
             lines.append(str(missing))
     return "\n".join(lines)

@@ -47,13 +47,13 @@ config = {}  # any other field, "stage.field": value, e.g. {"data.seed": 1, "dat
 # %%
 from IPython.display import display
 
-from histodistill import machine, parameters, plots, runs
+from histodistill import machine, parameters, plots, run_record
 from histodistill.data import dataset, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
 cfg = parameters.configure("data", profile, globals())
-runs.record(run_name, profile, data=cfg)  # later notebooks read the data configuration from here
+run_record.record(run_name, profile, data=cfg)  # later notebooks read the data configuration from here
 cfg
 
 # %% [markdown]

@@ -58,16 +58,16 @@ config = {}  # any other field, "stage.field": value, e.g. {"diffusion.lr": 3e-4
 # %%
 from IPython.display import display
 
-from histodistill import machine, parameters, plots, runs
+from histodistill import machine, parameters, plots, run_record
 from histodistill.data import dataset
 from histodistill.generate import autoencoder, figures, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
+bundle = dataset.prepare_data(run_record.upstream(run_name, profile, "data"))
 ae_cfg = parameters.configure("autoencoder", profile, globals())
 ldm_cfg = parameters.configure("diffusion", profile, globals())
-runs.record(run_name, profile, autoencoder=ae_cfg, diffusion=ldm_cfg)
+run_record.record(run_name, profile, autoencoder=ae_cfg, diffusion=ldm_cfg)
 display(ae_cfg, ldm_cfg)
 
 # %% [markdown]

@@ -59,20 +59,20 @@ config = {}  # any other field, "stage.field": value, e.g. {"sampling.seed": 1, 
 # %%
 from IPython.display import display
 
-from histodistill import machine, parameters, plots, runs
-from histodistill.classifiers import convnet
+from histodistill import machine, parameters, plots, run_record
+from histodistill.classifiers import convnet, judge
 from histodistill.data import dataset
 from histodistill.generate import figures, guidance, memorisation, quality, stages
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-bundle = dataset.prepare_data(runs.upstream(run_name, profile, "data"))
-vae_artifact = stages.fit_autoencoder(runs.upstream(run_name, profile, "autoencoder"), bundle)
-ldm_artifact = stages.fit_diffusion(runs.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
+bundle = dataset.prepare_data(run_record.upstream(run_name, profile, "data"))
+vae_artifact = stages.fit_autoencoder(run_record.upstream(run_name, profile, "autoencoder"), bundle)
+ldm_artifact = stages.fit_diffusion(run_record.upstream(run_name, profile, "diffusion"), vae_artifact, bundle)
 sampling_cfg = parameters.configure("sampling", profile, globals())
 clf_cfg = parameters.configure("classifier", profile, globals())
 sweep_cfg = parameters.configure("guidance_sweep", profile, globals())
-runs.record(run_name, profile, classifier=clf_cfg, guidance_sweep=sweep_cfg)
+run_record.record(run_name, profile, classifier=clf_cfg, guidance_sweep=sweep_cfg)
 display(sampling_cfg, clf_cfg, sweep_cfg)
 
 # %% [markdown]
@@ -81,8 +81,8 @@ display(sampling_cfg, clf_cfg, sweep_cfg)
 # real **val** accuracy. Notebook 04 embeds the pool with this same network.
 
 # %%
-clf_artifact = stages.fit_classifier(clf_cfg, bundle)
-classifier = stages.load_classifier(clf_artifact)
+clf_artifact = judge.fit_classifier(clf_cfg, bundle)
+classifier = judge.load_classifier(clf_artifact)
 clf_history = stages.history(clf_artifact)
 print(f"best real val accuracy {clf_history['val_acc'].max():.3f} (epoch {int(clf_history['val_acc'].idxmax()) + 1} of {len(clf_history)})")
 
@@ -108,7 +108,7 @@ fig = figures.guidance_sweep(sweep, chosen)
 plots.save(fig, "03_guidance_sweep", run_name)
 if sampler_from_val:
     sampling_cfg = guidance.follow(chosen, sampling_cfg)
-runs.record(run_name, profile, sampling=sampling_cfg)  # what notebooks 04-07 read as this run's pool
+run_record.record(run_name, profile, sampling=sampling_cfg)  # what notebooks 04-07 read as this run's pool
 print(guidance.verdict(chosen, sampling_cfg))
 
 # %% [markdown]

@@ -56,16 +56,16 @@ config = {}  # any other field, "stage.field": value, e.g. {"selection.k": 15, "
 # %%
 from IPython.display import display
 
-from histodistill import machine, parameters, paths, plots, runs
+from histodistill import machine, parameters, paths, plots, run_record
 from histodistill.generate import stages
 from histodistill.select import distill, figures
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = runs.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
+up = run_record.load(run_name, profile, with_selection=False)  # the pool and the real-trained ConvNet
 bundle, pool_artifact, clf_artifact = up.bundle, up.pool, up.classifier
 cfg = parameters.configure("selection", profile, globals())
-runs.record(run_name, profile, selection=cfg)
+run_record.record(run_name, profile, selection=cfg)
 cfg
 
 # %% [markdown]

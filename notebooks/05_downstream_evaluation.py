@@ -59,17 +59,17 @@ config = {}  # any other field, "stage.field": value, e.g. {"downstream.lr": 0.0
 import pandas as pd
 from IPython.display import Markdown, display
 
-from histodistill import machine, parameters, plots, runs
-from histodistill.evaluate import budget, comparisons, evaluation, figures, tables
-from histodistill.generate import stages
+from histodistill import machine, parameters, plots, run_record
+from histodistill.classifiers import judge
+from histodistill.evaluate import budget, comparisons, evaluation, figures, tables, training_sets
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = runs.load(run_name, profile)
+up = run_record.load(run_name, profile)
 down_cfg = parameters.configure("downstream", profile, globals())  # its network and contrastive term: set per model
 eval_cfg = parameters.configure("evaluation", profile, globals())
 dm_cfg = parameters.configure("dm", profile, globals())
-runs.record(run_name, profile, downstream=down_cfg, evaluation=eval_cfg, dm=dm_cfg)
+run_record.record(run_name, profile, downstream=down_cfg, evaluation=eval_cfg, dm=dm_cfg)
 print(f"data: {up.bundle.meta['source']}; IPC {up.selection_cfg.ipc}; "
       + ", ".join(f"{s}: {len(up.bundle.splits[s].labels)}" for s in ("train", "val", "test")))
 down_cfg, eval_cfg, dm_cfg
@@ -171,7 +171,7 @@ per_class.round(2)
 # below val's 1st percentile.
 
 # %%
-dm_set = evaluation.from_dm(dm_artifacts[0])  # run 0's DM set
+dm_set = training_sets.from_dm(dm_artifacts[0])  # run 0's DM set
 fig = plots.class_montage(dm_set.images, dm_set.labels, up.bundle.class_names,
                           per_class=min(dm_set.ipc, 10), seed=0,
                           title=f"Distribution Matching: {dm_set.ipc} learnt images per class "
@@ -189,9 +189,9 @@ plots.save(fig, "05_dm_loss", run_name)
 
 # %%
 copies = evaluation.copy_check(
-    {"Distribution Matching": dm_set, "InfoDist": evaluation.from_selection(up.select(method="infodist"), up.pool),
-     "Random real": evaluation.random_real(up.bundle, up.selection_cfg.ipc, down_cfg.seed)},
-    up.bundle, stages.load_classifier(up.classifier))
+    {"Distribution Matching": dm_set, "InfoDist": training_sets.from_selection(up.select(method="infodist"), up.pool),
+     "Random real": training_sets.random_real(up.bundle, up.selection_cfg.ipc, down_cfg.seed)},
+    up.bundle, judge.load_classifier(up.classifier))
 plots.save_table(copies, "distilled_copy_check", run_name)
 copies.round(3)
 

@@ -47,16 +47,16 @@ config = {}  # any other field, "stage.field": value, e.g. {"ablation.guidance_s
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import machine, parameters, runs
+from histodistill import machine, parameters, run_record
 from histodistill.evaluate import ablations as ablation_lib
 from histodistill.evaluate import comparisons, tables
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = runs.load(run_name, profile)
-down_cfg = runs.upstream(run_name, profile, "downstream")  # notebook 05's recipe
+up = run_record.load(run_name, profile)
+down_cfg = run_record.upstream(run_name, profile, "downstream")  # notebook 05's recipe
 abl_cfg = parameters.configure("ablation", profile, globals())
-runs.record(run_name, profile, ablation=abl_cfg)
+run_record.record(run_name, profile, ablation=abl_cfg)
 chosen = tuple(ablations) if ablations else ablation_lib.NAMES
 unknown = sorted(set(chosen) - set(ablation_lib.NAMES))
 if unknown:

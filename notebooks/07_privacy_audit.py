@@ -62,17 +62,17 @@ config = {}  # any other field, "stage.field": value, e.g. {"privacy.timesteps":
 # %%
 from IPython.display import Markdown, display
 
-from histodistill import machine, parameters, paths, plots, runs
-from histodistill.evaluate import evaluation
+from histodistill import machine, parameters, paths, plots, run_record
+from histodistill.evaluate import training_sets
 from histodistill.privacy import audit, controls, figures, report
 
 machine.configure_torch()  # a fixed thread count and deterministic kernels: a rerun repeats every digit
 run_name = run_name or profile
-up = runs.load(run_name, profile)
-down_cfg = runs.upstream_or_preset(run_name, profile, "downstream")  # notebook 05's recipe: the audit's classifiers
-dm_cfg = runs.upstream_or_preset(run_name, profile, "dm")
+up = run_record.load(run_name, profile)
+down_cfg = run_record.upstream_or_preset(run_name, profile, "downstream")  # notebook 05's recipe: the audit's classifiers
+dm_cfg = run_record.upstream_or_preset(run_name, profile, "dm")
 privacy_cfg = parameters.configure("privacy", profile, globals())
-runs.record(run_name, profile, privacy=privacy_cfg)
+run_record.record(run_name, profile, privacy=privacy_cfg)
 privacy_cfg
 
 # %% [markdown]
@@ -82,7 +82,7 @@ privacy_cfg
 # the holdout it is compared with.
 
 # %%
-dm_artifact = evaluation.fit_dm(dm_cfg, up.bundle, up.selection_cfg.ipc)
+dm_artifact = training_sets.fit_dm(dm_cfg, up.bundle, up.selection_cfg.ipc)
 sets = controls.audit_sets(up, dm_artifact, privacy_cfg)
 for name, s in sets.items():
     print(f"{name}: {len(s.labels)} images ({s.role})")

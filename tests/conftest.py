@@ -37,11 +37,11 @@ def md5(path: Path) -> str:
 @pytest.fixture
 def runs_nothing(monkeypatch):
     """The runner with its notebooks stubbed out: returns the run names it would have run."""
-    from histodistill import runner
+    from histodistill import notebook_runs
 
     ran = []
-    monkeypatch.setattr(runner, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
-    monkeypatch.setattr(runner, "write_times", lambda times, profile, run_name: None)
+    monkeypatch.setattr(notebook_runs, "execute", lambda items, out_dir, run_name: ran.append(run_name) or [])
+    monkeypatch.setattr(notebook_runs, "write_times", lambda times, profile, run_name: None)
     return ran
 
 

@@ -17,7 +17,7 @@ import torch
 from histodistill import machine, presets
 from histodistill.classifiers import training
 from histodistill.data import dataset
-from histodistill.evaluate import evaluation
+from histodistill.evaluate import training_sets
 
 Task = tuple[str, int]  # (what is timed, the torch threads it runs on)
 
@@ -31,7 +31,7 @@ def demo_trainings(profile: str, steps: int, epochs: int, networks: tuple[str, .
     train, val = bundle.splits["train"], bundle.splits["val"]
     recipe = presets.stage_config("downstream", profile, steps=steps)
     ipc = presets.stage_config("selection", profile).ipc
-    subset = evaluation.random_real(bundle, ipc, 0)
+    subset = training_sets.random_real(bundle, ipc, 0)
     judge_cfg = dataclasses.replace(presets.stage_config("classifier", profile), epochs=epochs)
 
     def downstream(network: str) -> Callable[[], None]:

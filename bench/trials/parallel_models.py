@@ -31,6 +31,7 @@ from histodistill.classifiers import training
 from histodistill.data import dataset
 from histodistill.evaluate import evaluation
 from histodistill.classifiers.config import NETWORKS
+from histodistill.evaluate import training_sets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_models.csv"
 
@@ -45,7 +46,7 @@ def main() -> None:
     bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
     recipe = presets.stage_config("downstream", args.profile, network=args.network)
     ipc = presets.stage_config("selection", args.profile).ipc
-    jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, ipc, seed), dataclasses.replace(recipe, seed=seed))
+    jobs = [evaluation.Job("Random real", training_sets.random_real(bundle, ipc, seed), dataclasses.replace(recipe, seed=seed))
             for seed in range(args.runs)]
     val = bundle.splits["val"]
 

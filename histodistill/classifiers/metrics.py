@@ -1,4 +1,4 @@
-"""Test-set metrics of a classifier, their mean ± std over training runs (METHOD step 8), and
+"""Test-set metrics of a classifier, their mean ± std over training runs, and
 confidence intervals from a bootstrap over runs and test images.
 
     >>> from histodistill.classifiers import metrics

@@ -29,7 +29,10 @@ from ..generate import quality, stages
 from ..select import distill, privacy_filter
 from ..select.graphs import GraphError
 from . import comparisons, evaluation, figures, tables
-from .evaluation import Job, from_selection
+from .evaluation import Job
+from .training_sets import from_selection
+from ..classifiers.judge import load_classifier
+from . import training_sets
 
 NAMES = ("contrastive", "selection", "rank", "ipc", "pool_size", "guidance", "privacy_filter")
 
@@ -171,7 +174,7 @@ def _ipc(up, base, abl, seeds):
             notes.append(f"InfoDist at IPC {ipc} skipped: the pool holds {pool_min} images in its smallest class")
         if ipc <= real_min:
             label = f"Random real, IPC {ipc}"
-            real = [evaluation.random_real(up.bundle, ipc, up.selection_cfg.seed + i) for i in range(len(seeds))]
+            real = [training_sets.random_real(up.bundle, ipc, up.selection_cfg.seed + i) for i in range(len(seeds))]
             jobs += _jobs("Random real", label, real, base, seeds)
             params.append({"variant": label, "method": "Random real", "images per class": ipc})
         else:
@@ -196,7 +199,7 @@ def _pool_size(up, base, abl, seeds):
 
 
 def _guidance(up, base, abl, seeds):
-    judge = stages.load_classifier(up.classifier)
+    judge = load_classifier(up.classifier)
     val = up.bundle.splits["val"]
     val_predictions = convnet.predict(judge, val.images).argmax(1)
     jobs, params = [], []

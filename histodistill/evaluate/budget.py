@@ -30,6 +30,7 @@ import pandas as pd
 from ..classifiers.config import DownstreamConfig
 from .config import EvaluationConfig
 from . import evaluation
+from . import training_sets
 
 ROW = "InfoDist (CE)"  # the row whose budget curve is measured
 
@@ -41,7 +42,7 @@ def jobs(up, down: DownstreamConfig, ev: EvaluationConfig) -> list[evaluation.Jo
     for network in ev.networks:
         for i, seed in enumerate(evaluation.seeds(down, ev.budget_seeds)):
             selection = up.select(method="infodist", seed=up.selection_cfg.seed + i)
-            infodist = evaluation.from_selection(selection, up.pool)
+            infodist = training_sets.from_selection(selection, up.pool)
             for steps in ev.budget_steps:
                 cfg = dataclasses.replace(down, network=network, seed=seed, contrastive="none", steps=steps)
                 out.append(evaluation.Job(ROW, infodist, cfg, variant=f"{steps} steps"))

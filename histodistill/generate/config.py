@@ -14,20 +14,17 @@ class AutoencoderConfig:
     diffusers folder or hub id (e.g. the Stable Diffusion VAE, for 64 px and above)."""
 
     pretrained: str | None = None  # diffusers folder or hub id; None: train one here
-    # One entry per level; each level after the first halves the side. Two levels give
-    # 14x14x4 latents at 28 px: three (7x7x4) lost the fine texture that tells lymphocytes
-    # from debris, and no denoiser can put back what the autoencoder drops. Even two kept
-    # only 0.66 of real val's texture energy on the demo; one level (28x28x4, the demo
-    # preset) keeps 1.00 (README, "The generative model").
+    # One entry per level; each level after the first halves the side, and at 28 px blurs the
+    # fine texture that tells lymphocytes from debris, which no denoiser can put back: the
+    # demo keeps one level (28x28x4 latents).
     block_out_channels: tuple[int, ...] = (16, 32)
     latent_channels: int = 4  # channels of the latent map
     steps: int = 1500  # optimisation steps
     batch_size: int = 32  # images per step
     lr: float = 1e-3  # AdamW learning rate (cosine decay after a short warm-up)
     kl_weight: float = 1e-5  # weight of the KL term next to the L1 reconstruction loss
-    # L1 alone reconstructs the conditional median, a blur: on the demo its reconstructions
-    # kept 0.66 of real val's texture energy, a ceiling no denoiser can rise above. An L1
-    # term on the Laplacian (the fine detail) of the reconstruction makes the decoder keep it.
+    # L1 alone reconstructs the conditional median, a blur, and caps the texture any denoiser
+    # can produce; an L1 term on the Laplacian (the fine detail) makes the decoder keep it.
     edge_weight: float = 0.0  # weight of the L1 loss between Laplacians of reconstruction and image
     seed: int = 0  # seed of initialisation and batches
     shipped: bool = False  # load the autoencoder shipped with the package for exactly this configuration, if any (see shipped.py)
@@ -71,7 +68,7 @@ class DiffusionConfig:
     # Min-SNR-gamma loss weighting (Hang et al. 2023): caps the weight of the nearly clean
     # timesteps, whose easy targets otherwise dominate the gradient and slow convergence.
     snr_gamma: float | None = None  # None: plain MSE on every timestep; 5.0 is the paper's choice
-    bf16: bool = False  # bfloat16 autocast; on the 2-core CPU it made U-ViT steps slower (0.63 vs 0.58 s)
+    bf16: bool = False  # bfloat16 autocast (slower than float32 on a 2-core CPU; for GPUs)
     checkpoint_every: int = 500  # steps between checkpoints (resume point)
     seed: int = 0  # seed of initialisation, noise and batches
     shipped: bool = False  # load the denoiser shipped with the package for exactly this configuration, if any (see shipped.py)

@@ -8,9 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..plots import pick_per_class, show_grid, style, tile
-
-REAL, SYNTH, FLOOR, ACCENT = "#4C72B0", "#C44E52", "#8C8C8C", "#DD8452"
+from ..plots import ACCENT, FLOOR, REAL, SYNTH, pick_per_class, show_grid, style, tile
 
 
 def loss_curves(curves: dict[str, pd.DataFrame], smooth: int = 50) -> plt.Figure:

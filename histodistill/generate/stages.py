@@ -8,7 +8,7 @@ on it recompute.
     >>> vae = stages.fit_autoencoder(ae_cfg, bundle)         # Artifact: vae/, latents, history
     >>> ldm = stages.fit_diffusion(dm_cfg, vae, bundle)      # Artifact: pipeline/ (diffusers)
     >>> pool = stages.sample_pool(sampling_cfg, ldm)         # Artifact: pool.npz (MedMNIST layout)
-    >>> clf = stages.fit_classifier(clf_cfg, bundle)         # Artifact: ConvNet weights, history
+    >>> clf = judge.fit_classifier(clf_cfg, bundle)         # Artifact: ConvNet weights, history
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from safetensors.torch import save_file
 from . import autoencoder as ae
 from . import scale_out, shipped
 from .. import cache
-from ..classifiers import convnet, training
 from ..classifiers.augmentation import dihedral_views
-from ..classifiers.config import ClassifierConfig
 from .config import AutoencoderConfig, DiffusionConfig, SamplingConfig
 from ..data.dataset import DataBundle
 from ..data.own_data import write_npz
@@ -38,7 +36,7 @@ from .pipeline import ClassConditionalLDMPipeline
 from .uvit import UViT
 
 # Bump a stage's version when its code changes what it writes: a new key, so a rebuild.
-VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1, "classifier": 4}
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1}
 POOL_FILE = "pool.npz"
 
 
@@ -268,26 +266,6 @@ def pool_subset(pool: cache.Artifact, per_class: int, cache_root: Path | None = 
 
 
 # --- the real-trained ConvNet -----------------------------------------------------------------
-
-
-def fit_classifier(cfg: ClassifierConfig, bundle: DataBundle, progress: bool = True,
-                   cache_root: Path | None = None) -> cache.Artifact:
-    """The ConvNet trained on the real train split, selected on val (`training.train_judge`):
-    ``classifier/`` (safetensors) and ``history.csv`` (one row per epoch)."""
-
-    def build(folder: Path) -> None:
-        train, val = bundle.splits["train"], bundle.splits["val"]
-        model, history = training.train_judge(
-            train.images, train.labels, val.images, val.labels, bundle.n_classes, cfg, progress
-        )
-        convnet.save_classifier(model.cpu(), folder / "classifier")
-        history.to_csv(folder / "history.csv", index=False)
-
-    return cache.cached("classifier", cfg, build, {"data": bundle.artifact.key}, VERSIONS["classifier"], cache_root)
-
-
-def load_classifier(artifact: cache.Artifact) -> convnet.ConvNet:
-    return convnet.load_classifier(artifact.file("classifier"))
 
 
 def history(artifact: cache.Artifact) -> pd.DataFrame:

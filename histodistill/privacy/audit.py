@@ -15,27 +15,20 @@ test split is not read.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from diffusers import DDPMScheduler
 
 from .. import cache, workers
-from ..progress import tqdm
 from ..classifiers import convnet, training
 from ..classifiers.config import DownstreamConfig
-from ..generate.config import DiffusionConfig
+from ..generate import memorisation, stages
+from . import copying, measures, membership
 from .config import PrivacyConfig
-from ..generate import autoencoder as ae
-from ..generate import memorisation
-from ..generate import stages
-from ..generate.diffusion import Trainer
-from . import measures
-from .controls import (AUDITED, CONTROL, DISTILLED, GENERATOR, NEGATIVE, REFERENCE, SELECTED_UNSEEN, UNSEEN_GENERATOR,
-                       VERSUS_SELECTED, AuditSet, half_within_class, annotate)
+from .controls import (AUDITED, CONTROL, DISTILLED, REFERENCE, SELECTED_UNSEEN, VERSUS_SELECTED, AuditSet, annotate,
+                       expected_outcome, member_sample, test_row)
+from .generator_attack import generator_attacks
 
 VERSION = 5
 TABLE = "audit.csv"
@@ -46,16 +39,6 @@ COLUMNS = ["test", "set", "role", "space", "statistic", "threshold", "p_value", 
 BY_CLASS_COLUMNS = ["set", "role", "space", "class", "images", "dcr_share", "dcr_ci_low", "dcr_ci_high",
                     "dcr_p_value", "near_copies", "carlini_near_copies", "near_copy_threshold",
                     "unseen_under_carlini", "low_information", "c_t_z", "c_t_p_value"]
-
-
-def member_sample(n_train: int, cfg: PrivacyConfig) -> np.ndarray:
-    """Sorted indices of the train images the membership attacks score as members: all of
-    them, or a seeded random `cfg.max_members` of them. Scoring all of PathMNIST's 89,996
-    costs hours of denoiser passes on a CPU, and the interval of an attack's AUC is bounded
-    by the smaller side, the 10,004 non-members (val), anyway."""
-    if n_train <= cfg.max_members:
-        return np.arange(n_train)
-    return np.sort(np.random.default_rng(cfg.seed + 4).choice(n_train, size=cfg.max_members, replace=False))
 
 
 def run_audit(cfg: PrivacyConfig, up, sets: dict[str, AuditSet], recipe: DownstreamConfig,
@@ -94,18 +77,6 @@ def load_curves(artifact: cache.Artifact) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _row(test, name, role, space, result, n, expected, **extra) -> dict:
-    return {"test": test, "set": name, "role": role, "space": space, "statistic": result["statistic"],
-            "threshold": result["threshold"], "p_value": result.get("p_value", np.nan),
-            "ci_low": result.get("ci_low", np.nan), "ci_high": result.get("ci_high", np.nan),
-            "tpr_at_1pct_fpr": result.get("tpr_at_1pct_fpr", np.nan), "n": n, "passed": result["passed"],
-            "expected": expected, **extra}
-
-
-def _expected(role: str) -> str:
-    return "pass" if role in (AUDITED, NEGATIVE) else "fail"
-
-
 # --- 1-3: distances ------------------------------------------------------------------------
 
 
@@ -114,7 +85,7 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
     """DCR share, near-copies (calibrated on val, with Carlini et al.'s fixed count beside)
     and C_T for every set, in pixels and in random-network features, each against val less
     the set's own images; and the distilled set's DCR share and C_T against the selected
-    unseen real images (`measures.versus_selected_unseen`). The nearest-train distances
+    unseen real images (`copying.versus_selected_unseen`). The nearest-train distances
     and copy ratios of each set and of val go into `curves`, the per-class breakdown
     (`measures.by_class`) into `breakdown`."""
     train, holdout = bundle.splits["train"].images, bundle.splits["val"].images
@@ -124,14 +95,14 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
     rows = []
     for space, embed in spaces.items():
         train_v, holdout_v = embed(train), embed(holdout)
-        ref = measures.reference(train_v, holdout_v, cfg.cells, cfg.seed)  # once per space, not per set
+        ref = copying.reference(train_v, holdout_v, cfg.cells, cfg.seed)  # once per space, not per set
         unseen_ratios = memorisation.copy_ratios(holdout_v, train_v, cfg.neighbours)["ratios"]
         curves[f"holdout__{space}"], curves[f"holdout_ratio__{space}"] = ref.holdout_distances, unseen_ratios
         vectors_of = {}
         for name, s in sets.items():
             if progress:
                 print(f"[audit] distances: {name}, {space}")
-            vectors, expected = embed(s.images), _expected(s.role)
+            vectors, expected = embed(s.images), expected_outcome(s.role)
             vectors_of[name] = vectors
             own = s.unseen if s.unseen is not None else np.zeros(0, dtype=np.int64)
             keep = np.setdiff1d(np.arange(len(holdout_v)), own)
@@ -140,11 +111,11 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
             dcr = measures.dcr_share(vectors, train_v, holdout_v[keep])
             carlini = measures.near_copies(vectors, train_v, cfg.neighbours, cfg.near_copy_threshold)
             copies = memorisation.calibrated_near_copies(carlini["ratios"], s.labels, thresholds)
-            copying = measures.copying_test(vectors, ref.without(own), synthetic_distances=dcr["to_train"])
-            rows += [_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
-                     _row("near-copies", name, s.role, space, copies, copies["n"], expected,
+            c_t = copying.copying_test(vectors, ref.without(own), synthetic_distances=dcr["to_train"])
+            rows += [test_row("DCR share", name, s.role, space, dcr, dcr["n"], expected),
+                     test_row("near-copies", name, s.role, space, copies, copies["n"], expected,
                           carlini_near_copies=carlini["statistic"]),
-                     _row("data-copying C_T", name, s.role, space, copying, len(vectors), expected)]
+                     test_row("data-copying C_T", name, s.role, space, c_t, len(vectors), expected)]
             if breakdown is not None:
                 unseen = {"labels": holdout_labels[keep], "ratios": unseen_ratios[keep], "thresholds": thresholds,
                           "distances": ref.holdout_distances[keep]}
@@ -157,10 +128,10 @@ def distance_tests(sets: dict[str, AuditSet], bundle, cfg: PrivacyConfig, curves
             control = sets[SELECTED_UNSEEN]
             if progress:
                 print(f"[audit] the distilled set against the selected unseen real images, {space}")
-            against = measures.versus_selected_unseen(vectors_of[DISTILLED], sets[DISTILLED].labels,
+            against = copying.versus_selected_unseen(vectors_of[DISTILLED], sets[DISTILLED].labels,
                                                       vectors_of[SELECTED_UNSEEN], control.labels,
                                                       ref.without(control.unseen), cfg.n_boot, cfg.seed)
-            rows += [_row(test + VERSUS_SELECTED, DISTILLED, AUDITED, space, result, result["n"], "pass")
+            rows += [test_row(test + VERSUS_SELECTED, DISTILLED, AUDITED, space, result, result["n"], "pass")
                      for test, result in against.items()]
     return rows
 
@@ -200,8 +171,8 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
 
     def confidences(model):
         probs_train, probs_holdout = convnet.predict(model, scored_images), convnet.predict(model, holdout.images)
-        return (measures.logit_confidence(probs_train, scored_labels),
-                measures.logit_confidence(probs_holdout, holdout.labels), probs_train, probs_holdout)
+        return (membership.logit_confidence(probs_train, scored_labels),
+                membership.logit_confidence(probs_holdout, holdout.labels), probs_train, probs_holdout)
 
     references_train, references_holdout = [], []
     for i in range(cfg.reference_models):
@@ -225,111 +196,16 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
         unseen = np.setdiff1d(np.arange(len(holdout.labels)), s.unseen if s.unseen is not None else [])
         role = CONTROL if s.role == REFERENCE else s.role  # the real subset's model is the attack's control
         attacks = {
-            "MIA classifier: loss": (measures.loss_scores(probs_train, scored_labels)[members],
-                                     measures.loss_scores(probs_holdout, holdout.labels)[unseen]),
+            "MIA classifier: loss": (membership.loss_scores(probs_train, scored_labels)[members],
+                                     membership.loss_scores(probs_holdout, holdout.labels)[unseen]),
             "MIA classifier: reference models": (
-                measures.reference_scores(conf_train, references_train)[members],
-                measures.reference_scores(conf_holdout, references_holdout)[unseen]),
+                membership.reference_scores(conf_train, references_train)[members],
+                membership.reference_scores(conf_holdout, references_holdout)[unseen]),
         }
         for test, (member_scores, holdout_scores) in attacks.items():
-            result = measures.membership_auc(member_scores, holdout_scores, cfg.n_boot, cfg.seed)
-            rows.append(_row(test, name, role, "model", result, len(member_scores), _expected(role)))
+            result = membership.membership_auc(member_scores, holdout_scores, cfg.n_boot, cfg.seed)
+            rows.append(test_row(test, name, role, "model", result, len(member_scores), expected_outcome(role)))
             curves[f"roc__{test}__{name}__fpr"], curves[f"roc__{test}__{name}__tpr"] = result["fpr"], result["tpr"]
     return rows
 
 
-# --- 5: the generator ----------------------------------------------------------------------------
-
-
-def denoising_losses(transformer, noise: DDPMScheduler, latents: torch.Tensor, labels: np.ndarray,
-                     timesteps: tuple[int, ...], draws: int, seed: int, desc: str | None = None) -> np.ndarray:
-    """Each image's denoising loss (the training objective, unweighted) at each timestep,
-    averaged over `draws` noise draws (seeded): (len(timesteps), N). Images the model trained
-    on tend to have lower loss (Carlini et al. 2023; Matsumoto et al. 2023).
-
-    The noise is drawn on the CPU (the same draws on any device); the denoiser runs where its
-    weights are, 256 latents at a time. With `desc`, a progress bar counts the batches: at
-    the paper's sizes the generator's attack is the audit's longest step."""
-    device = next(transformer.parameters()).device
-    batches = range(0, len(latents), 256)
-    bar = tqdm(total=draws * len(timesteps) * len(batches), desc=desc, unit="batch", disable=desc is None)
-    generator = torch.Generator().manual_seed(seed)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    out = np.zeros((len(timesteps), len(latents)))
-    transformer.eval()
-    with torch.no_grad():
-        for _ in range(draws):
-            eps = torch.randn(latents.shape, generator=generator)
-            for i, step in enumerate(timesteps):
-                t = torch.full((len(latents),), int(step), dtype=torch.long)
-                noisy = noise.add_noise(latents, eps, t)
-                target = noise.get_velocity(latents, eps, t) if noise.config.prediction_type == "v_prediction" else eps
-                for start in batches:
-                    part = slice(start, start + 256)
-                    pred = transformer(noisy[part].to(device), t[part].to(device), y[part].to(device)).float().cpu()
-                    out[i, part] += ((pred - target[part]) ** 2).mean(dim=(1, 2, 3)).numpy() / draws
-                    bar.update()
-    bar.close()
-    return out
-
-
-def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> list[dict]:
-    """Membership inference against the run's generator (train vs val by denoising loss, one
-    row per timestep) and against its control: a small denoiser of the same kind overtrained
-    on `cfg.control_per_class` train images per class (members: those images)."""
-    bundle = up.bundle
-    train, holdout = bundle.splits["train"], bundle.splits["val"]
-    # On a GPU box the encoder and the denoiser run there: at the paper's counts the attack's
-    # 360,000 denoiser passes take hours on a CPU (bench/paper_time_model.py).
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = stages.load_pipeline(up.diffusion).to(device)
-    noise = DDPMScheduler.from_config(pipe.scheduler.config)
-    rng = np.random.default_rng(cfg.seed + 3)
-    few = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), size=min(cfg.control_per_class,
-                                     int((train.labels == c).sum())), replace=False) for c in range(bundle.n_classes)])
-    sample = member_sample(len(train.labels), cfg)
-    encoded = np.union1d(sample, few)  # the train images either attack scores, encoded once
-    latents = ae.encode(pipe.vae, train.images[encoded])
-    member_latents, few_latents = latents[np.searchsorted(encoded, sample)], latents[np.searchsorted(encoded, few)]
-    holdout_latents = ae.encode(pipe.vae, holdout.images)
-    rows = []
-
-    def record(test, name, role, result, n):
-        rows.append(_row(test, name, role, "model", result, n, _expected(role)))
-        curves[f"roc__{test}__{name}__fpr"], curves[f"roc__{test}__{name}__tpr"] = result["fpr"], result["tpr"]
-
-    def attack(name, role, transformer, member_latents, member_labels):
-        member_loss = denoising_losses(transformer, noise, member_latents, member_labels, cfg.timesteps,
-                                       cfg.draws, cfg.seed, desc=f"{name}: train" if progress else None)
-        holdout_loss = denoising_losses(transformer, noise, holdout_latents, holdout.labels, cfg.timesteps,
-                                        cfg.draws, cfg.seed + 1, desc=f"{name}: val" if progress else None)
-        for i, step in enumerate(cfg.timesteps):
-            test = f"MIA generator: denoising loss, t={step}"
-            record(test, name, role, measures.membership_auc(-member_loss[i], -holdout_loss[i], cfg.n_boot, cfg.seed),
-                   len(member_latents))
-        return holdout_loss
-
-    if progress:
-        print("[audit] the generator: denoising losses of train and val")
-    holdout_loss = attack(GENERATOR, AUDITED, pipe.transformer, member_latents, train.labels[sample])
-    # The negative control: the same attack with unseen images on both sides (half of val,
-    # drawn within class, as "members" against the other half) must find nothing.
-    half = half_within_class(holdout.labels, cfg.seed + 6)
-    for i, step in enumerate(cfg.timesteps):
-        result = measures.membership_auc(-holdout_loss[i][half], -holdout_loss[i][~half], cfg.n_boot, cfg.seed)
-        record(f"MIA generator: denoising loss, t={step}", UNSEEN_GENERATOR, NEGATIVE, result, int(half.sum()))
-
-    control_cfg = DiffusionConfig(hidden_size=cfg.control_hidden_size, depth=cfg.control_depth, num_heads=4,
-                                  patch_size=pipe.transformer.config.patch_size, steps=cfg.control_steps,
-                                  batch_size=min(32, len(few)), lr=1e-3, warmup_steps=min(100, cfg.control_steps // 10),
-                                  prediction_type=noise.config.prediction_type, augment=False,
-                                  checkpoint_every=cfg.control_steps, beta_schedule=noise.config.beta_schedule,
-                                  beta_start=noise.config.beta_start, beta_end=noise.config.beta_end)
-    if progress:
-        print(f"[audit] control: a denoiser overtrained on {len(few)} train images ({cfg.control_steps} steps)")
-    with tempfile.TemporaryDirectory() as work:
-        trainer = Trainer(few_latents, train.labels[few], bundle.n_classes, control_cfg, Path(work), "control", device)
-        trainer.run(progress=False)
-        control = trainer.ema_model().to(device)
-    attack("overtrained denoiser (control)", CONTROL, control, few_latents, train.labels[few])
-    return rows

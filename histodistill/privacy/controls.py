@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from .. import cache
-from ..classifiers import convnet
-from .config import PrivacyConfig
-from ..evaluate import evaluation
+from ..classifiers import convnet, judge
 from ..generate import stages
 from ..select import distill, selection
+from .config import PrivacyConfig
+from ..evaluate import training_sets
 
 AUDITED, REFERENCE, CONTROL, NEGATIVE = "audited", "reference", "control", "negative control"
 DISTILLED = "distilled (InfoDist)"
@@ -56,11 +56,11 @@ def audit_sets(up, dm: cache.Artifact | None, cfg: PrivacyConfig) -> dict[str, A
     distilled set's size, the same number of train images with Gaussian noise of std
     `cfg.planted_noise` (in 0..255 units), and the two negative controls drawn from val
     (`unseen_sets`)."""
-    chosen = evaluation.from_selection(up.select(), up.pool)
+    chosen = training_sets.from_selection(up.select(), up.pool)
     pool_images, pool_labels, _ = stages.load_pool(up.pool)
     train = up.bundle.splits["train"]
     ipc = up.selection_cfg.ipc
-    real = evaluation.random_real(up.bundle, ipc, cfg.seed)
+    real = training_sets.random_real(up.bundle, ipc, cfg.seed)
     real_members = _indices_of(real.images, train.images)
     rng = np.random.default_rng(cfg.seed + 1)
     planted_idx = np.sort(rng.choice(len(train.images), size=len(chosen.labels), replace=False))
@@ -71,7 +71,7 @@ def audit_sets(up, dm: cache.Artifact | None, cfg: PrivacyConfig) -> dict[str, A
         "whole pool": AuditSet(pool_images, pool_labels, up.pool.key, AUDITED, attacked=False),
     }
     if dm is not None:
-        learnt = evaluation.from_dm(dm)
+        learnt = training_sets.from_dm(dm)
         sets["Distribution Matching"] = AuditSet(learnt.images, learnt.labels, learnt.key, AUDITED)
     sets["random real (reference)"] = AuditSet(real.images, real.labels, real.key, REFERENCE, real_members)
     sets["planted train copies (control)"] = AuditSet(planted, train.labels[planted_idx],
@@ -104,7 +104,7 @@ def unseen_sets(up, counts: np.ndarray, cfg: PrivacyConfig) -> dict[str, AuditSe
         print(f"[audit] no selected unseen control: val holds {int(available.min())} image(s) in its smallest class")
         return sets
     if select_cfg.embedding == "convnet":
-        features = convnet.embed(stages.load_classifier(up.classifier), val.images)
+        features = convnet.embed(judge.load_classifier(up.classifier), val.images)
     else:
         features = selection.umap_embedding(val.images, seed=select_cfg.seed)
     chosen = selection.select(select_cfg.method, features, val.labels.astype(np.int64), ipc, seed=select_cfg.seed,
@@ -199,3 +199,27 @@ def selection_note(pool_labels: np.ndarray, val_labels: np.ndarray, sets: dict[s
         text += (": a weaker selection, so the control understates the bias the distilled set's selection adds "
                  "and reading against it is conservative")
     return text
+
+
+def member_sample(n_train: int, cfg: PrivacyConfig) -> np.ndarray:
+    """Sorted indices of the train images the membership attacks score as members: all of
+    them, or a seeded random `cfg.max_members` of them. Scoring all of PathMNIST's 89,996
+    costs hours of denoiser passes on a CPU, and the interval of an attack's AUC is bounded
+    by the smaller side, the 10,004 non-members (val), anyway."""
+    if n_train <= cfg.max_members:
+        return np.arange(n_train)
+    return np.sort(np.random.default_rng(cfg.seed + 4).choice(n_train, size=cfg.max_members, replace=False))
+
+
+def test_row(test, name, role, space, result, n, expected, **extra) -> dict:
+    """One row of the audit's table: a test's result on a set, and whether it should pass."""
+    return {"test": test, "set": name, "role": role, "space": space, "statistic": result["statistic"],
+            "threshold": result["threshold"], "p_value": result.get("p_value", np.nan),
+            "ci_low": result.get("ci_low", np.nan), "ci_high": result.get("ci_high", np.nan),
+            "tpr_at_1pct_fpr": result.get("tpr_at_1pct_fpr", np.nan), "n": n, "passed": result["passed"],
+            "expected": expected, **extra}
+
+
+def expected_outcome(role: str) -> str:
+    """Audited sets and negative controls should pass a test; positive controls should fail it."""
+    return "pass" if role in (AUDITED, NEGATIVE) else "fail"

@@ -8,8 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..generate.figures import ACCENT, FLOOR, REAL, SYNTH
-from ..plots import style
+from ..plots import ACCENT, FLOOR, REAL, SYNTH, style
 from .controls import DISTILLED, RANDOM_UNSEEN
 
 ROLE_COLOURS = {"audited": SYNTH, "reference": ACCENT, "control": "#55A868", "negative control": "#64B5CD"}

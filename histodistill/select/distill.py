@@ -22,6 +22,8 @@ from ..data.dataset import DataBundle
 from ..generate import stages
 from . import privacy_filter, selection
 from .graphs import umap_embedding
+from ..classifiers.judge import load_classifier
+from . import export
 
 # embedding 2: contiguous inputs, 3: the ConvNet's pooling (`convnet.HalvingPool`); selection 3: coverage columns
 VERSIONS = {"embedding": 3, "selection": 3}
@@ -40,7 +42,7 @@ def embed_pool(embedding: str, pool: cache.Artifact, classifier: cache.Artifact,
     def build(folder: Path) -> None:
         images, _, _ = stages.load_pool(pool)
         if embedding == "convnet":
-            features = convnet.embed(stages.load_classifier(classifier), images)
+            features = convnet.embed(load_classifier(classifier), images)
         else:
             features = umap_embedding(images, seed=seed)
         np.save(folder / "features.npy", features.astype(np.float32))
@@ -95,7 +97,7 @@ def distill(cfg: SelectionConfig, pool: cache.Artifact, classifier: cache.Artifa
         images, labels, class_names = stages.load_pool(pool)
         offered, filter_card = np.arange(len(labels)), {"applied": False}
         if cfg.privacy_filter:
-            judge = stages.load_classifier(classifier)
+            judge = load_classifier(classifier)
             keep, table = privacy_filter.near_copy_filter(images, labels, bundle, lambda x: convnet.embed(judge, x))
             privacy_filter.check_enough(table, cfg.ipc)
             table.to_csv(folder / privacy_filter.TABLE_FILE, index=False)
@@ -119,7 +121,7 @@ def distill(cfg: SelectionConfig, pool: cache.Artifact, classifier: cache.Artifa
                   "real_data": real_data,
                   "pool_key": pool.key, "pool_config": pool_record["config"], "embedding": cfg.embedding,
                   "privacy_filter": filter_card}
-        selection.export_distilled(chosen, images, class_names, folder / PRODUCT, source, key)
+        export.export_distilled(chosen, images, class_names, folder / PRODUCT, source, key)
 
     return cache.cached("selection", cfg, build, inputs, VERSIONS["selection"], cache_root)
 

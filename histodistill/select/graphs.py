@@ -12,9 +12,8 @@ Kinds (`GRAPH_KINDS`):
   faithful ``distance_scale=1`` and feature distances of tens, 1/d barely varies, every row
   is nearly uniform (each weight ~ 1/(N-1)) and for N > 1001 nothing survives the threshold:
   the released code then ran Infomap on an empty graph without noticing. Here that raises
-  `GraphError`, which names the remedy: the ``knn`` graph. (A scale calibrated to a fixed
-  number of effective neighbours was tried and dropped: on planted blobs it split each class
-  into ever more modules as the class grew, 11 / 106 / 548 at 200 / 1000 / 5000 images.)
+  `GraphError`, which names the remedy: the ``knn`` graph, which keeps a fixed number of
+  neighbours per image and so finds the same modules as a class grows.
 - ``knn``: a sparse symmetric k-nearest-neighbour graph with locally scaled Gaussian weights.
 - ``umap``: UMAP's own fuzzy neighbour graph (``umap.umap_.fuzzy_simplicial_set``).
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from histodistill.data.own_data import write_npz
-from histodistill import cache, machine, paths, presets, runs, workers
+from histodistill import cache, machine, paths, presets, run_record, workers
 from histodistill.data import dataset
 from histodistill.classifiers import metrics
 from histodistill.evaluate import ablations, comparisons, evaluation, figures, tables
@@ -17,6 +17,7 @@ from histodistill.evaluate.evaluation import MAIN_ROWS
 from histodistill.generate import stages
 from histodistill.classifiers.config import DownstreamConfig
 from histodistill.evaluate.config import AblationConfig, EvaluationConfig
+from histodistill.evaluate import training_sets
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +28,20 @@ def smoke_data(tmp_path_factory):
 
 def test_random_real_subsets_are_balanced_seeded_and_keyed(smoke_data):
     _, bundle = smoke_data
-    a, again, other = (evaluation.random_real(bundle, 3, s) for s in (0, 0, 1))
+    a, again, other = (training_sets.random_real(bundle, 3, s) for s in (0, 0, 1))
     assert np.bincount(a.labels).tolist() == [3] * 9 and a.ipc == 3
     np.testing.assert_array_equal(a.images, again.images)
     assert a.key == again.key != other.key
     assert not np.array_equal(a.images, other.images)
-    everything = evaluation.random_real(bundle, 1000, 0)  # more than a class holds: all of it
+    everything = training_sets.random_real(bundle, 1000, 0)  # more than a class holds: all of it
     assert len(everything.labels) == len(bundle.splits["train"].labels)
-    assert evaluation.full_real(bundle).key not in {a.key, other.key, everything.key}
+    assert training_sets.full_real(bundle).key not in {a.key, other.key, everything.key}
 
 
 def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data):
     root, bundle = smoke_data
     cfg = presets.stage_config("downstream", "smoke")
-    train = evaluation.random_real(bundle, 2, 0)
+    train = training_sets.random_real(bundle, 2, 0)
     messages = []
     first = evaluation.train_model(cfg, train, bundle, cache_root=root, log=messages.append)
     result = evaluation.load_result(first)
@@ -56,7 +57,7 @@ def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data)
     assert again.key == first.key and "cached result" in messages[-1]
     reseeded = evaluation.train_model(dataclasses.replace(cfg, seed=1), train, bundle, cache_root=root,
                                       log=messages.append)
-    other_set = evaluation.train_model(cfg, evaluation.random_real(bundle, 2, 1), bundle, cache_root=root,
+    other_set = evaluation.train_model(cfg, training_sets.random_real(bundle, 2, 1), bundle, cache_root=root,
                                        log=messages.append)
     assert len({first.key, reseeded.key, other_set.key}) == 3
 
@@ -70,10 +71,10 @@ def test_model_stage_trains_once_tests_once_and_keys_on_what_matters(smoke_data)
 def test_jobs_train_once_each_and_are_read_back(smoke_data, tmp_path):
     _, bundle = smoke_data
     cfg = presets.stage_config("downstream", "smoke")
-    sets = [evaluation.random_real(bundle, 2, seed) for seed in (0, 1, 2)]
+    sets = [training_sets.random_real(bundle, 2, seed) for seed in (0, 1, 2)]
     jobs = [evaluation.Job("Random real", s, dataclasses.replace(cfg, seed=seed)) for seed, s in enumerate(sets)]
     jobs.append(evaluation.Job("Random real again", sets[0], cfg))  # the same model as jobs[0]
-    jobs.append(evaluation.Job("Full real", evaluation.full_real(bundle), cfg))
+    jobs.append(evaluation.Job("Full real", training_sets.full_real(bundle), cfg))
     root = tmp_path / "cache"
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=root) == 4  # the repeat trains once
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=root) == 0  # all cached now
@@ -88,7 +89,7 @@ def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data,
     _, bundle = smoke_data
     monkeypatch.setattr(workers, "MIN_STEPS", 0)  # smoke models are too small to send out
     cfg = presets.stage_config("downstream", "smoke")
-    jobs = [evaluation.Job("Random real", evaluation.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
+    jobs = [evaluation.Job("Random real", training_sets.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
             for seed in range(3)]
     assert evaluation.train_together(jobs, bundle, progress=False, cache_root=tmp_path / "two", workers=2) == 3
     assert workers._POOL is not None and workers._POOL[0] == 2  # they did go to the workers
@@ -108,10 +109,10 @@ def test_the_queue_trains_the_costliest_models_first(smoke_data, tmp_path, monke
     plain IPC sets), so no worker is left with a long model at the end while the other idles."""
     _, bundle = smoke_data
     recipe = presets.stage_config("downstream", "smoke")
-    small = evaluation.random_real(bundle, 2, 0)
+    small = training_sets.random_real(bundle, 2, 0)
     jobs = [evaluation.Job("Random real", small, recipe),
             evaluation.Job("CE + SupCon", small, dataclasses.replace(recipe, contrastive="supcon")),
-            evaluation.Job("Full real train set", evaluation.full_real(bundle), recipe)]
+            evaluation.Job("Full real train set", training_sets.full_real(bundle), recipe)]
     order = []
     monkeypatch.setattr(evaluation, "train_model", lambda cfg, train_set, *args, **kwargs: order.append(
         next(job.row for job in jobs if job.cfg == cfg and job.train_set is train_set)))
@@ -144,12 +145,12 @@ def test_several_gpus_get_one_model_worker_each_and_one_gpu_none(monkeypatch):
 def test_distribution_matching_stage_gives_ipc_uint8_images_per_class(smoke_data):
     root, bundle = smoke_data
     cfg = presets.stage_config("dm", "smoke")
-    artifact = evaluation.fit_dm(cfg, bundle, ipc=2, progress=False, cache_root=root)
-    learnt = evaluation.from_dm(artifact)
+    artifact = training_sets.fit_dm(cfg, bundle, ipc=2, progress=False, cache_root=root)
+    learnt = training_sets.from_dm(artifact)
     assert learnt.images.dtype == np.uint8 and learnt.images.shape == (18, 28, 28, 3)
     assert learnt.labels.tolist() == np.repeat(np.arange(9), 2).tolist()
     assert len(pd.read_csv(artifact.file("losses.csv"))) == cfg.iterations
-    other = evaluation.fit_dm(cfg, bundle, ipc=1, progress=False, cache_root=root)
+    other = training_sets.fit_dm(cfg, bundle, ipc=1, progress=False, cache_root=root)
     assert other.key != artifact.key  # the IPC is part of the key
 
 
@@ -157,11 +158,11 @@ def test_fit_dm_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monke
     _, bundle = smoke_data
     monkeypatch.setattr(workers, "MIN_STEPS", 0)
     cfgs = [dataclasses.replace(presets.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
-    together = evaluation.fit_dm_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
+    together = training_sets.fit_dm_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
     for cfg, artifact in zip(cfgs, together):
-        here = evaluation.fit_dm(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
+        here = training_sets.fit_dm(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
         assert here.key == artifact.key
-        np.testing.assert_array_equal(evaluation.from_dm(here).images, evaluation.from_dm(artifact).images)
+        np.testing.assert_array_equal(training_sets.from_dm(here).images, training_sets.from_dm(artifact).images)
     assert together[0].key != together[1].key
 
 
@@ -236,11 +237,11 @@ def test_pool_subset_keeps_the_first_images_of_every_class_and_nests():
 
 
 def test_upstream_load_names_the_notebook_to_run():
-    runs.record("partial", "smoke", data=presets.stage_config("data", "smoke"))
-    with pytest.raises(runs.RunError, match="02_latent_diffusion"):
-        runs.load("partial", "smoke")
-    with pytest.raises(runs.RunError, match="05_downstream_evaluation"):
-        runs.upstream("partial", "smoke", "downstream")
+    run_record.record("partial", "smoke", data=presets.stage_config("data", "smoke"))
+    with pytest.raises(run_record.RunError, match="run notebook 02 first"):
+        run_record.load("partial", "smoke")
+    with pytest.raises(run_record.RunError, match="run notebook 05 first"):
+        run_record.upstream("partial", "smoke", "downstream")
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -270,7 +271,7 @@ def test_paired_differences_pair_runs_by_seed_and_write_their_tables(smoke_data,
     _, bundle = smoke_data
     root = tmp_path / "cache"
     cfg = presets.stage_config("downstream", "smoke")
-    sets = {"A": evaluation.random_real(bundle, 2, 0), "B": evaluation.random_real(bundle, 3, 0)}
+    sets = {"A": training_sets.random_real(bundle, 2, 0), "B": training_sets.random_real(bundle, 3, 0)}
     jobs = [evaluation.Job(row, s, dataclasses.replace(cfg, seed=seed)) for row, s in sets.items() for seed in (0, 1)]
     jobs.append(evaluation.Job("C", sets["A"], dataclasses.replace(cfg, seed=5)))  # no partner seed in A
     runs_ = evaluation.run_jobs(jobs, bundle, progress=False, cache_root=root)

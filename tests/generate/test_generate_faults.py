@@ -10,27 +10,28 @@ from conftest import overwrite_in_place
 from histodistill import cache, presets
 from histodistill.data import dataset
 from histodistill.generate import stages
+from histodistill.classifiers import judge
 
 
 def test_a_cached_model_with_damaged_weights_is_rebuilt(capsys):
     bundle = dataset.prepare_data(presets.stage_config("data", "smoke"))
     cfg = presets.stage_config("classifier", "smoke")
-    first = stages.fit_classifier(cfg, bundle, progress=False)
+    first = judge.fit_classifier(cfg, bundle, progress=False)
     weights = first.file("classifier/classifier.safetensors")
     size = weights.stat().st_size
     overwrite_in_place(weights, size // 2, b"\xff" * 64)
     inputs = {"data": bundle.artifact.key}
-    assert not cache.is_cached("classifier", cfg, inputs, stages.VERSIONS["classifier"])
+    assert not cache.is_cached("classifier", cfg, inputs, judge.VERSION)
     capsys.readouterr()
 
-    again = stages.fit_classifier(cfg, bundle, progress=False)
+    again = judge.fit_classifier(cfg, bundle, progress=False)
     out = capsys.readouterr().out
     assert (f"[classifier] discarding the cached result in {first.path}: classifier/classifier.safetensors changed "
             f"(its content no longer matches the digest recorded when it was built); rebuilding it") in out
     assert "[classifier] built in" in out
     assert b"\xff" * 64 not in again.file("classifier/classifier.safetensors").read_bytes()[size // 2 - 64:size // 2 + 128]
-    assert cache.is_cached("classifier", cfg, inputs, stages.VERSIONS["classifier"])
-    stages.load_classifier(again)  # the rebuilt model loads
+    assert cache.is_cached("classifier", cfg, inputs, judge.VERSION)
+    judge.load_classifier(again)  # the rebuilt model loads
 
 
 class FakePipeline:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from histodistill import cache, presets, runs
+from histodistill import cache, presets, run_record
 from histodistill.data import dataset, sources
 from histodistill.generate import autoencoder, stages
 from histodistill.generate.diffusion import build_noise_scheduler
@@ -15,6 +15,7 @@ from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 from histodistill.generate.sampling import dpm_solver
 from histodistill.generate.uvit import UViT
 from histodistill.generate.config import AutoencoderConfig, DiffusionConfig
+from histodistill.classifiers import judge
 
 NAMES = ["adipose", "mucus", "tumour"]
 
@@ -181,10 +182,10 @@ def test_pretrained_autoencoder_folder_is_used_and_keyed_by_its_files(tmp_path, 
 def test_classifier_stage_is_cached_and_loads(smoke_chain):
     root, bundle = smoke_chain
     cfg = presets.stage_config("classifier", "smoke")
-    first = stages.fit_classifier(cfg, bundle, progress=False, cache_root=root)
-    model = stages.load_classifier(first)
+    first = judge.fit_classifier(cfg, bundle, progress=False, cache_root=root)
+    model = judge.load_classifier(first)
     assert len(stages.history(first)) == cfg.epochs
-    assert stages.fit_classifier(cfg, bundle, progress=False, cache_root=root).key == first.key
+    assert judge.fit_classifier(cfg, bundle, progress=False, cache_root=root).key == first.key
     val = bundle.splits["val"]
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 9) and len(val.labels) > 0
 
@@ -194,21 +195,21 @@ def test_classifier_stage_is_cached_and_loads(smoke_chain):
 
 def test_run_record_round_trips_configurations():
     ae_cfg = presets.stage_config("autoencoder", "smoke", block_out_channels=(4, 8))
-    runs.record("r1", "smoke", data=presets.stage_config("data", "smoke"), autoencoder=ae_cfg)
-    assert runs.upstream("r1", "smoke", "autoencoder") == ae_cfg  # tuples survive JSON
-    assert runs.upstream("r1", "smoke", "data") == presets.stage_config("data", "smoke")
+    run_record.record("r1", "smoke", data=presets.stage_config("data", "smoke"), autoencoder=ae_cfg)
+    assert run_record.upstream("r1", "smoke", "autoencoder") == ae_cfg  # tuples survive JSON
+    assert run_record.upstream("r1", "smoke", "data") == presets.stage_config("data", "smoke")
 
 
 def test_run_record_says_which_notebook_to_run():
-    with pytest.raises(runs.RunError, match="run 02_latent_diffusion first with run_name='r2'"):
-        runs.upstream("r2", "demo", "diffusion")
-    runs.record("r2", "smoke", data=presets.stage_config("data", "smoke"))
-    with pytest.raises(runs.RunError, match="recorded with profile 'smoke', not 'demo'"):
-        runs.upstream("r2", "demo", "data")
-    runs.record("r2", "demo", data=presets.stage_config("data", "demo"))  # a new profile starts afresh
-    assert runs.upstream("r2", "demo", "data") == presets.stage_config("data", "demo")
+    with pytest.raises(run_record.RunError, match="run notebook 02 first with run_name='r2'"):
+        run_record.upstream("r2", "demo", "diffusion")
+    run_record.record("r2", "smoke", data=presets.stage_config("data", "smoke"))
+    with pytest.raises(run_record.RunError, match="recorded with profile 'smoke', not 'demo'"):
+        run_record.upstream("r2", "demo", "data")
+    run_record.record("r2", "demo", data=presets.stage_config("data", "demo"))  # a new profile starts afresh
+    assert run_record.upstream("r2", "demo", "data") == presets.stage_config("data", "demo")
     with pytest.raises(ValueError, match="unknown stage"):
-        runs.record("r2", "demo", pool=presets.stage_config("sampling", "demo"))
+        run_record.record("r2", "demo", pool=presets.stage_config("sampling", "demo"))
 
 
 # --- selection --------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def test_distill_stage_writes_the_product_and_reuses_the_embedding(smoke_chain, 
     vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
     ldm = stages.fit_diffusion(presets.stage_config("diffusion", "smoke"), vae, bundle, progress=False, cache_root=root)
     pool = stages.sample_pool(presets.stage_config("sampling", "smoke"), ldm, progress=False, cache_root=root)
-    clf = stages.fit_classifier(presets.stage_config("classifier", "smoke"), bundle, progress=False, cache_root=root)
+    clf = judge.fit_classifier(presets.stage_config("classifier", "smoke"), bundle, progress=False, cache_root=root)
     cfg = presets.stage_config("selection", "smoke")  # infodist, knn, 2 per class from 4
     chosen = distill.distill(cfg, pool, clf, cache_root=root)
 

@@ -73,7 +73,7 @@ def test_altered_files_are_detected_and_rebuilt(tmp_path):
     calls = []
     art = cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
     (art.path / "sub" / "more.bin").write_bytes(b"\x00" * 3)  # truncated
-    assert not cache.is_complete(art.path, art.key)
+    assert cache.problem(art.path, art.key) is not None
     cache.cached("stage", {"a": 1}, counting_build(calls, "good"), cache_root=tmp_path)
     assert len(calls) == 2
     (art.path / "sub" / "more.bin").unlink()  # missing
@@ -130,7 +130,7 @@ def test_a_manifest_without_digests_is_never_read(tmp_path):
     assert cache.problem(art.path, art.key).startswith("its manifest records no size and digest")
     cache.cached("stage", {"a": 1}, counting_build(calls), cache_root=tmp_path)
     assert len(calls) == 2  # rebuilt
-    assert cache.is_complete(art.path, art.key)
+    assert cache.problem(art.path, art.key) is None
 
 
 def test_a_full_disk_is_named_and_nothing_is_kept(tmp_path):

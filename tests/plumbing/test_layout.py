@@ -17,10 +17,10 @@ PLUMBING = {"__init__", "presets", "cache", "checkpoints", "paths", "progress", 
 STAGES = ["data", "classifiers", "generate", "select", "evaluate", "privacy"]
 # How notebooks and the runner reach every stage: nothing below imports them. `summary` reads
 # every stage's output files for the notebooks' closing cells, so it sits here too.
-ORCHESTRATION = {"runs", "runner", "compare", "summary"}
+ORCHESTRATION = {"run_record", "runner", "notebook_runs", "compare", "summary", "run_outputs"}
 # Imports of a later stage allowed, each with its reason (none today).
 UPWARD_ALLOWED: set[tuple[str, str]] = set()
-MAX_LINES = 400
+MAX_LINES = 300
 
 
 def module_name(path: Path) -> str:

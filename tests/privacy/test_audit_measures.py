@@ -9,6 +9,8 @@ from sklearn.metrics import roc_auc_score
 
 from histodistill.generate import memorisation
 from histodistill.privacy import measures
+from histodistill.privacy import membership
+from histodistill.privacy import copying
 
 
 def population(n: int, seed: int, dim: int = 8) -> np.ndarray:
@@ -30,19 +32,19 @@ def test_a_planted_leak_fails_dcr_near_copies_and_c_t(real):
     planted = train[rng.choice(len(train), 100, replace=False)] + rng.normal(0, 0.01, (100, train.shape[1]))
     dcr = measures.dcr_share(planted, train, holdout)
     copies = measures.near_copies(planted, train)
-    ref = measures.reference(train, holdout)
-    copying = measures.copying_test(planted, ref)
+    ref = copying.reference(train, holdout)
+    c_t = copying.copying_test(planted, ref)
     assert not dcr["passed"] and dcr["statistic"] == 1.0 and dcr["threshold"] == pytest.approx(400 / 600)
     assert dcr["p_value"] < 1e-10
     assert not copies["passed"] and copies["statistic"] == 100
-    assert not copying["passed"] and copying["statistic"] < -3
+    assert not c_t["passed"] and c_t["statistic"] < -3
     # The reference's parts are the holdout's own distances and train's cells, as C_T needs them.
     np.testing.assert_array_equal(ref.holdout_distances, measures.nearest_neighbours(holdout, train)[0])
     assert ref.cells.n_clusters == 5
     # Distances the audit already has, passed in, give the same test.
-    assert measures.copying_test(planted, ref, synthetic_distances=dcr["to_train"]) == copying
+    assert copying.copying_test(planted, ref, synthetic_distances=dcr["to_train"]) == c_t
     with pytest.raises(ValueError, match="one given distance per synthetic row"):
-        measures.copying_test(planted, ref, synthetic_distances=dcr["to_train"][:-1])
+        copying.copying_test(planted, ref, synthetic_distances=dcr["to_train"][:-1])
 
 
 def test_an_independent_sample_of_the_same_distribution_passes(real):
@@ -50,10 +52,10 @@ def test_an_independent_sample_of_the_same_distribution_passes(real):
     fresh = population(100, 3)
     dcr = measures.dcr_share(fresh, train, holdout)
     copies = measures.near_copies(fresh, train)
-    copying = measures.copying_test(fresh, measures.reference(train, holdout))
+    c_t = copying.copying_test(fresh, copying.reference(train, holdout))
     assert dcr["passed"] and dcr["ci_low"] <= 400 / 600 <= dcr["ci_high"]
     assert copies["passed"] and copies["statistic"] == 0 and copies["ratios"].min() > 1 / 3
-    assert copying["passed"] and abs(copying["statistic"]) < 2.5
+    assert c_t["passed"] and abs(c_t["statistic"]) < 2.5
 
 
 def test_dcr_share_counts_by_hand():
@@ -78,7 +80,7 @@ def test_c_t_is_the_mann_whitney_z_in_one_cell():
     rng = np.random.default_rng(0)
     train = rng.normal(0, 1, (200, 2)).astype(np.float32)
     holdout, synthetic = rng.normal(0, 1, (50, 2)), rng.normal(0, 1, (60, 2))
-    result = measures.copying_test(synthetic, measures.reference(train, holdout, cells=1))
+    result = copying.copying_test(synthetic, copying.reference(train, holdout, cells=1))
     q = measures.nearest_neighbours(synthetic.astype(np.float32), train)[0]
     p = measures.nearest_neighbours(holdout.astype(np.float32), train)[0]
     u = stats.mannwhitneyu(q, p).statistic
@@ -88,7 +90,7 @@ def test_c_t_is_the_mann_whitney_z_in_one_cell():
 
 def test_membership_auc_on_a_hand_made_case():
     members, holdout = np.array([0.9, 0.8, 0.7, 0.2]), np.array([0.6, 0.5, 0.1, 0.0])
-    result = measures.membership_auc(members, holdout, n_boot=500)
+    result = membership.membership_auc(members, holdout, n_boot=500)
     assert result["statistic"] == pytest.approx(14 / 16)  # 14 of 16 pairs ordered right
     assert result["statistic"] == pytest.approx(roc_auc_score([1] * 4 + [0] * 4, np.r_[members, holdout]))
     assert result["ci_low"] <= result["statistic"] <= result["ci_high"]
@@ -101,7 +103,7 @@ def test_membership_auc_interval_equals_scikit_learn_on_each_resample():
     the same interval, ties included."""
     rng = np.random.default_rng(3)
     members, holdout = np.round(rng.normal(0.3, 1, 80), 1), np.round(rng.normal(0, 1, 50), 1)  # many ties
-    result = measures.membership_auc(members, holdout, n_boot=300, seed=5)
+    result = membership.membership_auc(members, holdout, n_boot=300, seed=5)
     draws, labels = np.random.default_rng(5), np.r_[np.ones(80), np.zeros(50)]
     boots = []
     for _ in range(300):
@@ -113,8 +115,8 @@ def test_membership_auc_interval_equals_scikit_learn_on_each_resample():
 
 def test_an_attack_without_signal_passes_and_one_with_signal_fails():
     rng = np.random.default_rng(0)
-    none = measures.membership_auc(rng.normal(size=300), rng.normal(size=300))
-    strong = measures.membership_auc(rng.normal(1.0, 1, 300), rng.normal(size=300))
+    none = membership.membership_auc(rng.normal(size=300), rng.normal(size=300))
+    strong = membership.membership_auc(rng.normal(1.0, 1, 300), rng.normal(size=300))
     assert none["passed"] and none["ci_low"] < 0.5 < none["ci_high"]
     assert not strong["passed"] and strong["ci_low"] > 0.7
 
@@ -122,14 +124,14 @@ def test_an_attack_without_signal_passes_and_one_with_signal_fails():
 def test_loss_and_reference_scores():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
     labels = np.array([0, 0, 1])
-    np.testing.assert_allclose(measures.loss_scores(probs, labels), np.log([0.9, 0.3, 0.5]))
-    np.testing.assert_allclose(measures.logit_confidence(probs, labels), np.log([9.0, 3 / 7, 1.0]))
+    np.testing.assert_allclose(membership.loss_scores(probs, labels), np.log([0.9, 0.3, 0.5]))
+    np.testing.assert_allclose(membership.logit_confidence(probs, labels), np.log([9.0, 3 / 7, 1.0]))
     refs = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 2.0]])  # mean 1, 2, 2; std sqrt(2), sqrt(2), 0
-    scores = measures.reference_scores(np.array([1.0, 2.0 + np.sqrt(2), 2.0]), refs)
+    scores = membership.reference_scores(np.array([1.0, 2.0 + np.sqrt(2), 2.0]), refs)
     np.testing.assert_allclose(scores[:2], [0.0, 1.0])
     assert scores[2] == 0.0
     with pytest.raises(ValueError, match="at least two reference models"):
-        measures.reference_scores(np.zeros(3), refs[:1])
+        membership.reference_scores(np.zeros(3), refs[:1])
 
 
 def test_random_features_do_not_depend_on_what_they_embed_with():
@@ -241,8 +243,8 @@ def test_c_t_over_several_cells_equals_the_mann_whitney_reference():
     rng = np.random.default_rng(5)
     train = np.round(rng.normal(0, 1, (300, 2)), 1).astype(np.float32)
     holdout, synthetic = np.round(rng.normal(0, 1, (120, 2)), 1), np.round(rng.normal(0, 1.1, (90, 2)), 1)
-    ref = measures.reference(train, holdout, cells=4)
-    result = measures.copying_test(synthetic, ref)
+    ref = copying.reference(train, holdout, cells=4)
+    result = copying.copying_test(synthetic, ref)
     q_dist, p_dist = measures.nearest_neighbours(synthetic.astype(np.float32), train)[0], ref.holdout_distances
     q_cell, p_cell = ref.cells.predict(synthetic.astype(np.float32)), ref.holdout_cells
     z, w = [], []
@@ -266,16 +268,16 @@ def test_a_selected_set_is_read_against_the_same_selection_of_unseen_images(real
     """Two independent samples differ by nothing detectable; planted copies read against
     unseen images lie detectably nearer train, in DCR share and C_T alike."""
     train, holdout = real
-    ref = measures.reference(train, holdout)
+    ref = copying.reference(train, holdout)
     fresh, other = population(80, 7), population(80, 8)
     labels = np.arange(80) % 4
-    same = measures.versus_selected_unseen(fresh, labels, other, labels, ref, n_boot=300)
+    same = copying.versus_selected_unseen(fresh, labels, other, labels, ref, n_boot=300)
     assert set(same) == {"DCR share", "data-copying C_T"}
     for result in same.values():
         assert result["passed"] and result["ci_low"] <= 0 <= result["ci_high"]
         assert result["ci_low"] <= result["statistic"] <= result["ci_high"]
     rng = np.random.default_rng(9)
     copies = train[rng.choice(len(train), 80, replace=False)] + rng.normal(0, 0.01, (80, train.shape[1]))
-    leak = measures.versus_selected_unseen(copies, labels, other, labels, ref, n_boot=300)
+    leak = copying.versus_selected_unseen(copies, labels, other, labels, ref, n_boot=300)
     assert not leak["DCR share"]["passed"] and leak["DCR share"]["ci_low"] > 0.1
     assert not leak["data-copying C_T"]["passed"] and leak["data-copying C_T"]["ci_high"] < 0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from histodistill.generate import memorisation
+from histodistill.privacy import generator_attack
 
 
 def audit_table(distilled_passes: bool = True, control_caught: bool = True):
@@ -80,7 +81,7 @@ def test_the_verdict_says_where_a_failed_distance_test_sits():
 
 def test_the_membership_attacks_score_all_members_or_a_seeded_sample():
     from histodistill.privacy.config import PrivacyConfig
-    from histodistill.privacy.audit import member_sample
+    from histodistill.privacy.controls import member_sample
 
     np.testing.assert_array_equal(member_sample(50, PrivacyConfig(max_members=50)), np.arange(50))
     sample = member_sample(1000, PrivacyConfig(max_members=100, seed=3))
@@ -99,7 +100,6 @@ def test_the_generator_attack_shows_progress_without_changing_its_losses(monkeyp
     from diffusers import DDPMScheduler
 
     from histodistill import progress
-    from histodistill.privacy import audit
 
     class Halving(torch.nn.Module):  # a stand-in denoiser: predicts half its input
         def __init__(self):
@@ -112,9 +112,9 @@ def test_the_generator_attack_shows_progress_without_changing_its_losses(monkeyp
     latents = torch.randn(300, 2, 3, 3, generator=torch.Generator().manual_seed(0))
     labels = np.arange(300) % 3
     args = (Halving(), DDPMScheduler(num_train_timesteps=1000), latents, labels, (10, 500), 2, 7)
-    quiet = audit.denoising_losses(*args)
+    quiet = generator_attack.denoising_losses(*args)
     monkeypatch.setenv(progress.MODE_VARIABLE, "lines")
-    shown = audit.denoising_losses(*args, desc="generator: train")
+    shown = generator_attack.denoising_losses(*args, desc="generator: train")
     assert np.array_equal(quiet, shown) and quiet.shape == (2, 300)
     out = capsys.readouterr().out
     assert "generator: train: 100%" in out and "8/8" in out  # 2 draws x 2 timesteps x 2 batches of 256

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from histodistill import compare, paths, runner
+from histodistill import compare, notebook_runs, paths, runner
 
 PAIRED = ["row", "network", "metric", "reference", "n_runs", "n_test", "diff", "low", "high", "excludes_zero"]
 
@@ -154,7 +154,7 @@ def nothing_runs(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("ran before refusing")
 
-    monkeypatch.setattr(runner, "execute", fail)
+    monkeypatch.setattr(notebook_runs, "execute", fail)
 
 
 def test_the_runner_refuses_to_compare_a_run_with_itself(output_root, nothing_runs):
@@ -181,7 +181,7 @@ def test_the_runner_compares_after_running(runs, output_root, monkeypatch):
             (paths.results_dir(run_name) / table.name).write_bytes(table.read_bytes())
         return [("01_data", 1.0)]
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(notebook_runs, "execute", execute)
     runner.main(["--run-name", "mine", "--only", "01", "--compare-to", "demo"])
     written = pd.read_csv(output_root / "paper_results" / "mine" / "comparison_to_demo.csv")
     assert one(written, table="main_table.csv", row="A | convnet", column="acc_mean")["verdict"] == "inside"

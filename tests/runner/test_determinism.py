@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from histodistill import machine
     threads = machine.configure_torch()
-    from histodistill.classifiers import training
+    from histodistill.classifiers import judge, training
     from histodistill.data import dataset
     from histodistill.generate import stages
     from histodistill.presets import stage_config
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
         return hashlib.sha256(history.to_csv(index=False).encode()).hexdigest()
 
     bundle = dataset.prepare_data(stage_config("data", "smoke"))
-    artifact = stages.fit_classifier(stage_config("classifier", "smoke"), bundle, progress=False)
+    artifact = judge.fit_classifier(stage_config("classifier", "smoke"), bundle, progress=False)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (27, 28, 28, 3), dtype=np.uint8)
     labels = np.arange(27) % 9
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
                                              progress=False)
     print(json.dumps({
         "threads": threads,
-        "classifier": weights_hash(stages.load_classifier(artifact)),
+        "classifier": weights_hash(judge.load_classifier(artifact)),
         "classifier_history": history_hash(stages.history(artifact)),
         "downstream": weights_hash(model),
         "downstream_history": history_hash(history),

@@ -56,7 +56,7 @@ def test_distill_runs_what_a_shareable_set_needs_and_says_where_it_is(tmp_path, 
     assert (sampling["solver"], sampling["guidance_scale"]) == guidance.choose(sweep)
     assert "is the one the rule picks on val" in (output_root / "outputs/mine/03_synthetic_pool.ipynb").read_text()
     # Notebook 07 says it used the profile's recipe, 05 not having run.
-    assert "has not run 05_downstream_evaluation" in (output_root / "outputs/mine/07_privacy_audit.ipynb").read_text()
+    assert "has not run notebook 05" in (output_root / "outputs/mine/07_privacy_audit.ipynb").read_text()
 
     # The run ends by saying where the set, its card and its audit are, and the verdict.
     out = done.stdout

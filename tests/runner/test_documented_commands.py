@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from histodistill import paths, runner, runs
+from histodistill import paths, run_record, runner
 
 ROOT = paths.project_root()
 RUNNER = re.compile(r"(?:\./run_all\.sh|python -m histodistill\.runner)(?=\s|$)")
@@ -42,7 +42,7 @@ def test_every_quoted_command_passes_the_runner_checks(where, command, tmp_path,
     # As on a fresh clone: the committed runs (for --compare-to), no earlier run recorded, a
     # home folder holding the images it names. Checking writes nothing.
     monkeypatch.setenv("HISTODISTILL_OUTPUT_ROOT", str(ROOT))
-    monkeypatch.setattr(runs, "recorded_profile", lambda run_name: None)
+    monkeypatch.setattr(run_record, "recorded_profile", lambda run_name: None)
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("patches", "my_images"):
         (tmp_path / name).mkdir()

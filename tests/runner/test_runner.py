@@ -9,14 +9,14 @@ import textwrap
 
 import pytest
 
-from histodistill import runner
+from histodistill import notebook_runs, runner
 
 
 def test_every_notebook_starts_with_a_commented_parameters_cell():
-    sources = runner.notebook_sources()
+    sources = notebook_runs.notebook_sources()
     assert sources and sources[0].name.startswith("01_")
     for source in sources:
-        nb = runner.to_notebook(source)
+        nb = notebook_runs.to_notebook(source)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), source.name
         lines = [l for l in code[0].source.splitlines() if l.strip()]
@@ -84,15 +84,13 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
 def test_run_times_keep_the_notebooks_not_run_again():
     import pandas as pd
 
-    from histodistill import runner
-
-    path = runner.write_times([("01_data", 8.04), ("02_ldm", 500.0)], "demo", "timing")
-    runner.write_times([("02_ldm", 7.5), ("03_pool", 20.0)], "demo", "timing")  # --only 02 03
+    path = notebook_runs.write_times([("01_data", 8.04), ("02_ldm", 500.0)], "demo", "timing")
+    notebook_runs.write_times([("02_ldm", 7.5), ("03_pool", 20.0)], "demo", "timing")  # --only 02 03
     table = pd.read_csv(path)
     assert table["notebook"].tolist() == ["01_data", "02_ldm", "03_pool", "total"]
     assert table["seconds"].tolist() == [8.0, 7.5, 20.0, 35.5]
     assert table["finished"].notna().all()
-    runner.write_times([("01_data", 3.0)], "smoke", "timing")  # another profile: a fresh table
+    notebook_runs.write_times([("01_data", 3.0)], "smoke", "timing")  # another profile: a fresh table
     assert pd.read_csv(path)["notebook"].tolist() == ["01_data", "total"]
 
 
@@ -175,7 +173,7 @@ def test_bad_parameters_are_refused_before_any_notebook_runs(name, value, messag
 def test_good_parameters_pass_the_check():
     overrides = {"ipc": 10, "networks": ["convnet", "resnet18"], "guidance_scale": None, "downstream.lr": 1,
                  "downstream.seed": 3, "image_size": 64, "ablation.contrastive_weights": (0.1, 0.3)}
-    assert len(runner.plan("demo", overrides, "mine")) == len(runner.notebook_sources())
+    assert len(runner.plan("demo", overrides, "mine")) == len(notebook_runs.notebook_sources())
 
 
 def test_a_field_goes_into_the_config_of_the_notebook_configuring_its_stage():
@@ -194,7 +192,7 @@ def test_a_field_goes_into_the_config_of_the_notebook_configuring_its_stage():
 def test_every_named_parameter_is_declared_by_the_notebook_configuring_its_stage():
     from histodistill import parameters
 
-    declared = {s.name[:2]: set(runner.declared_parameters(runner.to_notebook(s))) for s in runner.notebook_sources()}
+    declared = {s.name[:2]: set(notebook_runs.declared_parameters(notebook_runs.to_notebook(s))) for s in notebook_runs.notebook_sources()}
     for name, targets in parameters.NAMED.items():
         for target in targets:
             stage, _ = parameters.split_target(target)
@@ -222,7 +220,7 @@ def test_tuple_parameters_reach_the_notebook_as_sequences_of_their_items(tmp_pat
     then split it into characters. The runner passes tuples as lists, which every notebook
     turns back into tuples: the injected cell, executed, holds the items themselves."""
     overrides = {"networks": ("convnet",), "privacy.timesteps": (50, 100)}
-    written = runner.export(runner.plan("demo", overrides, "mine"), tmp_path)
+    written = notebook_runs.export(runner.plan("demo", overrides, "mine"), tmp_path)
     seen = {}
     for path in written:
         nb = json.loads(path.read_text())
@@ -232,7 +230,7 @@ def test_tuple_parameters_reach_the_notebook_as_sequences_of_their_items(tmp_pat
         seen.update({k: namespace[k] for k in ("networks", "config") if namespace.get(k)})
     assert tuple(seen["networks"]) == ("convnet",)
     assert tuple(seen["config"]["privacy.timesteps"]) == (50, 100)
-    assert runner.injectable({"a": ((1, 2), [3])}) == {"a": [[1, 2], [3]]}
+    assert notebook_runs.injectable({"a": ((1, 2), [3])}) == {"a": [[1, 2], [3]]}
 
 
 def test_progress_bars_print_whole_lines_without_a_terminal(monkeypatch, capsys):
@@ -268,7 +266,7 @@ def test_saving_a_notebook_in_jupyterlab_leaves_its_file_unchanged(tmp_path):
     from jupyter_server.services.contents.filemanager import FileContentsManager
     from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
 
-    root = runner.notebook_sources()[0].parents[1]
+    root = notebook_runs.notebook_sources()[0].parents[1]
     shutil.copytree(root / "notebooks", tmp_path / "notebooks")
     shutil.copy(root / "jupytext.toml", tmp_path / "jupytext.toml")
     manager = build_sync_jupytext_contents_manager_class(FileContentsManager)(root_dir=str(tmp_path))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from histodistill import paths, runner
+from histodistill import notebook_runs, paths, runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def notebooks(tmp_path, **named_sources) -> Path:
 
 @pytest.fixture
 def fake_kernel(monkeypatch):
-    """FAKE_KERNEL in this process, with the terminal's path through `runner.execute` (the
+    """FAKE_KERNEL in this process, with the terminal's path through `notebook_runs.execute` (the
     log path would configure logging and the environment for the whole test session)."""
     from papermill.engines import papermill_engines
 
@@ -127,7 +127,7 @@ def test_the_failed_block_cell_number_points_into_the_written_notebook(tmp_path,
     folder = notebooks(tmp_path, **{"01_fails": FAILING_NOTEBOOK})
     out_dir = paths.executed_notebooks_dir("fails")
     with pytest.raises(SystemExit) as stopped:
-        runner.execute(runner.plan("smoke", {}, "fails", folder=folder), out_dir, "fails")
+        notebook_runs.execute(runner.plan("smoke", {}, "fails", folder=folder), out_dir, "fails")
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     code_cell, cell = map(int, re.search(r"in code cell \[(\d+)\] \(cell (\d+) of the executed notebook\)", err).groups())
@@ -144,7 +144,7 @@ def test_an_interrupt_is_exactly_one_line_and_exit_130(tmp_path, fake_kernel, ca
                                                '# %%\ninterrupt_here = True\n'})
     out_dir = paths.executed_notebooks_dir("slow")
     with pytest.raises(SystemExit) as stopped:
-        runner.execute(runner.plan("smoke", {}, "slow", folder=folder), out_dir, "slow")
+        notebook_runs.execute(runner.plan("smoke", {}, "slow", folder=folder), out_dir, "slow")
     assert stopped.value.code == 130
     assert stopped.value.__suppress_context__  # no KeyboardInterrupt traceback chained to it
     err_lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Executing" not in line]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from histodistill import paths, summary
+from histodistill import paths, run_outputs, summary
 
 RUN = "made"
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def card(root: Path, audit: dict | None = None, filtered: dict | None = None) ->
                "params": {"ipc": 3}, "n_images": 6, "counts_per_class": {"adipose": 3, "debris": 3}}
     if audit is not None:
         content["audit"] = audit
-    write(root, summary.CARD, json.dumps(content))
+    write(root, run_outputs.CARD, json.dumps(content))
 
 
 def test_notebook_01_gives_the_split_sizes_and_classes(output_root):

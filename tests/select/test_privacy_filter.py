@@ -22,6 +22,7 @@ from histodistill.select import distill, privacy_filter, selection
 from histodistill.classifiers.config import DownstreamConfig
 from histodistill.evaluate.config import AblationConfig
 from histodistill.select.config import SelectionConfig
+from histodistill.classifiers.judge import load_classifier
 
 N_CLASSES, POOL_PER_CLASS, IPC = 3, 16, 4
 
@@ -80,7 +81,7 @@ def setup(tmp_path):
 
 def flagged_by_the_criterion(s) -> np.ndarray:
     """The audit's criterion applied directly: flagged in pixels or in the judge's features."""
-    judge = stages.load_classifier(s.clf)
+    judge = load_classifier(s.clf)
     train, val = s.bundle.splits["train"], s.bundle.splits["val"]
     flagged = np.zeros(len(s.labels), bool)
     for to_vectors in (memorisation.pixel_vectors, lambda x: convnet.embed(judge, x)):
@@ -100,7 +101,7 @@ def select_cfg(**changes) -> SelectionConfig:
 
 def test_the_filter_removes_every_flagged_image_and_the_planted_copies(setup):
     s = setup
-    judge = stages.load_classifier(s.clf)
+    judge = load_classifier(s.clf)
     keep, table = privacy_filter.near_copy_filter(s.images, s.labels, s.bundle, lambda x: convnet.embed(judge, x))
     flagged = flagged_by_the_criterion(s)
     np.testing.assert_array_equal(keep, ~flagged)
@@ -268,7 +269,7 @@ def test_a_planted_copy_is_caught_by_the_audit_without_the_filter_and_removed_wi
     everything = np.arange(len(s.labels))
     off = audited(everything)
     assert set(s.planted.tolist()) <= set(off["flagged"].tolist()) and not off["passed"]
-    judge = stages.load_classifier(s.clf)
+    judge = load_classifier(s.clf)
     keep, _ = privacy_filter.near_copy_filter(s.images, s.labels, s.bundle, lambda x: convnet.embed(judge, x))
     on = audited(everything[keep])
     assert on["statistic"] == 0 and on["passed"]

@@ -14,6 +14,7 @@ from histodistill.data import sources
 from histodistill.select import graphs, selection
 from histodistill.select.graphs import GraphError, GraphWarning, build_graph
 from histodistill.select.selection import allocate_quota, communities
+from histodistill.select import export
 
 CHEAP_METHODS = ["infodist", "random", "kmeans", "herding"]  # umap_kmeans: see the umap test
 
@@ -307,7 +308,7 @@ def test_export_round_trips_through_read_npz(tmp_path):
     names = ["adipose", "smooth muscle", "normal/colon mucosa"]
     sel = selection.select_infodist(x, y, 4, seed=0)
     source = {"kind": "synthetic pool", "n_pool": len(y)}
-    paths = selection.export_distilled(sel, images, names, tmp_path / "d", source, "abc123")
+    paths = export.export_distilled(sel, images, names, tmp_path / "d", source, "abc123")
 
     raw = sources.read_npz(paths["npz"])
     got_images, got_labels = raw.splits["train"]
@@ -332,7 +333,7 @@ def test_export_refuses_a_selection_missing_a_class(tmp_path):
     x, y, _ = planted()
     sel = selection.select_random(x[y < 2], y[y < 2], 2)
     with pytest.raises(ValueError, match="every class"):
-        selection.export_distilled(sel, make_images(180, 8), ["a", "b", "c"], tmp_path, {}, "h")
+        export.export_distilled(sel, make_images(180, 8), ["a", "b", "c"], tmp_path, {}, "h")
 
 
 @pytest.mark.parametrize("per_class", [1000, 5000])

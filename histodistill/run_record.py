@@ -7,7 +7,7 @@ asking for their parameters again (`upstream`). So notebook 03 samples from exac
 notebook 02 trained, on exactly the data notebook 01 prepared, and (with the cache) gets them
 back instantly. `load` brings back a whole run up to notebook 04's selection:
 
-    >>> up = runs.load("demo", "demo")            # data, autoencoder, LDM, pool, classifier
+    >>> up = run_record.load("demo", "demo")            # data, autoencoder, LDM, pool, classifier
     >>> up.select(method="kmeans")                # a selection stage like notebook 04's, changed
     >>> up.pool_subset(50)                        # the first 50 pool images of every class
 
@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cache, paths, presets
+from . import cache, parameters, paths, presets
 from .generate.config import SamplingConfig
 from .select.config import SelectionConfig
 from .data import dataset
 from .data.dataset import DataBundle
 from .generate import stages
 from .select import distill
+from .classifiers import judge
 
 RECORD_FILE = "run.json"
 
@@ -55,7 +56,7 @@ def record(run_name: str, profile: str, **stage_configs: Any) -> None:
 def upstream(run_name: str, profile: str, stage: str):
     """The configuration `stage` ran with in this run, as its dataclass."""
     data = _read(run_name)
-    notebook = NOTEBOOK_OF.get(stage, "the notebook that runs it")
+    notebook = f"notebook {parameters.CONFIGURED_BY[stage]}"
     if data is None or stage not in data["stages"]:
         raise RunError(
             f"run {run_name!r} has no recorded {stage!r} stage: run {notebook} first with "
@@ -79,24 +80,11 @@ def upstream_or_preset(run_name: str, profile: str, stage: str):
     notebook would have used, said in one line."""
     data = _read(run_name)
     if data is not None and data["profile"] == profile and stage not in data["stages"]:
-        print(f"run {run_name!r} has not run {NOTEBOOK_OF.get(stage, stage)}: {stage} takes the {profile} profile's preset")
+        print(f"run {run_name!r} has not run notebook {parameters.CONFIGURED_BY[stage]}: {stage} takes the {profile} profile's preset")
         return presets.stage_config(stage, profile)
     return upstream(run_name, profile, stage)
 
 
-NOTEBOOK_OF = {
-    "data": "01_data",
-    "autoencoder": "02_latent_diffusion",
-    "diffusion": "02_latent_diffusion",
-    "sampling": "03_synthetic_pool",
-    "guidance_sweep": "03_synthetic_pool",
-    "classifier": "03_synthetic_pool",
-    "selection": "04_graph_selection",
-    "downstream": "05_downstream_evaluation",
-    "evaluation": "05_downstream_evaluation",
-    "dm": "05_downstream_evaluation",
-    "ablation": "06_ablations",
-}
 
 
 def recorded_profile(run_name: str) -> str | None:
@@ -148,5 +136,5 @@ def load(run_name: str, profile: str, with_selection: bool = True, cache_root: P
     vae = stages.fit_autoencoder(cfgs["autoencoder"], bundle, cache_root=cache_root)
     ldm = stages.fit_diffusion(cfgs["diffusion"], vae, bundle, cache_root=cache_root)
     pool = stages.sample_pool(cfgs["sampling"], ldm, cache_root=cache_root)
-    clf = stages.fit_classifier(cfgs["classifier"], bundle, cache_root=cache_root)
+    clf = judge.fit_classifier(cfgs["classifier"], bundle, cache_root=cache_root)
     return Upstream(run_name, profile, bundle, vae, ldm, cfgs["sampling"], pool, clf, cfgs.get("selection"))
