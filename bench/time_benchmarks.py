@@ -41,6 +41,7 @@ COMMANDS = {
     "selection_scale": ["selection_scale.py"],
     "near_copy_calibration": ["near_copy_calibration.py"],
     "sampler_trials": ["sampler_trials.py", "--scales", "3"],
+    "profile_demo": ["profile_demo.py"],
 }
 
 
