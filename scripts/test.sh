@@ -9,6 +9,11 @@ source scripts/setup.sh
 work="$(mktemp -d "${TMPDIR:-/tmp}/histodistill-tests.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 export HISTODISTILL_OUTPUT_ROOT="$work/out"
+# One cache for the smoke run of the pipeline (tests/runner/test_smoke_pipeline.py) and nbval,
+# which runs after it: nbval executes every notebook's code on the stages the smoke run built,
+# instead of building them all a second time. Unit tests each keep a cache of their own.
+export HISTODISTILL_TEST_CACHE="$work/cache"
+export HISTODISTILL_CACHE="$work/cache"
 
 # Notebooks for nbval: the jupytext sources as .ipynb, parameters set to the smoke profile.
 python -m histodistill.runner --profile smoke --export "$work/nbval" >/dev/null

@@ -84,10 +84,12 @@ EXPECTED = {
 
 
 def run_pipeline():
-    return subprocess.run(
-        [sys.executable, "-m", "histodistill.runner", "--profile", "smoke"],
-        capture_output=True, text=True, env=os.environ.copy(), timeout=600,
-    )
+    # scripts/test.sh names a cache that nbval, run after the unit tests, reads the stages from.
+    env = os.environ.copy()
+    if os.environ.get("HISTODISTILL_TEST_CACHE"):
+        env["HISTODISTILL_CACHE"] = os.environ["HISTODISTILL_TEST_CACHE"]
+    return subprocess.run([sys.executable, "-m", "histodistill.runner", "--profile", "smoke"],
+                          capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_smoke_pipeline_writes_exactly_its_files(output_root):
