@@ -42,7 +42,7 @@ data_source = None  # "bundled" | "pathmnist" | "npz" | "folder"
 data_path = None  # your .npz file or class-folder root; for pathmnist, the folder holding its .npz
 image_size = None  # side in pixels every image is resized to (PathMNIST serves 28, 64, 128, 224)
 max_train_per_class = None  # cap on train images per class (the smoke profile uses 20)
-config = {}  # any other field, "stage.field": value, e.g. {"data.seed": 1, "data.val_fraction": 0.2} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"data.seed": 1} (all: histodistill/*/config.py)
 
 # %%
 from IPython.display import display

@@ -53,7 +53,7 @@ ldm_steps = None  # denoiser optimisation steps
 ldm_hidden_size = None  # U-ViT width
 ldm_depth = None  # U-ViT blocks (odd)
 processes = 1  # processes (GPUs) training the denoiser data-parallel under accelerate; 1: here, in this kernel
-config = {}  # any other field, "stage.field": value, e.g. {"diffusion.lr": 3e-4, "autoencoder.kl_weight": 1e-6} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"diffusion.lr": 3e-4} (all: histodistill/*/config.py)
 
 # %%
 from IPython.display import display

@@ -54,7 +54,7 @@ solver = None  # "dpmsolver++" (deterministic ODE) or "sde-dpmsolver++" (fresh n
 sampler_from_val = False  # True: the pool takes the solver and guidance scale the sweep below picks on real val
 clf_epochs = None  # passes of the real-trained ConvNet (the judge) over real train
 processes = 1  # processes (GPUs) sharing the sampling under accelerate (same pool as 1); 1: here, in this kernel
-config = {}  # any other field, "stage.field": value, e.g. {"sampling.seed": 1, "guidance_sweep.scales": (1.0, 2.0)} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"sampling.seed": 1} (all: histodistill/*/config.py)
 
 # %%
 from IPython.display import display

@@ -51,7 +51,7 @@ graph = None  # infodist: knn | paper | umap
 rank = None  # infodist: centrality or flow, the order inside a module
 privacy_filter = None  # True: remove the pool's near-copies of real train images first (thresholds from real val)
 map_class = 0  # class id whose pool the community map shows
-config = {}  # any other field, "stage.field": value, e.g. {"selection.k": 15, "selection.seed": 1} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"selection.k": 15} (all: histodistill/*/config.py)
 
 # %%
 from IPython.display import display

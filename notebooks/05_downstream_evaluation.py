@@ -53,7 +53,7 @@ seeds = None  # training runs per row and network
 contrastive = None  # the term of the "InfoDist (CE + contrastive)" row: supcon | supcon_1view | push_pull
 steps = None  # training steps of every model, whatever its set's size (one budget for every row)
 confusion_network = "convnet"  # network whose InfoDist confusion matrix is shown
-config = {}  # any other field, "stage.field": value, e.g. {"downstream.lr": 0.02, "dm.iterations": 500} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"dm.iterations": 500} (all: histodistill/*/config.py)
 
 # %%
 import pandas as pd

@@ -42,7 +42,7 @@ ablations = None  # names to run, e.g. ("ipc", "guidance"); None: contrastive, s
 ablation_network = None  # the network every ablation trains: convnet | resnet18
 ablation_seeds = None  # training runs per variant
 ipcs = None  # images per class compared, e.g. (1, 10, 50, 100)
-config = {}  # any other field, "stage.field": value, e.g. {"ablation.guidance_scales": (1.0, 3.0), "ablation.methods": ("random", "infodist:knn")} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"ablation.guidance_scales": (1.0, 3.0)} (all: histodistill/*/config.py)
 
 # %%
 from IPython.display import Markdown, display

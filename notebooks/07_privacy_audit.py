@@ -57,7 +57,7 @@ run_name = None  # output folder under figures/ and paper_results/; None: the pr
 planted_noise = None  # std (0..255) of the noise on the planted train copies, the distance tests' control
 reference_models = None  # classifiers on random pool subsets calibrating the reference-model attack (at least 2)
 max_members = None  # train images the membership attacks score; more than this: a seeded random sample
-config = {}  # any other field, "stage.field": value, e.g. {"privacy.timesteps": (50, 100), "privacy.seed": 1} (fields: histodistill/*/config.py)
+config = {}  # other fields, "stage.field": value, e.g. {"privacy.seed": 1} (all: histodistill/*/config.py)
 
 # %%
 from IPython.display import Markdown, display
