@@ -157,12 +157,6 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
     select_images, select_labels = pool_images[select], pool_labels[select]
     size = len(sets[DISTILLED].labels)
 
-    def fit(images, labels, seed):
-        with workers.one_thread_on_cpu():
-            model, _ = training.train_on_set(images, labels, select_images, select_labels, bundle.n_classes,
-                                               dataclasses.replace(recipe, seed=seed), progress=False)
-        return model
-
     # The train images any attack scores: the member sample, and the images the real sets hold.
     sample = member_sample(len(train.labels), cfg)
     held = [s.members for s in sets.values() if s.members is not None]
@@ -174,23 +168,23 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
         return (membership.logit_confidence(probs_train, scored_labels),
                 membership.logit_confidence(probs_holdout, holdout.labels), probs_train, probs_holdout)
 
-    references_train, references_holdout = [], []
+    # Every classifier first (the reference models on random pool subsets, then one per attacked
+    # set), side by side in the model workers: each trains on one thread wherever it runs.
+    jobs = []
     for i in range(cfg.reference_models):
-        if progress:
-            print(f"[audit] reference model {i + 1} of {cfg.reference_models}")
         pick = np.random.default_rng(cfg.seed + 100 + i).choice(len(pool_images), size=size, replace=False)
-        conf_train, conf_holdout, _, _ = confidences(fit(pool_images[pick], pool_labels[pick], recipe.seed + 100 + i))
-        references_train.append(conf_train)
-        references_holdout.append(conf_holdout)
-    references_train, references_holdout = np.stack(references_train), np.stack(references_holdout)
+        jobs.append((f"reference model {i + 1} of {cfg.reference_models}", pool_images[pick], pool_labels[pick],
+                     recipe.seed + 100 + i))
+    attacked = [name for name, s in sets.items() if s.attacked]
+    jobs += [(f"classifier trained on {name}", sets[name].images, sets[name].labels, recipe.seed) for name in attacked]
+    models = _train_all(jobs, select_images, select_labels, bundle.n_classes, recipe, progress)
+    references = [confidences(model)[:2] for model in models[:cfg.reference_models]]
+    references_train, references_holdout = (np.stack(side) for side in zip(*references))
 
     rows = []
-    for name, s in sets.items():
-        if not s.attacked:
-            continue
-        if progress:
-            print(f"[audit] classifier trained on {name}")
-        conf_train, conf_holdout, probs_train, probs_holdout = confidences(fit(s.images, s.labels, recipe.seed))
+    for name, model in zip(attacked, models[cfg.reference_models:]):
+        s = sets[name]
+        conf_train, conf_holdout, probs_train, probs_holdout = confidences(model)
         members = np.searchsorted(scored, s.members if s.members is not None else sample)  # rows of `scored`
         # Non-members: val, less the images the model trained on (a negative control's).
         unseen = np.setdiff1d(np.arange(len(holdout.labels)), s.unseen if s.unseen is not None else [])
@@ -209,3 +203,25 @@ def classifier_attacks(sets: dict[str, AuditSet], up, recipe: DownstreamConfig, 
     return rows
 
 
+def _fit(images, labels, select_images, select_labels, n_classes: int, recipe: DownstreamConfig):
+    """One audit classifier, its checkpoint chosen on pool images (a model worker's task)."""
+    with workers.one_thread_on_cpu():
+        model, _ = training.train_on_set(images, labels, select_images, select_labels, n_classes, recipe,
+                                         progress=False)
+    return model
+
+
+def _train_all(jobs: list[tuple], select_images, select_labels, n_classes: int, recipe: DownstreamConfig,
+               progress: bool) -> list:
+    """The classifier of each (label, images, labels, seed) job, in order: in the model workers
+    when it pays (`workers.count`), else here; the same weights either way."""
+    n = workers.count(len(jobs), recipe.steps * len(jobs))
+    if progress:
+        where = f"{n} worker processes" if n > 1 else "this process"
+        print(f"[audit] {len(jobs)} classifiers in {where}: " + "; ".join(label for label, *_ in jobs))
+    args = [(images, labels, select_images, select_labels, n_classes, dataclasses.replace(recipe, seed=seed))
+            for _, images, labels, seed in jobs]
+    if n == 1:
+        return [_fit(*a) for a in args]
+    futures = [workers.pool(n).submit(_fit, *a) for a in args]
+    return [future.result() for future in futures]
