@@ -30,6 +30,11 @@ def balanced_labels(n: int, n_classes: int) -> np.ndarray:
     return np.arange(n) % n_classes
 
 
+def row_keys(images) -> list[bytes]:
+    """Each image's bytes: to compare sets of images regardless of order."""
+    return [img.tobytes() for img in images]
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
