@@ -87,23 +87,21 @@ def split_target(key: str) -> tuple[str, str]:
     return stage, field
 
 
-def _as_tuples(value):
-    """Papermill passes a tuple as a list: back to a tuple, at any depth."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+def as_tuples(value):
+    """Papermill and JSON give a tuple back as a list: a tuple again, at any depth."""
+    return tuple(as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def stage_values(stage: str, named: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """The fields of `stage` that named parameters (``None``: the profile's value) and
     `config` set."""
+    given = [(target, named.get(name)) for name, targets in NAMED.items() for target in targets]
+    given += list((config or {}).items())
     values = {}
-    for name, targets in NAMED.items():
-        for target in targets:
-            if split_target(target)[0] == stage and named.get(name) is not None:
-                values[split_target(target)[1]] = _as_tuples(named[name])
-    for key, value in (config or {}).items():
-        target_stage, field = split_target(key)
-        if target_stage == stage:
-            values[field] = _as_tuples(value)
+    for target, value in given:
+        target_stage, field = split_target(target)
+        if target_stage == stage and value is not None:
+            values[field] = as_tuples(value)
     return values
 
 
@@ -181,7 +179,7 @@ def check(profile: str, overrides: dict) -> None:
             elif field in by_stage.setdefault(stage, {}):
                 errors.append(f"-p {by_stage[stage][field][0]} and -p {name} both set {stage}.{field}; give one")
             else:
-                by_stage[stage][field] = (name, _as_tuples(value))
+                by_stage[stage][field] = (name, as_tuples(value))
     for stage, fields in by_stage.items():
         try:
             presets.stage_config(stage, profile, **{field: v for field, (_, v) in fields.items()})

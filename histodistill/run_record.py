@@ -67,11 +67,9 @@ def upstream(run_name: str, profile: str, stage: str):
             f"run {run_name!r} was recorded with profile {data['profile']!r}, not {profile!r}; "
             f"use another run_name or re-run {notebook} with profile {profile!r}"
         )
-    fields = dict(data["stages"][stage])
-    cls = presets.STAGES[stage]
     # JSON turns tuples into lists; the frozen dataclasses hash and compare tuples.
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return cls(**fields)
+    fields = {k: parameters.as_tuples(v) for k, v in data["stages"][stage].items()}
+    return presets.STAGES[stage](**fields)
 
 
 def upstream_or_preset(run_name: str, profile: str, stage: str):
