@@ -52,7 +52,8 @@ def configure_torch() -> int:
     On CUDA, cuBLAS is deterministic only with a fixed workspace, which must be chosen
     before the first CUDA call, so the variable is set here (unless the user set it).
 
-    Idempotent and cheap: call it first in every process that trains or evaluates. Each
+    It also lets the process reuse the memory it frees (`keep_freed_memory`), which only
+    changes speed. Idempotent and cheap: call it first in every process that trains or evaluates. Each
     notebook calls it in its first code cell after the parameters (``machine.configure_torch()``), since papermill runs each notebook in its
     own kernel process."""
     import torch
@@ -65,7 +66,27 @@ def configure_torch() -> int:
         torch.set_num_threads(threads)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    keep_freed_memory()
     return threads
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep the memory a process frees for its next allocations (True where set).
+
+    By default glibc serves every large block (over its mmap threshold) with fresh pages,
+    which the kernel must map and zero on first touch, and returns them when freed; a
+    sampling batch of the denoiser took over 4 million such page faults per sweep pool.
+    Here every block comes from the heap and the heap's top is kept (trimmed only past
+    1 GiB), so a step reuses the memory the previous step freed. The arithmetic is untouched:
+    results are the same bit for bit. Sampling is 1.1-1.3x faster, a downstream model about
+    the same (bench/trials/malloc_settings.py). Elsewhere than glibc nothing is changed."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    trim_threshold, mmap_max = -1, -4  # mallopt's M_TRIM_THRESHOLD and M_MMAP_MAX
+    return bool(libc.mallopt(mmap_max, 0)) and bool(libc.mallopt(trim_threshold, 2**30))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ GPU, and every model is the one a single GPU would train.
 
     >>> n = workers.count(tasks=len(chunks), steps=total_steps)   # 1: train here
     >>> with workers.one_thread_on_cpu(): ...                      # training in this process
-    >>> workers.pool(n).submit(fn, *args)                          # training in a worker
+    >>> workers.start(name, n, fn, *args)       # queue fn(*args) in n workers, return at once
+    >>> workers.finish([name, ...])             # wait for what was queued under those names
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import atexit
 import contextlib
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import Callable, Hashable, Iterable
 
 import torch
 
@@ -65,17 +67,50 @@ _POOL: tuple[int, ProcessPoolExecutor] | None = None
 def pool(n: int) -> ProcessPoolExecutor:
     """`n` worker processes, started once per process and kept for the next table. Started
     with "spawn", so a worker holds no copy of the notebook's state; each runs torch on one
-    thread, deterministically."""
+    thread, deterministically. Asked for another `n`, the old workers finish what was
+    queued on them (`evaluation.queue`) and then stop."""
     global _POOL
     if _POOL is None or _POOL[0] != n:
         if _POOL is not None:
-            _POOL[1].shutdown(cancel_futures=True)
+            _POOL[1].shutdown(wait=False)
         context = multiprocessing.get_context("spawn")
         devices = context.Queue()  # each worker takes one GPU's number as it starts
         for i in range(n):
             devices.put(i % max(1, torch.cuda.device_count()) if torch.cuda.is_available() else None)
         _POOL = (n, ProcessPoolExecutor(n, mp_context=context, initializer=_start, initargs=(devices,)))
     return _POOL[1]
+
+
+# Work queued in the workers, by name (a cache key), until `finish` collects it: the
+# notebook goes on (preparing the next training sets) while the workers train.
+_QUEUED: dict[Hashable, Future] = {}
+
+
+def start(name: Hashable, n: int, fn: Callable, *args, **kwargs) -> None:
+    """Queue `fn(*args, **kwargs)` in the pool of `n` workers under `name`, unless work of
+    that name is queued already; returns at once."""
+    if name not in _QUEUED:
+        _QUEUED[name] = pool(n).submit(fn, *args, **kwargs)
+
+
+def is_queued(name: Hashable) -> bool:
+    return name in _QUEUED
+
+
+def finish(names: Iterable[Hashable], on_done: Callable[[], None] = lambda: None) -> None:
+    """Wait for the queued work of `names` (unknown names are skipped), calling `on_done`
+    as each piece completes. A worker's exception is raised here, the rest cancelled."""
+    futures = {_QUEUED[name]: name for name in names if name in _QUEUED}
+    try:
+        for future in as_completed(futures):
+            del _QUEUED[futures[future]]
+            future.result()
+            on_done()
+    except BaseException:
+        for future, name in futures.items():
+            future.cancel()
+            _QUEUED.pop(name, None)
+        raise
 
 
 def _start(devices) -> None:

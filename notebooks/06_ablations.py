@@ -63,6 +63,13 @@ if unknown:
     raise ValueError(f"unknown ablations {unknown}; choose from {ablation_lib.NAMES}")
 abl_cfg
 
+# %% [markdown]
+# Every chosen ablation's training sets are built first (selections, the guidance pools),
+# then all their models are queued in the workers at once; each table below waits for its own.
+
+# %%
+print(f"{ablation_lib.start(chosen, up, down_cfg, abl_cfg)} models queued in the workers")
+
 
 # %%
 def show(name: str) -> None:

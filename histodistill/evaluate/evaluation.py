@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,42 +109,70 @@ def test_probabilities(artifact: cache.Artifact) -> np.ndarray:
     return np.load(artifact.file("test_probs.npy"), allow_pickle=False)
 
 
+def _uncached(jobs: list[Job], bundle: DataBundle, cache_root: Path | None) -> tuple[list, list[tuple[str, str]]]:
+    """(name, job) of each model of `jobs` neither cached nor queued in the workers, each
+    once and costliest first, and the names of those queued; a name is (cache root, key)."""
+    pending, queued, seen = [], [], set()
+    for job in jobs:
+        inputs = _model_inputs(job.train_set, bundle)
+        name = (str(cache_root), cache.stage_key("model", job.cfg, inputs, VERSIONS["model"]))
+        if name in seen:
+            continue
+        seen.add(name)
+        if workers_mod.is_queued(name):
+            queued.append(name)
+        elif not cache.is_cached("model", job.cfg, inputs, VERSIONS["model"], cache_root):
+            pending.append((name, job))
+    # Longest first: with the costly models (the full real set, two-view SupCon, IPC 50) at the
+    # end of the queue, one worker would train the last of them while the other sat idle.
+    pending.sort(key=lambda item: _relative_cost(item[1]), reverse=True)
+    return pending, queued
+
+
+def _workers_for(pending: list, workers: int | None) -> int:
+    return workers_mod.count(len(pending), sum(job.cfg.steps for _, job in pending), workers)
+
+
+def _start(pending: list, bundle: DataBundle, cache_root: Path | None, n: int) -> None:
+    for name, job in pending:
+        workers_mod.start(name, n, train_model, job.cfg, job.train_set, bundle, cache_root=cache_root, log=_quiet)
+
+
+def queue(jobs: list[Job], bundle: DataBundle, cache_root: Path | None = None, workers: int | None = None) -> int:
+    """Start training the models of `jobs` that are neither cached nor queued in the worker
+    processes and return at once: how many were queued. A later `run_jobs` or
+    `train_together` over them waits for them, so this process can prepare the next
+    training sets (selections, pools) while the workers train. Where the models would train
+    here (one worker: a single GPU, or too little work to start them), nothing is queued."""
+    pending, _ = _uncached(jobs, bundle, cache_root)
+    n = _workers_for(pending, workers)
+    if n == 1:
+        return 0
+    _start(pending, bundle, cache_root, n)
+    return len(pending)
+
+
 def train_together(jobs: list[Job], bundle: DataBundle, desc: str = "models", progress: bool = True,
                    cache_root: Path | None = None, workers: int | None = None) -> int:
     """Train the models of `jobs` that are not cached yet, each on one thread, `workers` at
-    once in worker processes on a CPU (None: `workers.count`'s choice); the models are the
-    same whatever the number. Returns how many were trained."""
-    pending, seen = [], set()
-    for job in jobs:
-        inputs = _model_inputs(job.train_set, bundle)
-        key = cache.stage_key("model", job.cfg, inputs, VERSIONS["model"])
-        if key in seen or cache.is_cached("model", job.cfg, inputs, VERSIONS["model"], cache_root):
-            continue
-        seen.add(key)
-        pending.append(job)
-    # Longest first: with the costly models (the full real set, two-view SupCon, IPC 50) at the
-    # end of the queue, one worker would train the last of them while the other sat idle.
-    pending.sort(key=_relative_cost, reverse=True)
-    bar = tqdm(total=len(pending), desc=desc, unit="model", disable=not progress or not pending)
-    n = workers_mod.count(len(pending), sum(job.cfg.steps for job in pending), workers)
+    once in worker processes on a CPU (None: `workers.count`'s choice), and wait for those
+    `queue` started; the models are the same whatever the number. Returns how many were
+    trained or waited for."""
+    pending, queued = _uncached(jobs, bundle, cache_root)
+    total = len(pending) + len(queued)
+    bar = tqdm(total=total, desc=desc, unit="model", disable=not progress or not total)
+    n = _workers_for(pending, workers)
     if n == 1:
-        for job in pending:
+        for _, job in pending:
             bar.set_postfix_str(f"{job.cfg.network}, {len(job.train_set.labels)} images")
             train_model(job.cfg, job.train_set, bundle, cache_root=cache_root, log=lambda message: None)
             bar.update(1)
     else:
-        futures = [workers_mod.pool(n).submit(train_model, job.cfg, job.train_set, bundle, cache_root=cache_root,
-                                              log=_quiet) for job in pending]
-        try:
-            for future in as_completed(futures):
-                future.result()  # a worker's exception is raised here
-                bar.update(1)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        _start(pending, bundle, cache_root, n)
+        queued += [name for name, _ in pending]
+    workers_mod.finish(queued, on_done=lambda: bar.update(1))
     bar.close()
-    return len(seen)
+    return total
 
 
 def _quiet(message: str) -> None:
@@ -208,9 +235,11 @@ def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig
     select_seed = up.selection_cfg.seed
     ce = dataclasses.replace(down, contrastive="none")
     with_term = dataclasses.replace(down, contrastive=ev.contrastive)
-    dm_artifacts = training_sets.fit_dm_runs([dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i) for i in range(ev.seeds)],
-                                              up.bundle, ipc, progress)
-    jobs = []
+    dm_cfgs = [dataclasses.replace(dm_cfg, seed=dm_cfg.seed + i) for i in range(ev.seeds)]
+    # The DM runs go to the workers first and the other models queue behind them, so no worker
+    # idles while the last DM run ends; the DM rows' models are added once their sets exist.
+    training_sets.queue_dm_runs(dm_cfgs, up.bundle, ipc, progress)
+    jobs: list = []
     for network in ev.networks:
         for i, seed in enumerate(seeds(down, ev.seeds)):
             def job(row, train_set, cfg=ce, **changes):
@@ -226,7 +255,11 @@ def main_jobs(up, down: DownstreamConfig, ev: EvaluationConfig, dm_cfg: DMConfig
             job("k-means synthetic", selected("kmeans"))
             job("InfoDist (CE)", infodist)
             job("InfoDist (CE + contrastive)", infodist, with_term)
-            job(training_sets.dm_row(dm_cfg), training_sets.from_dm(dm_artifacts[i]))
+            jobs.append((i, dataclasses.replace(ce, network=network, seed=seed)))  # the DM row, below
+    queue([j for j in jobs if isinstance(j, Job)], up.bundle)
+    dm_artifacts = training_sets.fit_dm_runs(dm_cfgs, up.bundle, ipc, progress)
+    dm_row = training_sets.dm_row(dm_cfg)
+    jobs = [j if isinstance(j, Job) else Job(dm_row, training_sets.from_dm(dm_artifacts[j[0]]), j[1]) for j in jobs]
     return jobs, dm_artifacts
 
 

@@ -107,23 +107,35 @@ def fit_dm(cfg: DMConfig, bundle: DataBundle, ipc: int, progress: bool = True,
     return artifact
 
 
+def _dm_name(cfg: DMConfig, bundle: DataBundle, ipc: int, cache_root: Path | None) -> tuple[str, str]:
+    key = cache.stage_key("dm", {**dataclasses.asdict(cfg), "ipc": ipc}, {"data": bundle.artifact.key}, DM_VERSION)
+    return str(cache_root), key
+
+
+def queue_dm_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,
+                  cache_root: Path | None = None, workers: int | None = None) -> int:
+    """Start the DM runs of `cfgs` that are neither cached nor queued in the model workers
+    (one thread each, as every DM run, `workers` at once) and return at once: how many were
+    queued. `fit_dm_runs` waits for them. Where they would run here, nothing is queued."""
+    pending = [cfg for cfg in cfgs if not workers_mod.is_queued(_dm_name(cfg, bundle, ipc, cache_root))
+               and not cache.is_cached("dm", {**dataclasses.asdict(cfg), "ipc": ipc}, {"data": bundle.artifact.key},
+                                       DM_VERSION, cache_root)]
+    n = workers_mod.count(len(pending), sum(cfg.iterations for cfg in pending), workers)
+    if n == 1:
+        return 0
+    if progress:
+        print(f"[dm] {len(pending)} runs in {n} worker processes")
+    for cfg in pending:
+        workers_mod.start(_dm_name(cfg, bundle, ipc, cache_root), n, fit_dm, cfg, bundle, ipc, False, cache_root)
+    return len(pending)
+
+
 def fit_dm_runs(cfgs: list[DMConfig], bundle: DataBundle, ipc: int, progress: bool = True,
                 cache_root: Path | None = None, workers: int | None = None) -> list[cache.Artifact]:
-    """`fit_dm` for each configuration; on CPU those not cached yet run side
-    by side in the model workers (one thread each, as every DM run), `workers` at once."""
-    def cached(cfg):
-        return cache.is_cached("dm", {**dataclasses.asdict(cfg), "ipc": ipc}, {"data": bundle.artifact.key},
-                               DM_VERSION, cache_root)
-
-    pending = [cfg for cfg in cfgs if not cached(cfg)]
-    n = workers_mod.count(len(pending), sum(cfg.iterations for cfg in pending), workers)
-    if n > 1:
-        if progress:
-            print(f"[dm] {len(pending)} runs in {n} worker processes")
-        futures = [workers_mod.pool(n).submit(fit_dm, cfg, bundle, ipc, False, cache_root)
-                   for cfg in pending]
-        for future in futures:
-            future.result()
+    """`fit_dm` for each configuration; on CPU those not cached yet run side by side in the
+    model workers (`queue_dm_runs`, which may have started them earlier)."""
+    queue_dm_runs(cfgs, bundle, ipc, progress, cache_root, workers)
+    workers_mod.finish([_dm_name(cfg, bundle, ipc, cache_root) for cfg in cfgs])
     return [fit_dm(cfg, bundle, ipc, progress, cache_root) for cfg in cfgs]
 
 

@@ -2,6 +2,7 @@
 Matching as a stage, the tables, pool subsets and the run's upstream loader."""
 
 import dataclasses
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -104,6 +105,38 @@ def test_models_trained_in_worker_processes_equal_those_trained_here(smoke_data,
         assert two.file("history.csv").read_bytes() == one.file("history.csv").read_bytes()
 
 
+def test_models_queued_ahead_are_waited_for_and_equal_those_trained_here(smoke_data, tmp_path, monkeypatch):
+    """`queue` starts the models in the workers and returns; `run_jobs` over the same jobs
+    waits for them instead of training them again, and they are the models trained here."""
+    _, bundle = smoke_data
+    monkeypatch.setattr(workers, "MIN_STEPS", 0)
+    cfg = presets.stage_config("downstream", "smoke")
+    jobs = [evaluation.Job("Random real", training_sets.random_real(bundle, 2, seed), dataclasses.replace(cfg, seed=seed))
+            for seed in range(3)]
+    root = tmp_path / "queued"
+    assert evaluation.queue(jobs, bundle, cache_root=root, workers=2) == 3
+    assert evaluation.queue(jobs, bundle, cache_root=root, workers=2) == 0  # queued already
+    table = evaluation.run_jobs(jobs, bundle, progress=False, cache_root=root)
+    assert not workers._QUEUED  # every queued model was collected
+    assert evaluation.train_together(jobs, bundle, progress=False, cache_root=root) == 0
+    for job, key in zip(jobs, table["model_key"]):
+        here = evaluation.train_model(job.cfg, job.train_set, bundle, cache_root=tmp_path / "here", log=lambda m: None)
+        assert here.key == key
+        np.testing.assert_array_equal(evaluation.test_probabilities(here),
+                                      evaluation.test_probabilities(evaluation.model_artifact(key, root)))
+    monkeypatch.setattr(workers, "MIN_STEPS", 10**9)  # too little work for the workers: nothing is queued
+    assert evaluation.queue(jobs, bundle, cache_root=tmp_path / "small", workers=2) == 0
+
+
+def test_a_failure_in_queued_work_is_raised_where_it_is_waited_for():
+    workers.start("fails", 2, math.sqrt, -1.0)
+    workers.start("works", 2, math.sqrt, 4.0)
+    with pytest.raises(ValueError, match="math domain error"):
+        workers.finish(["fails", "works"])
+    assert not workers.is_queued("fails") and not workers.is_queued("works")
+    workers.finish(["never queued"])  # nothing to wait for
+
+
 def test_the_queue_trains_the_costliest_models_first(smoke_data, tmp_path, monkeypatch):
     """Models go to the workers longest first (the full real set, then two-view SupCon, then
     plain IPC sets), so no worker is left with a long model at the end while the other idles."""
@@ -158,7 +191,9 @@ def test_fit_dm_runs_in_workers_equal_those_run_here(smoke_data, tmp_path, monke
     _, bundle = smoke_data
     monkeypatch.setattr(workers, "MIN_STEPS", 0)
     cfgs = [dataclasses.replace(presets.stage_config("dm", "smoke"), seed=seed) for seed in (0, 1)]
+    assert training_sets.queue_dm_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2) == 2
     together = training_sets.fit_dm_runs(cfgs, bundle, 2, progress=False, cache_root=tmp_path / "w", workers=2)
+    assert not workers._QUEUED
     for cfg, artifact in zip(cfgs, together):
         here = training_sets.fit_dm(cfg, bundle, 2, progress=False, cache_root=tmp_path / "here")
         assert here.key == artifact.key

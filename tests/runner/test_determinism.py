@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -94,3 +95,29 @@ def test_configure_torch_refuses_a_thread_count_that_is_not_a_number(monkeypatch
     monkeypatch.setenv("HISTODISTILL_THREADS", "two")
     with pytest.raises(ValueError, match="HISTODISTILL_THREADS"):
         machine.configure_torch()
+
+
+def test_freed_memory_is_reused_instead_of_faulted_in_anew():
+    """With `keep_freed_memory`, a 64 MiB block allocated and freed again and again comes,
+    once the heap has settled, from memory the process already holds; with glibc's
+    defaults it is mapped anew every time, every page faulted in."""
+    script = textwrap.dedent(
+        """
+        import os, resource
+        import torch
+        from histodistill import machine
+        if os.environ["MEMORY"] == "keep":
+            assert machine.keep_freed_memory()
+        for i in range(40):
+            if i == 30:  # the last ten rounds
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            block = torch.ones(16 * 2**20)  # 64 MiB, written in full
+            del block
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        """
+    )
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("a glibc setting")
+    faults = {way: int(run_python(script, MEMORY=way).stdout.split()[-1]) for way in ("default", "keep")}
+    assert faults["default"] > 10 * 16_384 * 0.9  # 16,384 pages of 4 KiB per block, every round
+    assert faults["keep"] < 16_384  # not even one block's pages
