@@ -62,7 +62,7 @@ def start(names, up, down: DownstreamConfig, abl: AblationConfig) -> int:
     the workers at once (`evaluation.queue`, costliest first); `run` then waits for its own
     models. One queue leaves no worker idle at the end of each ablation. The sets are built
     before anything is queued: the guidance pools sample on all of this process's threads,
-    and sampling beside two training workers took 2-4 times as long (the demo's 06 took
+    and beside two training workers each took several times as long (the demo's 06 took
     381.5 s that way, against 372.8 s one ablation after another). Returns how many models
     were queued."""
     jobs = [job for name in names for job in _build(name, up, down, abl)[0]]
