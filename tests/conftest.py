@@ -12,6 +12,19 @@ import pytest
 from histodistill import cache
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked `before_notebooks` / `after_notebooks` go right before and after nbval's
+    notebook cells (scripts/test.sh collects the notebooks after the tests); without
+    notebooks they stay where they are and skip themselves."""
+    notebook = [item for item in items if item.path.suffix == ".ipynb"]
+    if not notebook:
+        return
+    before = [item for item in items if item.get_closest_marker("before_notebooks")]
+    after = [item for item in items if item.get_closest_marker("after_notebooks")]
+    moved = {id(item) for item in notebook + before + after}
+    items[:] = [item for item in items if id(item) not in moved] + before + notebook + after
+
+
 @pytest.fixture(autouse=True)
 def output_root(tmp_path, monkeypatch) -> Path:
     """Send figures, tables and the cache of every test to a fresh folder."""
