@@ -74,11 +74,11 @@ def main() -> None:
     classifier = judge.load_classifier(judge.fit_classifier(presets.stage_config("classifier", args.profile), bundle, progress=False))
     overrides = parse_overrides(args.set)
     cfg = presets.stage_config("diffusion", args.profile, **{"shipped": False, **overrides})
-    inputs = {"autoencoder": vae_artifact.key}
+    inputs = stages.denoiser_inputs(cfg, vae_artifact, bundle)
     work, key = cache.work_dir("diffusion", cfg, inputs, stages.VERSIONS["diffusion"])
-    latents, labels = stages.training_latents(vae_artifact, bundle, cfg.augment)
+    latents, labels = stages.training_set(cfg, vae_artifact, bundle)
     trainer = Trainer(latents, labels, bundle.n_classes, cfg, work, key)
-    vae = stages.load_autoencoder(vae_artifact)
+    vae = None if cfg.space == "pixel" else stages.load_autoencoder(vae_artifact)
     real_features = guidance.judge_features(classifier, bundle)
     setting = args.label or " ".join(["ae:" + a for a in args.ae_set] + args.set) or "preset"
     print(f"[trial] {setting}: key {key[:16]}, work folder {work}", flush=True)

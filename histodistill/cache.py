@@ -1,10 +1,7 @@
 """An artifact cache keyed by content, written atomically.
 
-Every expensive stage runs through `cached()`. The stage's key is the SHA-256 of
-
-    (stage name, stage version, the stage's resolved configuration, its inputs' keys)
-
-where an input is an upstream artifact's key or a data file's digest. Equal keys mean the
+Every expensive stage runs through `cached()`. The stage's key is the SHA-256 of (stage
+name, stage version, the stage's resolved configuration, its inputs' keys), where an input is an upstream artifact's key or a data file's digest. Equal keys mean the
 stage loads its earlier result; any changed field, upstream result or data file gives a
 new key, so that stage and everything downstream recompute. Bump a stage's ``version``
 when its code changes what it writes.
@@ -13,16 +10,14 @@ A result is built in a temporary folder and renamed into place only after its re
 configuration (``config.json``) and a manifest of its files (``COMPLETE.json``, written
 last: each file's size and BLAKE2b content digest) are on disk. A folder without a valid
 manifest, or whose files no longer match it in size or content, is never read: it is
-discarded, with a line naming the file, and rebuilt. An interrupted build leaves only a
-``.tmp-*`` folder behind, removed by the next run of that stage. A stage that trains for
-long keeps its checkpoints in a ``.work-<key>`` folder (`work_dir`) instead, which an
-interruption does not remove: the next run with the same key resumes from it.
+discarded, with a line naming the file, and rebuilt. An interrupted build leaves a ``.tmp-*``
+folder, removed by the stage's next run; a long training checkpoints in a ``.work-<key>``
+folder (`work_dir`) that an interruption keeps: the next run with the same key resumes.
 
-Two processes that need the same missing result (two runs started together on one cache)
-do not build it twice: the builder holds a lock file per key (``.locks/<stage>-<key>``,
-`filelock`), and the other says what it waits for, waits, and then reads the finished
-result. Lock files stay (empty): removing one could let a third process lock a new file
-while the second still waits on the old one.
+Two processes that need the same missing result do not build it twice: the builder holds a
+lock file per key (``.locks/<stage>-<key>``, `filelock`); the other says what it waits for,
+waits, then reads the result. Lock files stay (empty): removing one could let a third
+process lock a new file while the second still waits on the old one.
 """
 
 from __future__ import annotations
@@ -50,10 +45,18 @@ KEY_CHARS = 16  # folder names use the key's first 16 hex digits
 LOCKS = ".locks"  # the builders' lock files, one per stage and key
 
 
+# Metadata of an option added after results were keyed (and shipped) without it: at its
+# default it does what they did, so it stays out of the key and every old key holds.
+ADDED_LATER = {"added_later": True}
+
+
 def to_dict(cfg) -> dict[str, Any]:
     """A configuration (dataclass, or already a dict) as plain JSON-ready data: what gets
-    hashed and saved."""
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    hashed and saved; a field marked `ADDED_LATER` is left out while at its default."""
+    if not dataclasses.is_dataclass(cfg):
+        return dict(cfg)
+    later = {f.name: f.default for f in dataclasses.fields(cfg) if f.metadata.get("added_later")}
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if not (k in later and v == later[k])}
 
 
 def digest(obj: Any) -> str:

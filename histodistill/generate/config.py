@@ -3,7 +3,9 @@ and the sweep that chooses the sampler on val."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..cache import ADDED_LATER
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,12 @@ class AutoencoderConfig:
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+SPACES = ("latent", "pixel")
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """The class-conditional U-ViT denoiser and how it is trained."""
+    """The class-conditional U-ViT denoiser, the space it denoises in, and how it is trained."""
 
     hidden_size: int = 96  # width of every transformer block
     depth: int = 5  # blocks (odd): shallow half, middle, deep half with long skips
@@ -68,6 +71,9 @@ class DiffusionConfig:
     # Min-SNR-gamma loss weighting (Hang et al. 2023): caps the weight of the nearly clean
     # timesteps, whose easy targets otherwise dominate the gradient and slow convergence.
     snr_gamma: float | None = None  # None: plain MSE on every timestep; 5.0 is the paper's choice
+    # "latent" is the paper's latent diffusion; "pixel" learns the images in [-1, 1] directly,
+    # so nothing the autoencoder loses (texture, the cues that tell classes apart) is lost.
+    space: str = field(default="latent", metadata=ADDED_LATER)  # what the denoiser learns: latent (the autoencoder's latents) | pixel (the images)
     bf16: bool = False  # bfloat16 autocast (slower than float32 on a 2-core CPU; for GPUs)
     checkpoint_every: int = 500  # steps between checkpoints (resume point)
     seed: int = 0  # seed of initialisation, noise and batches
@@ -82,6 +88,8 @@ class DiffusionConfig:
             raise ValueError("steps and checkpoint_every must be positive")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {self.prediction_type!r} is not one of {PREDICTION_TYPES}")
+        if self.space not in SPACES:
+            raise ValueError(f"space {self.space!r} is not one of {SPACES}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError("snr_gamma must be positive (or None for no weighting)")
 

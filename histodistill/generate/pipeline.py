@@ -5,7 +5,7 @@ another machine and used without the rest of this project's cache:
 
     folder/
       model_index.json          # component classes, and the class names
-      vae/                      # AutoencoderKL: config.json + safetensors
+      vae/                      # AutoencoderKL: config.json + safetensors (none in pixel space)
       transformer/              # UViT: config.json + safetensors
       scheduler/                # DPMSolverMultistepScheduler config (the training schedule)
 
@@ -32,11 +32,12 @@ from .uvit import UViT
 
 
 class ClassConditionalLDMPipeline(DiffusionPipeline):
-    """Autoencoder + class-conditional U-ViT + DPM-Solver++ with classifier-free guidance."""
+    """Autoencoder + class-conditional U-ViT + DPM-Solver++ with classifier-free guidance.
+    Without an autoencoder (`vae` None) the denoiser works on the images themselves."""
 
     model_cpu_offload_seq = "transformer->vae"
 
-    def __init__(self, vae: AutoencoderKL, transformer: UViT, scheduler: SchedulerMixin,
+    def __init__(self, vae: AutoencoderKL | None, transformer: UViT, scheduler: SchedulerMixin,
                  class_names: list[str] | None = None):
         super().__init__()
         self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler)
@@ -46,7 +47,7 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
         self.register_to_config(class_names=names)
 
     @classmethod
-    def assemble(cls, vae: AutoencoderKL, transformer: UViT, cfg: DiffusionConfig,
+    def assemble(cls, vae: AutoencoderKL | None, transformer: UViT, cfg: DiffusionConfig,
                  class_names: list[str]) -> "ClassConditionalLDMPipeline":
         """The pipeline of a denoiser trained under `cfg`: its sampler is DPM-Solver++ on the
         noise schedule it was trained with."""
@@ -66,7 +67,8 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
                                     "ClassConditionalLDMPipeline.save_pretrained wrote")
         index = json.loads(index_file.read_text())
         scheduler_class = getattr(diffusers, index["scheduler"][1])
-        return cls(vae=AutoencoderKL.from_pretrained(folder / "vae", **model_kwargs),
+        vae = AutoencoderKL.from_pretrained(folder / "vae", **model_kwargs) if (folder / "vae").is_dir() else None
+        return cls(vae=vae,
                    transformer=UViT.from_pretrained(folder / "transformer", **model_kwargs),
                    scheduler=scheduler_class.from_pretrained(folder / "scheduler"),
                    class_names=index.get("class_names"))
@@ -102,5 +104,14 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
         generator = torch.Generator().manual_seed(seed)
         latents = denoise(self.transformer, self.scheduler, labels, num_inference_steps,
                           guidance_scale, generator, batch_size, progress, solver, seed, guidance_interval, span)
-        return ae.decode(self.vae, latents)
+        return self.to_images(latents)
+
+    def to_images(self, latents: torch.Tensor) -> np.ndarray:
+        """The denoiser's samples as uint8 images (N, S, S, 3)."""
+        return ae.to_uint8(latents) if self.vae is None else ae.decode(self.vae, latents)
+
+    def to_model_space(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, S, S, 3) in the space the denoiser works in: their latents, or
+        themselves in [-1, 1] when there is no autoencoder."""
+        return ae.to_model_range(images) if self.vae is None else ae.encode(self.vae, images)
 

@@ -1,6 +1,5 @@
-"""The expensive stages after the data, each a cached function of its configuration and of
-its upstream results (see `cache.py`): change a field and only that stage and what depends
-on it recompute.
+"""The expensive stages after the data, each a cached function of its configuration and
+upstream results (`cache.py`): change a field and only that stage and what follows recompute.
 
     data ─┬─ autoencoder ── diffusion ── pool
           └─ classifier  (the real-trained ConvNet: judge of the pool, and its embedding)
@@ -122,8 +121,9 @@ def reconstruction_table(artifact: cache.Artifact, cfg: AutoencoderConfig) -> pd
 def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle,
                   progress: bool = True, max_steps: int | None = None,
                   cache_root: Path | None = None, processes: int = 1) -> cache.Artifact | None:
-    """Train the class-conditional U-ViT on the cached latents; save the whole model as a
-    diffusers pipeline (``pipeline/``) plus ``history.csv`` (loss and lr per step).
+    """Train the class-conditional U-ViT on the cached latents (or, in pixel space, on the
+    train images, `autoencoder` unused); save the whole model as a diffusers pipeline
+    (``pipeline/``) plus ``history.csv`` (loss and lr per step).
 
     Training checkpoints into a persistent work folder: interrupt it (or pass `max_steps`
     to stop early) and the next call resumes where it stopped. With `max_steps`, returns
@@ -131,9 +131,10 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
     processes (GPUs) under accelerate (`scale_out`); the result's cache key does not
     depend on it."""
     scale_out.check_processes(processes)
-    inputs = {"autoencoder": autoencoder.key}
+    pixel = cfg.space == "pixel"
+    inputs = denoiser_inputs(cfg, autoencoder, bundle)
     source = None
-    if cfg.shipped:
+    if cfg.shipped and not pixel:
         # The identity a shipped denoiser was built for names the autoencoder trained from
         # scratch; it only fits the latents of that very autoencoder, the one shipped with it.
         source = shipped.find("diffusion", cfg, {"autoencoder": shipped.from_scratch_key(autoencoder)},
@@ -150,7 +151,7 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
             transformer = UViT.from_pretrained(source.file("transformer"), low_cpu_mem_usage=False).eval()
             shutil.copy(source.file("diffusion_history.csv"), folder / "history.csv")
         else:
-            latents, labels = training_latents(autoencoder, bundle, cfg.augment)
+            latents, labels = training_set(cfg, autoencoder, bundle)
             if processes > 1:
                 scale_out.Shard(0, processes).part(min(cfg.batch_size, len(latents)))  # refuse a batch they cannot share
                 work.mkdir(parents=True, exist_ok=True)
@@ -165,10 +166,16 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
                 raise _StoppedEarly
             transformer = trainer.ema_model().cpu()
             trainer.history_frame().to_csv(folder / "history.csv", index=False)
-        pipe = ClassConditionalLDMPipeline.assemble(load_autoencoder(autoencoder), transformer, cfg, bundle.class_names)
-        pipe.save_pretrained(folder / "pipeline")
+        vae = None if pixel else load_autoencoder(autoencoder)
+        ClassConditionalLDMPipeline.assemble(vae, transformer, cfg, bundle.class_names).save_pretrained(folder / "pipeline")
 
     return _resumable("diffusion", cfg, build, inputs, work, cache_root)
+
+
+def denoiser_inputs(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle) -> dict[str, str]:
+    """What a denoiser is a function of besides its configuration: the autoencoder whose
+    latents it learns, or in pixel space the data."""
+    return {"data": bundle.artifact.key} if cfg.space == "pixel" else {"autoencoder": autoencoder.key}
 
 
 class _StoppedEarly(Exception):
@@ -187,18 +194,17 @@ def _resumable(stage: str, cfg, build, inputs: dict, work: Path, cache_root: Pat
     return artifact
 
 
-def training_latents(autoencoder: cache.Artifact, bundle: DataBundle, augment: bool) -> tuple[torch.Tensor, np.ndarray]:
-    """The denoiser's training set: the cached train latents, or with `augment` the latents
-    of all 8 flips and turns of every train image (encoded here, once per training run;
-    the encoder is not equivariant, so flipping latents would not do)."""
-    latents = load_latents(autoencoder)
-    labels = np.load(autoencoder.file("train_labels.npy"), allow_pickle=False)
-    if not augment:
-        return latents, labels
-    vae = load_autoencoder(autoencoder)
-    views = dihedral_views(bundle.splits["train"].images)
-    latents = torch.cat([latents] + [ae.encode(vae, view) for view in views[1:]])
-    return latents, np.tile(labels, len(views))
+def training_set(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle) -> tuple[torch.Tensor, np.ndarray]:
+    """The denoiser's training set in `cfg.space`: the train images in [-1, 1] or their cached
+    latents, with `cfg.augment` also their 8 flips and turns (encoded here, once per training
+    run: the encoder is not equivariant, so flipping latents would not do)."""
+    train = bundle.splits["train"]
+    views = dihedral_views(train.images) if cfg.augment else [train.images]
+    if cfg.space == "pixel":
+        return torch.cat([ae.to_model_range(view) for view in views]), np.tile(train.labels, len(views))
+    vae = load_autoencoder(autoencoder) if cfg.augment else None
+    latents = torch.cat([load_latents(autoencoder)] + [ae.encode(vae, view) for view in views[1:]])
+    return latents, np.tile(np.load(autoencoder.file("train_labels.npy"), allow_pickle=False), len(views))
 
 
 def load_pipeline(artifact: cache.Artifact) -> ClassConditionalLDMPipeline:
@@ -263,9 +269,6 @@ def pool_subset(pool: cache.Artifact, per_class: int, cache_root: Path | None = 
 
     return cache.cached("pool_subset", {"per_class": per_class}, build, {"pool": pool.key}, VERSIONS["pool_subset"],
                         cache_root)
-
-
-# --- the real-trained ConvNet -----------------------------------------------------------------
 
 
 def history(artifact: cache.Artifact) -> pd.DataFrame:

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from ..generate import autoencoder as ae
 from ..generate import stages
 from ..generate.config import DiffusionConfig
 from ..generate.diffusion import Trainer
@@ -73,9 +72,9 @@ def generator_attacks(up, cfg: PrivacyConfig, curves: dict, progress: bool) -> l
                                      int((train.labels == c).sum())), replace=False) for c in range(bundle.n_classes)])
     sample = member_sample(len(train.labels), cfg)
     encoded = np.union1d(sample, few)  # the train images either attack scores, encoded once
-    latents = ae.encode(pipe.vae, train.images[encoded])
+    latents = pipe.to_model_space(train.images[encoded])
     member_latents, few_latents = latents[np.searchsorted(encoded, sample)], latents[np.searchsorted(encoded, few)]
-    holdout_latents = ae.encode(pipe.vae, holdout.images)
+    holdout_latents = pipe.to_model_space(holdout.images)
     rows = []
 
     def record(test, name, role, result, n):

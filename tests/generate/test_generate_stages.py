@@ -1,6 +1,7 @@
 """The cached stages after the data: the shareable pipeline, resumable diffusion training,
 the pool file's exact layout, and the run record that ties the notebooks together."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -119,6 +120,40 @@ def test_diffusion_stops_resumes_completes_and_cleans_up(smoke_chain, capsys):
 
     again = stages.fit_diffusion(dm_cfg, vae, bundle, progress=False, cache_root=root)
     assert again.key == ldm.key and "[diffusion] cached result" in capsys.readouterr().out
+
+
+def test_pixel_space_denoiser_learns_the_images_and_its_pipeline_has_no_autoencoder(smoke_chain):
+    root, bundle = smoke_chain
+    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "smoke"), bundle, progress=False, cache_root=root)
+    latent_cfg = presets.stage_config("diffusion", "smoke")
+    pixel_cfg = dataclasses.replace(latent_cfg, space="pixel", patch_size=4)
+    train = bundle.splits["train"]
+    x, labels = stages.training_set(pixel_cfg, vae, bundle)
+    assert x.shape == (8 * len(train), 3, 28, 28)  # the 8 flips and turns of every image
+    torch.testing.assert_close(x[: len(train)], autoencoder.to_model_range(train.images))
+    np.testing.assert_array_equal(labels, np.tile(train.labels, 8))
+    # Keyed by the data, not by the autoencoder it does not use.
+    assert stages.denoiser_inputs(pixel_cfg, vae, bundle) == {"data": bundle.artifact.key}
+    assert stages.denoiser_inputs(latent_cfg, vae, bundle) == {"autoencoder": vae.key}
+
+    ldm = stages.fit_diffusion(pixel_cfg, vae, bundle, progress=False, cache_root=root)
+    assert sorted(p.name for p in (ldm.path / "pipeline").iterdir()) == ["model_index.json", "scheduler", "transformer"]
+    pipe = stages.load_pipeline(ldm)
+    assert pipe.vae is None and pipe.transformer.config.in_channels == 3
+    images = pipe([0, 1], num_inference_steps=3, seed=0, progress=False)
+    assert images.shape == (2, 28, 28, 3) and images.dtype == np.uint8
+    torch.testing.assert_close(pipe.to_model_space(train.images[:2]), autoencoder.to_model_range(train.images[:2]))
+
+
+def test_an_option_added_later_changes_no_key_at_its_default():
+    """The demo's shipped generator was keyed before `space` existed: at its default the
+    field is left out of the key (and of the saved configuration), set it is in."""
+    cfg = presets.stage_config("diffusion", "demo")
+    assert "space" not in cache.to_dict(cfg)
+    assert cache.to_dict(dataclasses.replace(cfg, space="pixel"))["space"] == "pixel"
+    assert cache.stage_key("diffusion", cfg, {}, 1) != cache.stage_key("diffusion", dataclasses.replace(cfg, space="pixel"), {}, 1)
+    with pytest.raises(ValueError, match="space"):
+        DiffusionConfig(space="voxel")
 
 
 def test_autoencoder_stops_resumes_and_ends_where_a_straight_run_ends(smoke_chain, tmp_path, capsys):
