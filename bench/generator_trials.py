@@ -69,11 +69,12 @@ def main() -> None:
 
     torch.manual_seed(0)
     bundle = dataset.prepare_data(presets.stage_config("data", args.profile))
-    ae_cfg = presets.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
-    vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
     classifier = judge.load_classifier(judge.fit_classifier(presets.stage_config("classifier", args.profile), bundle, progress=False))
-    overrides = parse_overrides(args.set)
-    cfg = presets.stage_config("diffusion", args.profile, **{"shipped": False, **overrides})
+    cfg = presets.stage_config("diffusion", args.profile, **{"shipped": False, **parse_overrides(args.set)})
+    vae_artifact = None  # a denoiser in pixel space needs no autoencoder
+    if cfg.space == "latent":
+        ae_cfg = presets.stage_config("autoencoder", args.profile, **{"shipped": False, **parse_overrides(args.ae_set)})
+        vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress=False)
     inputs = stages.denoiser_inputs(cfg, vae_artifact, bundle)
     work, key = cache.work_dir("diffusion", cfg, inputs, stages.VERSIONS["diffusion"])
     latents, labels = stages.training_set(cfg, vae_artifact, bundle)

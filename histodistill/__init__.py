@@ -14,7 +14,7 @@ Plumbing every stage uses: presets (the profiles), parameters (what each noteboo
 sets), cache (the content-keyed cache), paths, machine, progress, plots, checkpoints, workers
 (models side by side in processes). Orchestration above them: run_record (a run's record), runner
 (./run_all.sh) and notebook_runs (papermill), compare, run_outputs and summary (a run's
-results read back).
+results read back); lab_contents serves the notebooks to JupyterLab (scripts/lab.sh).
 """
 
 __version__ = "0.1.0"

@@ -18,4 +18,6 @@ cat > "$settings/overrides.json" <<'JSON'
   }
 }
 JSON
-exec jupyter lab "$@"
+# The project's contents manager: jupytext's, serving each text notebook with the language
+# information its kernel reports, so that opening a notebook changes nothing in it.
+exec jupyter lab --ServerApp.contents_manager_class=histodistill.lab_contents.NotebookContents "$@"

@@ -172,7 +172,7 @@ def fit_diffusion(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: Dat
     return _resumable("diffusion", cfg, build, inputs, work, cache_root)
 
 
-def denoiser_inputs(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle) -> dict[str, str]:
+def denoiser_inputs(cfg: DiffusionConfig, autoencoder: cache.Artifact | None, bundle: DataBundle) -> dict[str, str]:
     """What a denoiser is a function of besides its configuration: the autoencoder whose
     latents it learns, or in pixel space the data."""
     return {"data": bundle.artifact.key} if cfg.space == "pixel" else {"autoencoder": autoencoder.key}
@@ -194,7 +194,7 @@ def _resumable(stage: str, cfg, build, inputs: dict, work: Path, cache_root: Pat
     return artifact
 
 
-def training_set(cfg: DiffusionConfig, autoencoder: cache.Artifact, bundle: DataBundle) -> tuple[torch.Tensor, np.ndarray]:
+def training_set(cfg: DiffusionConfig, autoencoder: cache.Artifact | None, bundle: DataBundle) -> tuple[torch.Tensor, np.ndarray]:
     """The denoiser's training set in `cfg.space`: the train images in [-1, 1] or their cached
     latents, with `cfg.augment` also their 8 flips and turns (encoded here, once per training
     run: the encoder is not equivariant, so flipping latents would not do)."""

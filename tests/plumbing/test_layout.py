@@ -16,8 +16,9 @@ PLUMBING = {"__init__", "presets", "cache", "checkpoints", "paths", "progress", 
 # The stage subpackages in the order of the notebooks; each may import the ones before it.
 STAGES = ["data", "classifiers", "generate", "select", "evaluate", "privacy"]
 # How notebooks and the runner reach every stage: nothing below imports them. `summary` reads
-# every stage's output files for the notebooks' closing cells, so it sits here too.
-ORCHESTRATION = {"run_record", "runner", "notebook_runs", "compare", "summary", "run_outputs"}
+# every stage's output files for the notebooks' closing cells, and `lab_contents` serves the
+# notebooks to JupyterLab, so they sit here too.
+ORCHESTRATION = {"run_record", "runner", "notebook_runs", "compare", "summary", "run_outputs", "lab_contents"}
 # Imports of a later stage allowed, each with its reason (none today).
 UPWARD_ALLOWED: set[tuple[str, str]] = set()
 MAX_LINES = 300

@@ -258,27 +258,6 @@ def test_the_runner_streams_progress_lines_from_a_notebook(tmp_path):
     assert "long stage: 100%" in result.stderr + result.stdout
 
 
-def test_saving_a_notebook_in_jupyterlab_leaves_its_file_unchanged(tmp_path):
-    """JupyterLab saves through jupytext's contents manager (with the project's jupytext.toml)
-    and writes the kernel's own kernelspec: the committed files must already be what it writes."""
-    import shutil
-
-    from jupyter_server.services.contents.filemanager import FileContentsManager
-    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
-
-    root = notebook_runs.notebook_sources()[0].parents[1]
-    shutil.copytree(root / "notebooks", tmp_path / "notebooks")
-    shutil.copy(root / "jupytext.toml", tmp_path / "jupytext.toml")
-    manager = build_sync_jupytext_contents_manager_class(FileContentsManager)(root_dir=str(tmp_path))
-    for source in sorted((tmp_path / "notebooks").glob("0*.py")):
-        before = source.read_text()
-        model = manager.get(f"notebooks/{source.name}", content=True, type="notebook")
-        model["content"]["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                                      "name": "python3"}
-        manager.save(model, f"notebooks/{source.name}")
-        assert source.read_text() == before, source.name
-
-
 def test_own_data_without_a_run_name_is_refused_before_running(runs_nothing, output_root):
     with pytest.raises(SystemExit) as refused:
         runner.main(["--only", "01", "-p", "data_source", "npz", "-p", "data_path", "my.npz"])

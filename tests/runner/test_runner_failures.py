@@ -157,7 +157,7 @@ def test_an_interrupt_is_exactly_one_line_and_exit_130(tmp_path, fake_kernel, ca
 # --- JupyterLab ---------------------------------------------------------------------------------
 
 
-def test_lab_sh_makes_jupytext_notebook_the_default_viewer(tmp_path):
+def test_lab_sh_makes_jupytext_notebook_the_default_viewer_and_serves_with_the_projects_manager(tmp_path):
     """scripts/lab.sh, run in a copy of the repository with its setup stubbed (no install)
     and a `jupyter` that only records its arguments."""
     repo, venv, home, bin_dir = tmp_path / "repo", tmp_path / "venv", tmp_path / "home", tmp_path / "bin"
@@ -170,7 +170,8 @@ def test_lab_sh_makes_jupytext_notebook_the_default_viewer(tmp_path):
     result = subprocess.run(["bash", str(repo / "scripts" / "lab.sh"), "--no-browser"], capture_output=True,
                             text=True, env={**os.environ, "HOME": str(home)}, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "jupyter-called").read_text().strip() == f"{repo} lab --no-browser"
+    assert (tmp_path / "jupyter-called").read_text().strip() == (
+        f"{repo} lab --ServerApp.contents_manager_class=histodistill.lab_contents.NotebookContents --no-browser")
     overrides = json.loads((venv / "share" / "jupyter" / "lab" / "settings" / "overrides.json").read_text())
     assert overrides == {"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}
     assert list(home.iterdir()) == []  # the user's own settings are not touched
