@@ -27,13 +27,14 @@ import ast
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from histodistill import cache, presets
 from histodistill.data import dataset
-from histodistill.generate import guidance, stages
+from histodistill.generate import figures, guidance, stages
 from histodistill.generate.diffusion import Trainer
 from histodistill.generate.pipeline import ClassConditionalLDMPipeline
 from histodistill.generate.config import SOLVERS
@@ -91,29 +92,50 @@ def main() -> None:
         if trainer.step % cfg.checkpoint_every:
             trainer.save_checkpoint()
         train_seconds += time.perf_counter() - start
-        pipe = ClassConditionalLDMPipeline.assemble(vae, trainer.ema_model().cpu(), cfg, bundle.class_names)
-        loss = float(np.mean([h["loss"] for h in trainer.history[-200:]]))
-        for solver in args.solvers:
-            for scale in args.scales:
-                t0 = time.perf_counter()
-                pool_labels = np.repeat(np.arange(bundle.n_classes), args.per_class)
-                images = pipe(pool_labels, args.sampling_steps, scale, seed=1, progress=False, solver=solver)
-                scores = guidance.pool_scores(images, pool_labels, classifier, bundle, real_features)
-                row = {"profile": args.profile, "setting": setting, "key": key[:16], "step": trainer.step,
-                       "loss_last200": round(loss, 5), "guidance_scale": scale, "sampling_steps": args.sampling_steps,
-                       **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
-                       "train_minutes": round(train_seconds / 60, 2), "resumed_at": resumed_at,
-                       "eval_seconds": round(time.perf_counter() - t0, 1), "solver": solver}
-                print(row, flush=True)
-                append_row(row)
+        evaluate(trainer, vae, cfg, bundle, classifier, real_features, args, setting, key, resumed_at, train_seconds)
+    if resumed_at >= cfg.steps:  # trained to its end before: its final weights scored again (other scales, say)
+        evaluate(trainer, vae, cfg, bundle, classifier, real_features, args, setting, key, resumed_at, train_seconds)
+
+
+def evaluate(trainer, vae, cfg, bundle, classifier, real_features, args, setting, key, resumed_at, train_seconds) -> None:
+    """Score a pool per solver and scale from the EMA weights: one row each in the results
+    file, and the pool beside real train images in bench/results/generator_trial_<key>_<solver>_<scale>.png
+    (the latest step's)."""
+    pipe = ClassConditionalLDMPipeline.assemble(vae, trainer.ema_model().cpu(), cfg, bundle.class_names)
+    loss = float(np.mean([h["loss"] for h in trainer.history[-200:]]))
+    for solver in args.solvers:
+        for scale in args.scales:
+            t0 = time.perf_counter()
+            pool_labels = np.repeat(np.arange(bundle.n_classes), args.per_class)
+            images = pipe(pool_labels, args.sampling_steps, scale, seed=1, progress=False, solver=solver)
+            scores = guidance.pool_scores(images, pool_labels, classifier, bundle, real_features)
+            row = {"profile": args.profile, "setting": setting, "key": key[:16], "step": trainer.step,
+                   "loss_last200": round(loss, 5), "guidance_scale": scale, "sampling_steps": args.sampling_steps,
+                   **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
+                   "train_minutes": round(train_seconds / 60, 2), "resumed_at": resumed_at,
+                   "eval_seconds": round(time.perf_counter() - t0, 1), "solver": solver}
+            print(row, flush=True)
+            append_row(row)
+            train = bundle.splits["train"]
+            fig = figures.real_vs_synthetic(train.images, train.labels, images, pool_labels, bundle.class_names,
+                                            title=f"trial {key[:16]}, step {trainer.step}: {solver}, guidance {scale}")
+            fig.savefig(RESULTS.parent / f"generator_trial_{key[:16]}_{solver}_{scale}.png", dpi=110, bbox_inches="tight")
+            plt.close(fig)
 
 
 def append_row(row: dict) -> None:
     """Add `row` to the results file; a column new to the file is added to every row (rows
-    from before the solver column were all sampled with the ODE, dpmsolver++)."""
+    from before the solver column were all sampled with the ODE, dpmsolver++). A row scoring
+    the same weights with the same sampler again (same key, step, solver, scale and steps)
+    replaces the earlier one."""
     table = pd.read_csv(RESULTS) if RESULTS.exists() else pd.DataFrame()
     if len(table) and "solver" not in table:
         table["solver"] = "dpmsolver++"
+    if len(table):
+        same = np.ones(len(table), bool)
+        for column in ("key", "step", "solver", "guidance_scale", "sampling_steps"):
+            same &= (table[column] == row[column]).to_numpy()
+        table = table[~same]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([table, pd.DataFrame([row])], ignore_index=True).to_csv(RESULTS, index=False)
 

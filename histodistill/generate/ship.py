@@ -32,6 +32,9 @@ def build(profile: str, out: Path | None = None, progress: bool = True, cache_ro
     dm_cfg = dataclasses.replace(presets.stage_config("diffusion", profile), shipped=False)
     if ae_cfg.pretrained:
         raise ValueError(f"profile {profile!r} loads a pretrained autoencoder: nothing to ship")
+    if dm_cfg.space != "latent":
+        raise ValueError(f"profile {profile!r} denoises in {dm_cfg.space} space: only a latent generator "
+                         "(autoencoder + denoiser) is shipped")
     vae_artifact = stages.fit_autoencoder(ae_cfg, bundle, progress, cache_root=cache_root)
     ldm_artifact = stages.fit_diffusion(dm_cfg, vae_artifact, bundle, progress, cache_root=cache_root)
 
