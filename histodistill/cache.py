@@ -1,10 +1,11 @@
 """An artifact cache keyed by content, written atomically.
 
 Every expensive stage runs through `cached()`. The stage's key is the SHA-256 of (stage
-name, stage version, the stage's resolved configuration, its inputs' keys), where an input is an upstream artifact's key or a data file's digest. Equal keys mean the
-stage loads its earlier result; any changed field, upstream result or data file gives a
-new key, so that stage and everything downstream recompute. Bump a stage's ``version``
-when its code changes what it writes.
+name, stage version, the stage's resolved configuration, its inputs' keys), where an input
+is an upstream artifact's key or a data file's digest. Equal keys mean the stage loads its
+earlier result; any changed field, upstream result or data file gives a new key, so that
+stage and everything downstream recompute. Bump a stage's ``version`` when its code
+changes what it writes.
 
 A result is built in a temporary folder and renamed into place only after its resolved
 configuration (``config.json``) and a manifest of its files (``COMPLETE.json``, written
@@ -44,9 +45,8 @@ CONFIG_FILE = "config.json"
 KEY_CHARS = 16  # folder names use the key's first 16 hex digits
 LOCKS = ".locks"  # the builders' lock files, one per stage and key
 
-
-# Metadata of an option added after results were keyed (and shipped) without it: at its
-# default it does what they did, so it stays out of the key and every old key holds.
+# An option added after results were keyed (and shipped) without it: at its default it does
+# what they did, so it stays out of the key and every old key holds.
 ADDED_LATER = {"added_later": True}
 
 
