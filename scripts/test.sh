@@ -18,5 +18,14 @@ export HISTODISTILL_CACHE="$work/cache"
 # Notebooks for nbval: the jupytext sources as .ipynb, parameters set to the smoke profile.
 python -m histodistill.runner --profile smoke --export "$work/nbval" >/dev/null
 
+# One test process per CPU (pytest-xdist; HISTODISTILL_TEST_PROCESSES sets another count, 1
+# runs them all in this process). The smoke run and the notebooks after it stay together in
+# one process (tests/conftest.py); the other processes take the unit tests meanwhile.
+processes="${HISTODISTILL_TEST_PROCESSES:-$(python -c 'from histodistill import machine; print(machine.available_cpus())')}"
+side_by_side=()
+if [ "$processes" -gt 1 ]; then
+    side_by_side=(-n "$processes")
+fi
+
 # Unit and smoke tests first, then the notebooks in number order.
-python -m pytest tests "$work/nbval" --nbval-lax -p no:cacheprovider "$@"
+python -m pytest tests "$work/nbval" --nbval-lax -p no:cacheprovider "${side_by_side[@]}" "$@"

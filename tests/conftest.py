@@ -9,7 +9,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from histodistill import cache
+from histodistill import cache, machine
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Test processes side by side, one per CPU (scripts/test.sh): each computes on one thread,
+    # as processes with a thread per CPU each would fight over the CPUs. Set before any test
+    # imports torch; the runner and the notebooks' kernels inherit it.
+    os.environ.setdefault(machine.THREADS_VARIABLE, "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+SMOKE_PIPELINE = "test_smoke_pipeline.py"
+
+
+def on_the_smoke_runs_cache(nodeid: str) -> bool:
+    """The smoke run's tests and nbval's notebook cells, which run on the cache it builds."""
+    return nodeid.split("::")[0].endswith((SMOKE_PIPELINE, ".ipynb"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With test processes side by side (pytest-xdist), the smoke run and the notebooks after it
+    form one unit of work, run in order by one process, while the others take the unit tests
+    one by one. It is the largest unit, so it starts first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SmokeRunTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "smoke run and notebooks" if on_the_smoke_runs_cache(nodeid) else nodeid
+
+    return SmokeRunTogether(config, log)
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -104,11 +104,13 @@ class ClassConditionalLDMPipeline(DiffusionPipeline):
         generator = torch.Generator().manual_seed(seed)
         latents = denoise(self.transformer, self.scheduler, labels, num_inference_steps,
                           guidance_scale, generator, batch_size, progress, solver, seed, guidance_interval, span)
-        return self.to_images(latents)
+        # Decoded batch by batch, as denoised: a convolution over another batch size may round
+        # the last bit otherwise, and a span's images would differ from the whole call's.
+        return self.to_images(latents, batch_size)
 
-    def to_images(self, latents: torch.Tensor) -> np.ndarray:
-        """The denoiser's samples as uint8 images (N, S, S, 3)."""
-        return ae.to_uint8(latents) if self.vae is None else ae.decode(self.vae, latents)
+    def to_images(self, latents: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """The denoiser's samples as uint8 images (N, S, S, 3), decoded `batch_size` at a time."""
+        return ae.to_uint8(latents) if self.vae is None else ae.decode(self.vae, latents, batch_size)
 
     def to_model_space(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images (N, S, S, 3) in the space the denoiser works in: their latents, or

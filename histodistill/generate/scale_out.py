@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -60,6 +61,14 @@ def check_processes(processes: int) -> int:
     return processes
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now, for the processes to meet on: accelerate's fixed
+    default would make two launches at once (two runs, two test processes) collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launch(task: str, spec: dict, processes: int, work: Path) -> None:
     """Run `task` with `spec` on `processes` processes under accelerate; raise with the
     workers' exit status when it fails (what they finished stays in `work`)."""
@@ -67,7 +76,8 @@ def launch(task: str, spec: dict, processes: int, work: Path) -> None:
     spec_path = work / f"{task}-spec.json"
     spec_path.write_text(json.dumps(spec))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+               "--dynamo_backend", "no",
                "-m", "histodistill.generate.scale_out_worker", task, str(spec_path)]
     print(f"[scale-out] {task} on {processes} processes: accelerate launch ... -m histodistill.generate.scale_out_worker {task}",
           flush=True)

@@ -35,7 +35,7 @@ from .pipeline import ClassConditionalLDMPipeline
 from .uvit import UViT
 
 # Bump a stage's version when its code changes what it writes: a new key, so a rebuild.
-VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 1, "pool_subset": 1}
+VERSIONS = {"autoencoder": 1, "diffusion": 1, "pool": 2, "pool_subset": 1}
 POOL_FILE = "pool.npz"
 
 
