@@ -90,3 +90,12 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_launching(smoke_mo
     odd = dataclasses.replace(presets.stage_config("diffusion", "smoke"), batch_size=33)
     with pytest.raises(ValueError, match="a batch of 33 cannot be split evenly over 2 processes"):
         stages.fit_diffusion(odd, vae, bundle, progress=False, cache_root=tmp_path, processes=2)
+
+
+def test_each_launch_meets_on_a_port_free_now():
+    import socket
+
+    port = scale_out.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", port))  # free: two launches at once no longer share a fixed port
+    assert 1024 <= port <= 65535
