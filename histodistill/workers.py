@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import multiprocessing
 import os
+import signal
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Callable, Hashable, Iterable
 
@@ -86,11 +87,16 @@ def pool(n: int) -> ProcessPoolExecutor:
 _QUEUED: dict[Hashable, Future] = {}
 
 
+def submit(n: int, fn: Callable, *args, **kwargs) -> Future:
+    """`fn(*args, **kwargs)` queued in the pool of `n` workers."""
+    return pool(n).submit(_run, fn, *args, **kwargs)
+
+
 def start(name: Hashable, n: int, fn: Callable, *args, **kwargs) -> None:
     """Queue `fn(*args, **kwargs)` in the pool of `n` workers under `name`, unless work of
     that name is queued already; returns at once."""
     if name not in _QUEUED:
-        _QUEUED[name] = pool(n).submit(fn, *args, **kwargs)
+        _QUEUED[name] = submit(n, fn, *args, **kwargs)
 
 
 def is_queued(name: Hashable) -> bool:
@@ -113,7 +119,29 @@ def finish(names: Iterable[Hashable], on_done: Callable[[], None] = lambda: None
         raise
 
 
+_BUSY = False  # in a worker: whether it is running a piece of work now
+
+
+def _run(fn: Callable, *args, **kwargs):
+    global _BUSY
+    _BUSY = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _BUSY = False
+
+
+def _on_interrupt(signum, frame) -> None:
+    """A worker's Ctrl-C. Jupyter interrupts a kernel's whole process group, the workers
+    with it, also when it shuts a finished notebook's kernel down: a working worker stops
+    its work (the notebook is told), an idle one waits on, for the next cell's work or for
+    the kernel's exit, instead of dying with a traceback of the queue it was waiting on."""
+    if _BUSY:
+        raise KeyboardInterrupt
+
+
 def _start(devices) -> None:
+    signal.signal(signal.SIGINT, _on_interrupt)
     os.environ[machine.THREADS_VARIABLE] = "1"
     machine.configure_torch()
     device = devices.get()

@@ -223,5 +223,5 @@ def _train_all(jobs: list[tuple], select_images, select_labels, n_classes: int, 
             for _, images, labels, seed in jobs]
     if n == 1:
         return [_fit(*a) for a in args]
-    futures = [workers.pool(n).submit(_fit, *a) for a in args]
+    futures = [workers.submit(n, _fit, *a) for a in args]
     return [future.result() for future in futures]

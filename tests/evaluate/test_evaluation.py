@@ -137,6 +137,33 @@ def test_a_failure_in_queued_work_is_raised_where_it_is_waited_for():
     workers.finish(["never queued"])  # nothing to wait for
 
 
+IDLE_WORKERS_INTERRUPTED = """
+import math, multiprocessing, os, signal, time
+from histodistill import workers
+workers.start("done", 2, math.sqrt, 4.0)
+workers.finish(["done"])
+children = multiprocessing.active_children()
+for child in children:  # what Jupyter does to a kernel's process group when it shuts the kernel down
+    os.kill(child.pid, signal.SIGINT)
+time.sleep(2)
+workers.start("after", 2, math.sqrt, 9.0)  # an interrupted cell's next cell
+workers.finish(["after"])
+print(len(children), sum(child.is_alive() for child in children))
+"""
+
+
+def test_idle_workers_wait_on_when_jupyter_interrupts_them_and_leave_quietly():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", IDLE_WORKERS_INTERRUPTED], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    started, alive = map(int, done.stdout.split())
+    assert started >= 1 and alive == started  # the pool is whole: the next work ran on it
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+
+
 def test_the_queue_trains_the_costliest_models_first(smoke_data, tmp_path, monkeypatch):
     """Models go to the workers longest first (the full real set, then two-view SupCon, then
     plain IPC sets), so no worker is left with a long model at the end while the other idles."""
