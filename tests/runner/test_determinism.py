@@ -20,6 +20,9 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from histodistill import machine
     threads = machine.configure_torch()
+    import os, torch
+    # configure_torch leaves new memory unfilled; filling it with NaN must change nothing
+    torch.utils.deterministic.fill_uninitialized_memory = bool(os.environ.get("FILL_NEW_MEMORY"))
     from histodistill.classifiers import judge, training
     from histodistill.data import dataset
     from histodistill.generate import stages
@@ -73,6 +76,15 @@ def test_two_fresh_processes_train_identical_weights(tmp_path):
     assert first == second
 
 
+def test_no_result_reads_memory_that_was_never_written(tmp_path):
+    """configure_torch turns off torch's NaN filling of new tensors (it only costs time); were
+    any operation to read memory before writing it, the NaNs would change its result."""
+    outputs = [json.loads(run_python(SCRIPT, HISTODISTILL_CACHE=str(tmp_path / name), FILL_NEW_MEMORY=fill)
+                          .stdout.strip().splitlines()[-1]) for name, fill in (("unfilled", ""), ("filled", "1"))]
+    assert outputs[0]["val_evaluations"] >= 2
+    assert outputs[0] == outputs[1]
+
+
 def test_configure_torch_uses_the_threads_asked_for():
     script = textwrap.dedent(
         """
@@ -80,13 +92,13 @@ def test_configure_torch_uses_the_threads_asked_for():
         from histodistill import machine
         used = machine.configure_torch()
         print(used, torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-              machine.configure_torch())
+              machine.configure_torch(), torch.utils.deterministic.fill_uninitialized_memory)
         """
     )
-    assert run_python(script, HISTODISTILL_THREADS="1").stdout.split() == ["1", "1", "True", "1"]
+    assert run_python(script, HISTODISTILL_THREADS="1").stdout.split() == ["1", "1", "True", "1", "False"]
     default = run_python(script, HISTODISTILL_THREADS="").stdout.split()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert default == [str(cpus), str(cpus), "True", str(cpus)]
+    assert default == [str(cpus), str(cpus), "True", str(cpus), "False"]
 
 
 def test_configure_torch_refuses_a_thread_count_that_is_not_a_number(monkeypatch):
