@@ -213,3 +213,25 @@ def test_unseen_controls_leave_a_val_image_per_class_and_follow_the_class_mix(mo
     sets[controls.DISTILLED] = controls.AuditSet(val.images[:30], np.repeat(np.arange(3), 10), "d", controls.AUDITED)
     note = controls.selection_note(np.repeat(np.arange(3), 100), val_labels, sets)
     assert "keeps 10.0% of the pool" in note and "42.2% of val" in note and "weaker selection" in note
+
+
+def test_the_control_denoiser_has_the_same_weights_in_a_worker_as_here(monkeypatch):
+    """The audit trains its control denoiser in a model worker beside its other tests; on one
+    thread wherever it trains, so the worker's weights are those of training it here (this
+    process on two threads), and the audit's result does not depend on where it ran."""
+    import torch
+
+    from histodistill import machine, workers
+    from histodistill.generate.config import DiffusionConfig
+
+    monkeypatch.setenv(workers.VARIABLE, "2")
+    latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cfg = DiffusionConfig(hidden_size=16, depth=1, patch_size=2, steps=12, batch_size=6, warmup_steps=2,
+                          augment=False, checkpoint_every=12)
+    args = (latents, np.arange(6) % 3, 3, cfg)
+    with machine.threads(2):
+        here = generator_attack.train_control(*args).state_dict()
+    there = workers.submit(2, generator_attack.train_control, *args).result().state_dict()
+    assert here.keys() == there.keys() and len(here) > 10
+    assert all(torch.equal(here[k], there[k]) for k in here)
+    assert not torch.equal(here["pos_embed"], torch.zeros_like(here["pos_embed"]))  # trained weights, not zeros
