@@ -68,8 +68,9 @@ def configure_torch() -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new tensor's memory with NaN before an operation
     # writes it, a guard against reading memory that was never written. No operation here
-    # reads such memory (a result would then differ between runs, which the tests repeat),
-    # so the filling only costs time: 3-8 % of a downstream model's training.
+    # reads such memory (tests/runner/test_determinism.py trains with and without the
+    # filling and compares), so it only costs time: 4-6 % of a downstream model's training
+    # (bench/trials/unfilled_memory.py).
     torch.utils.deterministic.fill_uninitialized_memory = False
     keep_freed_memory()
     return threads

@@ -1,5 +1,7 @@
-"""Shared by the A/B benchmarks (`input_layout.py`, `pooling.py`): the demo trainings they
-time, and the loop that times them under two ways of doing the same thing, alternating.
+"""Shared by the A/B benchmarks (`input_layout.py`, `pooling.py`, `pool_backward.py`,
+`unfilled_memory.py`, `malloc_settings.py`): the demo work they time (trainings, the pooling
+alone, a sweep pool), and the loop that times it under two ways of doing the same thing,
+alternating.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Callable, ContextManager
 
+import numpy as np
 import pandas as pd
 import torch
 
 from histodistill import machine, presets
-from histodistill.classifiers import training
+from histodistill.classifiers import convnet, training
 from histodistill.data import dataset
 from histodistill.evaluate import training_sets
 
@@ -46,6 +49,36 @@ def demo_trainings(profile: str, steps: int, epochs: int, networks: tuple[str, .
         lambda: training.train_judge(train.images, train.labels, val.images, val.labels, bundle.n_classes,
                                      judge_cfg, progress=False))
     return tasks
+
+
+def pool_alone(side: int, repeats: int = 50) -> Callable[[], None]:
+    """Forward and backward of the ConvNet's pooling alone, `repeats` times, on 90 x 16 maps
+    of `side` px (the demo ConvNet's batch and width), one thread."""
+    x = torch.randn(90, 16, side, side)
+    grad = torch.randn(90, 16, side // 2, side // 2)
+    layer = convnet.HalvingPool()
+
+    def run() -> None:
+        with machine.threads(1):
+            for _ in range(repeats):
+                leaf = x.detach().requires_grad_()
+                layer(leaf).backward(grad)
+    return run
+
+
+def sweep_pool(per_class: int) -> Callable[[], None]:
+    """A sweep pool of notebook 03 (`per_class` images per class, the demo sampler), sampled on
+    this process's threads into a fresh folder each time."""
+    import tempfile
+
+    from histodistill.generate import scale_out, stages
+
+    bundle = dataset.prepare_data(presets.stage_config("data", "demo"))
+    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "demo"), bundle)
+    pipe = stages.load_pipeline(stages.fit_diffusion(presets.stage_config("diffusion", "demo"), vae, bundle))
+    sampling = presets.stage_config("sampling", "demo", per_class=per_class, seed=1)
+    labels = np.repeat(np.arange(len(pipe.class_names)), per_class)
+    return lambda: scale_out.sample_chunks(pipe, labels, sampling, Path(tempfile.mkdtemp()), progress=False)
 
 
 def alternate(tasks: dict[Task, Callable[[], None]], ways: dict[str, Callable[[], ContextManager]],

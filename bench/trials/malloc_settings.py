@@ -51,21 +51,12 @@ def task_runner(task: str, steps: int, per_class: int):
         tasks = demo_trainings("demo", steps, 1, (network,))
         return next(run for (name, _), run in tasks.items() if name.startswith("downstream"))
 
-    import tempfile
+    from ab_timing import sweep_pool
 
-    import numpy as np
-
-    from histodistill import machine, presets
-    from histodistill.data import dataset
-    from histodistill.generate import scale_out, stages
+    from histodistill import machine
 
     machine.configure_torch()
-    bundle = dataset.prepare_data(presets.stage_config("data", "demo"))
-    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "demo"), bundle)
-    pipe = stages.load_pipeline(stages.fit_diffusion(presets.stage_config("diffusion", "demo"), vae, bundle))
-    sampling = presets.stage_config("sampling", "demo", per_class=per_class, seed=1)
-    labels = np.repeat(np.arange(len(pipe.class_names)), per_class)
-    return lambda: scale_out.sample_chunks(pipe, labels, sampling, Path(tempfile.mkdtemp()), progress=False)
+    return sweep_pool(per_class)
 
 
 def child(task: str, way: str, steps: int, per_class: int) -> None:

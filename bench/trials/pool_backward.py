@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_timing import alternate, demo_trainings, write  # noqa: E402  (a sibling module)
+from ab_timing import alternate, demo_trainings, pool_alone, write  # noqa: E402  (a sibling module)
 
-from histodistill import machine  # noqa: E402
 from histodistill.classifiers import convnet  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pool_backward.csv"
@@ -80,20 +79,6 @@ def same_gradients() -> None:
         assert torch.equal(*grads), shape
 
 
-def backward_alone(side: int, repeats: int = 50):
-    """Forward and backward of the pooling, `repeats` times, on 90 x 16 maps of `side` px."""
-    x = torch.randn(90, 16, side, side)
-    grad = torch.randn(90, 16, side // 2, side // 2)
-    layer = convnet.HalvingPool()
-
-    def run() -> None:
-        with machine.threads(1):
-            for _ in range(repeats):
-                leaf = x.detach().requires_grad_()
-                layer(leaf).backward(grad)
-    return run
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="demo")
@@ -102,7 +87,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs of the judge")
     args = ap.parse_args()
     same_gradients()
-    tasks = {(f"pooling fwd+bwd x50, {side}x{side} maps of 90x16", 1): backward_alone(side) for side in (28, 14, 7)}
+    tasks = {(f"pooling fwd+bwd x50, {side}x{side} maps of 90x16", 1): pool_alone(side) for side in (28, 14, 7)}
     tasks.update(demo_trainings(args.profile, args.steps, args.epochs, ("convnet",)))
     write(alternate(tasks, {"four strided writes": nullcontext, "rows, then a copy": tried}, args.repeats,
                     "backward"), RESULTS)

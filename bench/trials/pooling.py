@@ -25,13 +25,11 @@ import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_timing import alternate, demo_trainings, write  # noqa: E402  (a sibling module)
+from ab_timing import alternate, demo_trainings, pool_alone, write  # noqa: E402  (a sibling module)
 
-from histodistill import machine  # noqa: E402
 from histodistill.classifiers import convnet  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pooling.csv"
@@ -45,20 +43,6 @@ def torch_avg_pool():
         yield
     finally:
         convnet.HalvingPool.forward = slices_forward
-
-
-def pool_alone(side: int, repeats: int = 50):
-    """Forward and backward of the pooling alone, `repeats` times, on 90 x 16 maps of `side` px."""
-    x = torch.randn(90, 16, side, side)
-    grad = torch.randn(90, 16, side // 2, side // 2)
-    layer = convnet.HalvingPool()
-
-    def run() -> None:
-        with machine.threads(1):
-            for _ in range(repeats):
-                leaf = x.detach().requires_grad_()
-                layer(leaf).backward(grad)
-    return run
 
 
 def main() -> None:

@@ -26,14 +26,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_timing import alternate, demo_trainings, write  # noqa: E402  (a sibling module)
+from ab_timing import alternate, demo_trainings, sweep_pool, write  # noqa: E402  (a sibling module)
 
 from histodistill import machine, presets  # noqa: E402
 
@@ -68,18 +66,6 @@ def larger_set(steps: int):
             training.train_on_set(subset.images, subset.labels, val.images, val.labels, bundle.n_classes, recipe,
                                   progress=False)
     return run
-
-
-def sweep_pool(per_class: int):
-    from histodistill.data import dataset
-    from histodistill.generate import scale_out, stages
-
-    bundle = dataset.prepare_data(presets.stage_config("data", "demo"))
-    vae = stages.fit_autoencoder(presets.stage_config("autoencoder", "demo"), bundle)
-    pipe = stages.load_pipeline(stages.fit_diffusion(presets.stage_config("diffusion", "demo"), vae, bundle))
-    sampling = presets.stage_config("sampling", "demo", per_class=per_class, seed=1)
-    labels = np.repeat(np.arange(len(pipe.class_names)), per_class)
-    return lambda: scale_out.sample_chunks(pipe, labels, sampling, Path(tempfile.mkdtemp()), progress=False)
 
 
 def main() -> None:
