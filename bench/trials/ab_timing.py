@@ -1,11 +1,12 @@
 """Shared by the A/B benchmarks (`input_layout.py`, `pooling.py`, `pool_backward.py`,
 `unfilled_memory.py`, `malloc_settings.py`): the demo work they time (trainings, the pooling
-alone, a sweep pool), and the loop that times it under two ways of doing the same thing,
-alternating.
+alone, a sweep pool), the command line of those that time trainings, and the loop that times
+it under two ways of doing the same thing, alternating.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import statistics
@@ -79,6 +80,17 @@ def sweep_pool(per_class: int) -> Callable[[], None]:
     sampling = presets.stage_config("sampling", "demo", per_class=per_class, seed=1)
     labels = np.repeat(np.arange(len(pipe.class_names)), per_class)
     return lambda: scale_out.sample_chunks(pipe, labels, sampling, Path(tempfile.mkdtemp()), progress=False)
+
+
+def trial_arguments(doc: str, steps: int) -> argparse.Namespace:
+    """The command line of a trial that times demo trainings: --profile, --repeats, --steps
+    (of each downstream model, default `steps`) and --epochs (of the judge)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=steps, help="steps of each downstream model")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the judge")
+    return ap.parse_args()
 
 
 def alternate(tasks: dict[Task, Callable[[], None]], ways: dict[str, Callable[[], ContextManager]],

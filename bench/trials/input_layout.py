@@ -20,7 +20,6 @@ speed-up of the medians, the CPU). The downstream models train on one thread, as
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_timing import alternate, demo_trainings, write  # noqa: E402  (a sibling module)
+from ab_timing import alternate, demo_trainings, trial_arguments, write  # noqa: E402  (a sibling module)
 
 from histodistill.classifiers import convnet  # noqa: E402
 
@@ -52,12 +51,7 @@ def channels_last():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=200, help="steps of each downstream model")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs of the judge")
-    args = ap.parse_args()
+    args = trial_arguments(__doc__, steps=200)
     tasks = demo_trainings(args.profile, args.steps, args.epochs, ("convnet", "resnet18"))
     write(alternate(tasks, {"channels_last": channels_last, "contiguous": nullcontext}, args.repeats, "layout"), RESULTS)
 

@@ -23,7 +23,6 @@ seconds, speed-up of the medians, the CPU).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_timing import alternate, demo_trainings, pool_alone, write  # noqa: E402  (a sibling module)
+from ab_timing import alternate, demo_trainings, pool_alone, trial_arguments, write  # noqa: E402  (a sibling module)
 
 from histodistill.classifiers import convnet  # noqa: E402
 
@@ -80,12 +79,7 @@ def same_gradients() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=600, help="steps of the downstream model")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs of the judge")
-    args = ap.parse_args()
+    args = trial_arguments(__doc__, steps=600)
     same_gradients()
     tasks = {(f"pooling fwd+bwd x50, {side}x{side} maps of 90x16", 1): pool_alone(side) for side in (28, 14, 7)}
     tasks.update(demo_trainings(args.profile, args.steps, args.epochs, ("convnet",)))

@@ -20,7 +20,6 @@ of the medians, the CPU).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_timing import alternate, demo_trainings, pool_alone, write  # noqa: E402  (a sibling module)
+from ab_timing import alternate, demo_trainings, pool_alone, trial_arguments, write  # noqa: E402  (a sibling module)
 
 from histodistill.classifiers import convnet  # noqa: E402
 
@@ -46,12 +45,7 @@ def torch_avg_pool():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=200, help="steps of the downstream model")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs of the judge")
-    args = ap.parse_args()
+    args = trial_arguments(__doc__, steps=200)
     tasks = {(f"pooling fwd+bwd x50, {side}x{side} maps of 90x16", 1): pool_alone(side) for side in (28, 14, 7)}
     tasks.update(demo_trainings(args.profile, args.steps, args.epochs, ("convnet",)))
     write(alternate(tasks, {"avg_pool2d": torch_avg_pool, "slices": nullcontext}, args.repeats, "pooling"), RESULTS)
